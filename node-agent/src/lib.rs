@@ -1,0 +1,1 @@
+//! slicecache node agent.
