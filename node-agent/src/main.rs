@@ -1,1 +1,123 @@
-fn main() {}
+//! `slicecache-agent`: run the node agent, or a self-contained local demo.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use slicecache_agent::config::{self, Overrides};
+use slicecache_agent::run::{self, ConfigSource};
+use slicecache_api::agent_config::AgentConfig;
+use slicecache_api::units::ByteSize;
+
+#[derive(Parser, Debug)]
+#[command(name = "slicecache-agent", version, about = "Slicing HTTP cache node agent")]
+struct Cli {
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true, env = "SLICECACHE_LOG_JSON")]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the agent.
+    Run(RunArgs),
+    /// Run a self-contained local demo: embedded origin, agent, workload.
+    Demo,
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// YAML config file (the mounted ConfigMap). Tunables hot-reload from it.
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// Client listener, host:port.
+    #[arg(long)]
+    listen: Option<String>,
+    /// Admin listener (metrics, health, purge), host:port.
+    #[arg(long)]
+    admin_listen: Option<String>,
+    /// Origin base URL.
+    #[arg(long)]
+    origin: Option<String>,
+    /// Block device or file for the disk tier; a missing file is created.
+    #[arg(long)]
+    device: Option<String>,
+    /// Size of a device file to create (bytes or quantity, e.g. 10Gi).
+    #[arg(long)]
+    device_size: Option<ByteSize>,
+    /// Memory tier size (bytes or quantity, e.g. 512Mi).
+    #[arg(long)]
+    memory_cache: Option<ByteSize>,
+    /// Slice size: a power of two from 64Ki to 64Mi.
+    #[arg(long)]
+    slice_size: Option<ByteSize>,
+    /// Origin subrequests in flight per client request (1-64).
+    #[arg(long)]
+    concurrency: Option<u32>,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_json);
+    let result = match cli.command {
+        Command::Run(args) => run_agent(args),
+        Command::Demo => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the runtime")
+            .and_then(|rt| rt.block_on(slicecache_agent::demo::run())),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("slicecache-agent: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_agent(args: RunArgs) -> anyhow::Result<()> {
+    let overrides = Overrides {
+        listen: args.listen,
+        admin_listen: args.admin_listen,
+        origin: args.origin,
+        device: args.device,
+        device_size: args.device_size,
+        memory_cache: args.memory_cache,
+        slice_size: args.slice_size,
+        concurrency: args.concurrency,
+    };
+    let mut cfg = match &args.config {
+        Some(path) => config::load_file(path)?,
+        None => {
+            let origin = overrides
+                .origin
+                .clone()
+                .context("no origin: pass --origin URL or --config FILE")?;
+            AgentConfig::for_origin(origin)
+        }
+    };
+    overrides.apply(&mut cfg);
+    run::run(
+        cfg,
+        ConfigSource {
+            file: args.config,
+            overrides,
+        },
+    )
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

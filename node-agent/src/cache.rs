@@ -1,0 +1,276 @@
+//! The object catalog over the cache tiers.
+//!
+//! The catalog knows each object's current metadata and which extents it has
+//! cached. A lookup assembles a slice from whatever extents cover it, whatever
+//! slice size they were cached under; anything missing makes the slice a miss.
+//! L1 is consulted first; L2 hits are offered to L1 (its admission policy
+//! decides), and every fill goes to L1 at once and to L2 in the background.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+
+use crate::metrics::Metrics;
+use crate::object::ObjectMeta;
+use crate::store::memory::MemoryStore;
+use crate::store::{ExtentKey, ExtentStore, ObjectId};
+
+/// Where a cached slice came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tier {
+    Memory,
+    Disk,
+}
+
+#[derive(Debug)]
+struct ObjectEntry {
+    meta: Arc<ObjectMeta>,
+    /// Extents known to have been cached: offset → length. A hint: a tier may
+    /// have evicted one since, which a lookup then treats as a miss.
+    extents: BTreeMap<u64, u32>,
+}
+
+/// Metadata plus tiers.
+#[derive(Debug)]
+pub struct Cache {
+    memory: MemoryStore,
+    disk: Option<Arc<dyn ExtentStore>>,
+    objects: Mutex<HashMap<ObjectId, ObjectEntry>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Cache {
+    pub fn new(memory_bytes: u64, disk: Option<Arc<dyn ExtentStore>>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            memory: MemoryStore::new(memory_bytes),
+            disk,
+            objects: Mutex::new(HashMap::new()),
+            metrics,
+        }
+    }
+
+    pub fn memory(&self) -> &MemoryStore {
+        &self.memory
+    }
+
+    fn objects(&self) -> MutexGuard<'_, HashMap<ObjectId, ObjectEntry>> {
+        self.objects.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The metadata for `object`, from memory or (after a restart) from L2.
+    pub async fn meta(&self, object: ObjectId) -> Option<Arc<ObjectMeta>> {
+        if let Some(entry) = self.objects().get(&object) {
+            return Some(entry.meta.clone());
+        }
+        let disk = self.disk.as_ref()?;
+        let meta = ObjectMeta::decode(&disk.get_meta(object).await?)?;
+        let meta = Arc::new(meta);
+        self.objects().entry(object).or_insert_with(|| ObjectEntry {
+            meta: meta.clone(),
+            extents: BTreeMap::new(),
+        });
+        Some(meta)
+    }
+
+    /// Records `meta` as the object's current version. A different version
+    /// replaces the old one and drops its extents from every tier.
+    pub async fn set_meta(&self, object: ObjectId, mut meta: ObjectMeta) -> Arc<ObjectMeta> {
+        let previous = self.objects().get(&object).map(|e| e.meta.clone());
+        let replaced = match previous {
+            Some(old) if old.same_version(&meta) => {
+                // Same bytes: keep what we know about cached extents.
+                meta.extent_sizes = old.extent_sizes.clone();
+                false
+            }
+            Some(_) => true,
+            None => false,
+        };
+        if replaced {
+            self.metrics.object_invalidations.inc();
+            self.drop_extents(object).await;
+        }
+        let meta = Arc::new(meta);
+        {
+            let mut objects = self.objects();
+            let entry = objects.entry(object).or_insert_with(|| ObjectEntry {
+                meta: meta.clone(),
+                extents: BTreeMap::new(),
+            });
+            if replaced {
+                entry.extents.clear();
+            }
+            entry.meta = meta.clone();
+        }
+        if let Some(disk) = &self.disk {
+            if !meta.no_store {
+                disk.put_meta(object, meta.encode()).await;
+            }
+        }
+        meta
+    }
+
+    /// Forgets the object entirely (purge, or a change detected mid-flight).
+    pub async fn remove(&self, object: ObjectId) -> bool {
+        let known = self.objects().remove(&object).is_some();
+        self.drop_extents(object).await;
+        known
+    }
+
+    async fn drop_extents(&self, object: ObjectId) {
+        self.memory.remove_object(object).await;
+        if let Some(disk) = &self.disk {
+            disk.remove_object(object).await;
+        }
+    }
+
+    /// Objects whose cache key starts with `prefix`.
+    pub fn objects_with_prefix(&self, prefix: &str) -> Vec<ObjectId> {
+        self.objects()
+            .iter()
+            .filter(|(_, e)| e.meta.key.starts_with(prefix))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Assembles `[offset, end)` of `meta`'s version from cached extents, or
+    /// `None` if any byte of it is missing.
+    pub async fn lookup(
+        &self,
+        object: ObjectId,
+        meta: &ObjectMeta,
+        offset: u64,
+        end: u64,
+    ) -> Option<(Vec<Bytes>, Tier)> {
+        let version = meta.version();
+        let mut pieces = Vec::new();
+        let mut tier = Tier::Memory;
+        let mut pos = offset;
+        while pos < end {
+            let (key, data, from) = self.find_extent(object, meta, version, pos).await?;
+            if from == Tier::Disk {
+                tier = Tier::Disk;
+            }
+            let start = usize::try_from(pos - key.offset).ok()?;
+            let stop = usize::try_from((end - key.offset).min(u64::from(key.len))).ok()?;
+            if data.len() != key.len as usize || start >= stop {
+                return None;
+            }
+            pieces.push(data.slice(start..stop));
+            pos = key.offset + stop as u64;
+        }
+        Some((pieces, tier))
+    }
+
+    async fn find_extent(
+        &self,
+        object: ObjectId,
+        meta: &ObjectMeta,
+        version: u64,
+        pos: u64,
+    ) -> Option<(ExtentKey, Bytes, Tier)> {
+        let hinted = self.objects().get(&object).and_then(|e| {
+            let (&off, &len) = e.extents.range(..=pos).next_back()?;
+            (off + u64::from(len) > pos).then_some((off, len))
+        });
+        let probes = hinted.into_iter().chain(meta.extent_sizes.iter().filter_map(|&size| {
+            let off = pos / size * size;
+            let len = u32::try_from(size.min(meta.size.checked_sub(off)?)).ok()?;
+            Some((off, len))
+        }));
+        for (off, len) in probes {
+            let key = ExtentKey {
+                object,
+                version,
+                offset: off,
+                len,
+            };
+            if let Some(data) = self.memory.get_now(&key) {
+                return Some((key, data, Tier::Memory));
+            }
+            if let Some(disk) = &self.disk {
+                if let Some(data) = disk.get(&key).await {
+                    if self.memory.put_now(key, data.clone()) {
+                        self.metrics.promotions.inc();
+                    }
+                    self.note_extent(object, version, off, len);
+                    return Some((key, data, Tier::Disk));
+                }
+            }
+            if let Some(entry) = self.objects().get_mut(&object) {
+                if entry.extents.get(&off) == Some(&len) {
+                    entry.extents.remove(&off);
+                }
+            }
+        }
+        None
+    }
+
+    fn note_extent(&self, object: ObjectId, version: u64, offset: u64, len: u32) {
+        if let Some(entry) = self.objects().get_mut(&object) {
+            if entry.meta.version() == version {
+                entry.extents.insert(offset, len);
+            }
+        }
+    }
+
+    /// Caches a filled extent: in L1 now, in L2 in the background.
+    /// `nominal` is the slice size it was fetched under; a new size is
+    /// recorded in the metadata so lookups know to probe it.
+    pub fn insert(self: &Arc<Self>, object: ObjectId, meta: &ObjectMeta, offset: u64, nominal: u64, data: Bytes) {
+        let Ok(len) = u32::try_from(data.len()) else {
+            return;
+        };
+        if meta.no_store || len == 0 {
+            return;
+        }
+        let version = meta.version();
+        let key = ExtentKey {
+            object,
+            version,
+            offset,
+            len,
+        };
+        let new_size = {
+            let mut objects = self.objects();
+            let Some(entry) = objects.get_mut(&object) else {
+                return;
+            };
+            if entry.meta.version() != version {
+                // The object changed while this slice was in flight.
+                return;
+            }
+            entry.extents.insert(offset, len);
+            if entry.meta.extent_sizes.contains(&nominal) {
+                None
+            } else {
+                let mut updated = (*entry.meta).clone();
+                updated.extent_sizes.push(nominal);
+                entry.meta = Arc::new(updated);
+                Some(entry.meta.clone())
+            }
+        };
+        self.memory.put_now(key, data.clone());
+        if let Some(disk) = self.disk.clone() {
+            tokio::spawn(async move {
+                if let Some(meta) = new_size {
+                    disk.put_meta(object, meta.encode()).await;
+                }
+                disk.put(key, data).await;
+            });
+        }
+    }
+
+    /// Extends an object's freshness after a 304.
+    pub fn refresh(&self, object: ObjectId, refreshed: ObjectMeta) -> Option<Arc<ObjectMeta>> {
+        let mut objects = self.objects();
+        let entry = objects.get_mut(&object)?;
+        if !entry.meta.same_version(&refreshed) {
+            return None;
+        }
+        let mut meta = (*entry.meta).clone();
+        meta.fresh_until = refreshed.fresh_until;
+        entry.meta = Arc::new(meta);
+        Some(entry.meta.clone())
+    }
+}

@@ -1,0 +1,304 @@
+//! Agent configuration: the YAML file (the operator's ConfigMap), command-line
+//! overrides, validation, and hot reload of the tunables.
+//!
+//! Only [`Tunables`] reload at run time: slice size, concurrency, retries and
+//! TTLs change for new requests while connections and caches stay as they
+//! are. A file that fails to parse or validate is logged and ignored; the
+//! running configuration stays in force.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use slicecache_api::agent_config::{AgentConfig, Tunables, MAX_CONCURRENCY, MAX_SLICE_SIZE, MIN_SLICE_SIZE};
+use slicecache_api::units::ByteSize;
+use tracing::{error, info};
+
+use crate::fill::FillSettings;
+use crate::metrics::Metrics;
+use crate::object::FreshnessPolicy;
+
+/// Why a configuration was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("parsing {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{field}: {message}")]
+    Invalid { field: &'static str, message: String },
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        message: message.into(),
+    }
+}
+
+/// Command-line values that override the file.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub admin_listen: Option<String>,
+    pub origin: Option<String>,
+    pub device: Option<String>,
+    pub device_size: Option<ByteSize>,
+    pub memory_cache: Option<ByteSize>,
+    pub slice_size: Option<ByteSize>,
+    pub concurrency: Option<u32>,
+}
+
+impl Overrides {
+    pub fn apply(&self, cfg: &mut AgentConfig) {
+        if let Some(v) = &self.listen {
+            cfg.listen = v.clone();
+        }
+        if let Some(v) = &self.admin_listen {
+            cfg.admin_listen = v.clone();
+        }
+        if let Some(v) = &self.origin {
+            cfg.origin.url = v.clone();
+        }
+        if let Some(path) = &self.device {
+            cfg.cache.devices = vec![slicecache_api::agent_config::DeviceConfig {
+                path: path.clone(),
+                size: self.device_size,
+                format: Default::default(),
+            }];
+        }
+        if let Some(v) = self.memory_cache {
+            cfg.cache.memory = v;
+        }
+        self.apply_tunables(&mut cfg.tunables);
+    }
+
+    /// Flags beat the file for tunables too, including after a reload.
+    pub fn apply_tunables(&self, t: &mut Tunables) {
+        if let Some(v) = self.slice_size {
+            t.slice_size = v;
+        }
+        if let Some(v) = self.concurrency {
+            t.concurrency = v;
+        }
+    }
+}
+
+/// Parses a config file.
+pub fn load_file(path: &Path) -> Result<AgentConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text).map_err(|message| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message,
+    })
+}
+
+/// Parses config YAML; the message carries the line and column.
+pub fn parse(text: &str) -> Result<AgentConfig, String> {
+    serde_yaml_ng::from_str(text).map_err(|e| e.to_string())
+}
+
+/// Tunables in the form the data path uses, checked.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RuntimeTunables {
+    pub slice_size: u64,
+    pub concurrency: usize,
+    pub min_object_size: u64,
+    pub fill: FillSettings,
+}
+
+impl RuntimeTunables {
+    pub fn from_config(t: &Tunables) -> Result<Self, ConfigError> {
+        let size = t.slice_size.bytes();
+        if !size.is_power_of_two() || !(MIN_SLICE_SIZE..=MAX_SLICE_SIZE).contains(&size) {
+            return Err(invalid(
+                "tunables.sliceSize",
+                format!("{} must be a power of two from 64Ki to 64Mi", t.slice_size),
+            ));
+        }
+        if t.concurrency == 0 || t.concurrency > MAX_CONCURRENCY {
+            return Err(invalid(
+                "tunables.concurrency",
+                format!("{} must be from 1 to {MAX_CONCURRENCY}", t.concurrency),
+            ));
+        }
+        if t.retries > 10 {
+            return Err(invalid("tunables.retries", format!("{} must be at most 10", t.retries)));
+        }
+        Ok(Self {
+            slice_size: size,
+            concurrency: t.concurrency as usize,
+            min_object_size: t.min_object_size.bytes(),
+            fill: FillSettings {
+                retries: t.retries,
+                freshness: FreshnessPolicy {
+                    default_ttl: t.default_ttl.get(),
+                    honor_origin: t.honor_origin_cache_control,
+                },
+            },
+        })
+    }
+}
+
+/// Checks the parts of a config that only take effect at start.
+pub fn validate(cfg: &AgentConfig) -> Result<RuntimeTunables, ConfigError> {
+    crate::origin::OriginTarget::parse(&cfg.origin.url, cfg.origin.host_header.as_deref())
+        .map_err(|m| invalid("origin.url", m))?;
+    for (field, addr) in [("listen", &cfg.listen), ("adminListen", &cfg.admin_listen)] {
+        addr.parse::<std::net::SocketAddr>()
+            .map_err(|e| invalid(field, format!("{addr:?} is not host:port: {e}")))?;
+    }
+    if cfg.listen == cfg.admin_listen {
+        return Err(invalid("adminListen", "must differ from listen"));
+    }
+    if cfg.origin.max_connections == 0 {
+        return Err(invalid("origin.maxConnections", "must be at least 1"));
+    }
+    if cfg.cache.memory.bytes() < MIN_SLICE_SIZE {
+        return Err(invalid(
+            "cache.memory",
+            format!("{} is smaller than one slice", cfg.cache.memory),
+        ));
+    }
+    if cfg.cache.devices.len() > 1 {
+        return Err(invalid(
+            "cache.devices",
+            "one device per agent is supported in this version",
+        ));
+    }
+    RuntimeTunables::from_config(&cfg.tunables)
+}
+
+/// The tunables in force, swapped atomically on reload.
+#[derive(Debug)]
+pub struct LiveTunables {
+    current: RwLock<Arc<RuntimeTunables>>,
+}
+
+impl LiveTunables {
+    pub fn new(t: RuntimeTunables) -> Self {
+        Self {
+            current: RwLock::new(Arc::new(t)),
+        }
+    }
+
+    pub fn get(&self) -> Arc<RuntimeTunables> {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set(&self, t: RuntimeTunables) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(t);
+    }
+}
+
+/// Watches the config file and applies tunable changes.
+///
+/// Polls content rather than using inotify: Kubernetes updates a mounted
+/// ConfigMap by swapping a symlink, which file watchers miss more often than
+/// a cheap periodic read does.
+pub async fn watch_file(
+    path: PathBuf,
+    overrides: Overrides,
+    live: Arc<LiveTunables>,
+    metrics: Arc<Metrics>,
+    interval: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut last = std::fs::read(&path).ok();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.changed() => return,
+        }
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        if last.as_deref() == Some(&bytes[..]) {
+            continue;
+        }
+        last = Some(bytes);
+        match reload(&path, &overrides) {
+            Ok(t) => {
+                let old = live.get();
+                if *old != t {
+                    info!(path = %path.display(), slice_size = t.slice_size, concurrency = t.concurrency, "config reloaded: tunables updated");
+                    publish_tunables(&metrics, &t);
+                    live.set(t);
+                } else {
+                    info!(path = %path.display(), "config reloaded: tunables unchanged (other fields need a restart)");
+                }
+                metrics.config_reloads.with_label_values(&["ok"]).inc();
+            }
+            Err(e) => {
+                error!(path = %path.display(), error = %e, "config reload rejected; keeping the running configuration");
+                metrics.config_reloads.with_label_values(&["rejected"]).inc();
+            }
+        }
+    }
+}
+
+fn reload(path: &Path, overrides: &Overrides) -> Result<RuntimeTunables, ConfigError> {
+    let mut cfg = load_file(path)?;
+    overrides.apply_tunables(&mut cfg.tunables);
+    RuntimeTunables::from_config(&cfg.tunables)
+}
+
+pub fn publish_tunables(metrics: &Metrics, t: &RuntimeTunables) {
+    metrics.slice_size.set(i64::try_from(t.slice_size).unwrap_or(i64::MAX));
+    metrics.concurrency.set(t.concurrency as i64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_file_and_rejects_typos() {
+        let cfg = parse(
+            "listen: 127.0.0.1:1\nadminListen: 127.0.0.1:2\norigin:\n  url: http://127.0.0.1:3\ntunables:\n  sliceSize: 256Ki\n  concurrency: 8\ncache:\n  memory: 64Mi\n",
+        )
+        .expect("valid");
+        let t = validate(&cfg).expect("valid");
+        assert_eq!((t.slice_size, t.concurrency), (256 << 10, 8));
+        let err = parse("origin:\n  url: http://x\n  urll: y\n").expect_err("typo");
+        assert!(err.contains("urll"), "{err}");
+        assert!(parse(": : :").is_err());
+    }
+
+    #[test]
+    fn rejects_bad_tunables_naming_the_field() {
+        let mut cfg = AgentConfig::for_origin("http://127.0.0.1:1");
+        cfg.listen = "127.0.0.1:1".into();
+        cfg.admin_listen = "127.0.0.1:2".into();
+        for (size, conc, field) in [
+            (3 << 20, 4, "sliceSize"),
+            (32 << 10, 4, "sliceSize"),
+            (1 << 20, 0, "concurrency"),
+            (1 << 20, 65, "concurrency"),
+        ] {
+            cfg.tunables.slice_size = ByteSize(size);
+            cfg.tunables.concurrency = conc;
+            let err = validate(&cfg).expect_err("invalid").to_string();
+            assert!(err.contains(field), "{err}");
+        }
+        cfg.tunables = Tunables::default();
+        cfg.origin.url = "ftp://x".into();
+        assert!(validate(&cfg).expect_err("invalid").to_string().contains("origin.url"));
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let mut cfg = AgentConfig::for_origin("http://127.0.0.1:1");
+        let o = Overrides {
+            origin: Some("http://127.0.0.1:9".into()),
+            slice_size: Some(ByteSize::kib(128)),
+            ..Overrides::default()
+        };
+        o.apply(&mut cfg);
+        assert_eq!(cfg.origin.url, "http://127.0.0.1:9");
+        assert_eq!(cfg.tunables.slice_size, ByteSize::kib(128));
+    }
+}

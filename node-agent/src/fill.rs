@@ -1,0 +1,616 @@
+//! Slice fills: one origin subrequest per missing slice, shared by everyone
+//! who wants that slice while it is in flight.
+//!
+//! A fill is a spawned task that fetches one aligned slice, publishes its
+//! bytes to readers as they arrive, and caches the slice when it completes.
+//! Readers that join late replay the chunks already received. When the last
+//! reader goes away the fill stops, so a client abort cancels origin work
+//! nobody else is waiting for. Failures retry with exponential backoff and
+//! jitter; a slice that breaks midway resumes from the byte it reached, guarded
+//! by `If-Match` so the bytes before and after the break are one version.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use rand::Rng;
+use tokio::sync::{watch, Semaphore};
+use tracing::{debug, warn};
+
+use crate::cache::Cache;
+use crate::metrics::Metrics;
+use crate::object::{FreshnessPolicy, ObjectMeta};
+use crate::origin::{content_length, parse_content_range, OriginClient, OriginError, OriginRequest, OriginResponse};
+use crate::range::ByteRange;
+use crate::store::ObjectId;
+
+/// Why a fill produced no (or not all) bytes.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FillError {
+    /// The object changed at the origin: the bytes fetched so far belong to a
+    /// version other than the one the response started with.
+    #[error("the object changed at the origin")]
+    Changed,
+    /// The origin answered with a status that is the client's answer too.
+    #[error("origin answered {0}")]
+    Status(u16),
+    /// The origin failed (after retries) or sent something invalid.
+    #[error("origin failure: {0}")]
+    Origin(String),
+    /// The origin does not support ranges and the object is too large to
+    /// fetch whole for one slice.
+    #[error("fill cancelled")]
+    Cancelled,
+}
+
+/// What a fill learned from the origin's response header.
+#[derive(Clone, Debug)]
+pub enum FillHead {
+    /// Bytes follow; the metadata describes the object they belong to.
+    Body(Arc<ObjectMeta>),
+    /// A revalidation answered 304: the cached version is still current.
+    NotModified(Arc<ObjectMeta>),
+}
+
+#[derive(Clone, Debug, Default)]
+struct FillState {
+    head: Option<FillHead>,
+    received: u64,
+    done: Option<Result<(), FillError>>,
+}
+
+/// Identity of an in-flight fill.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FillKey {
+    pub object: ObjectId,
+    pub offset: u64,
+    /// Nominal slice size: the fill covers `[offset, offset + size)`.
+    pub size: u64,
+}
+
+/// What to fetch.
+#[derive(Clone, Debug)]
+pub struct FillSpec {
+    pub key: FillKey,
+    /// Origin path and query.
+    pub path: String,
+    /// The version the requester expects; the fill guards with its validators.
+    pub expected: Option<Arc<ObjectMeta>>,
+    /// Ask the origin `If-None-Match`/`If-Modified-Since` on `expected`.
+    pub revalidate: bool,
+}
+
+struct Fill {
+    chunks: Mutex<Vec<Bytes>>,
+    state: watch::Sender<FillState>,
+}
+
+impl Fill {
+    fn chunks(&self) -> MutexGuard<'_, Vec<Bytes>> {
+        self.chunks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A reader of one fill.
+pub struct FillReader {
+    fill: Arc<Fill>,
+    rx: watch::Receiver<FillState>,
+    next_chunk: usize,
+}
+
+impl FillReader {
+    /// Waits for the response header.
+    pub async fn head(&mut self) -> Result<FillHead, FillError> {
+        loop {
+            let state = self.rx.borrow_and_update().clone();
+            if let Some(head) = state.head {
+                return Ok(head);
+            }
+            if let Some(Err(e)) = state.done {
+                return Err(e);
+            }
+            if state.done.is_some() {
+                return Err(FillError::Origin("fill ended without a response".into()));
+            }
+            if self.rx.changed().await.is_err() {
+                return Err(FillError::Cancelled);
+            }
+        }
+    }
+
+    /// The next chunk of the slice body; `None` once it is complete.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, FillError> {
+        loop {
+            if let Some(chunk) = self.fill.chunks().get(self.next_chunk).cloned() {
+                self.next_chunk += 1;
+                return Ok(Some(chunk));
+            }
+            let done = self.rx.borrow_and_update().done.clone();
+            match done {
+                Some(Ok(())) => {
+                    // Chunks are pushed before `done` is published.
+                    if self.fill.chunks().len() > self.next_chunk {
+                        continue;
+                    }
+                    return Ok(None);
+                }
+                Some(Err(e)) => return Err(e),
+                None => {}
+            }
+            if self.rx.changed().await.is_err() {
+                return Err(FillError::Cancelled);
+            }
+        }
+    }
+}
+
+/// Per-agent settings a fill needs; a snapshot taken when it starts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FillSettings {
+    pub retries: u32,
+    pub freshness: FreshnessPolicy,
+}
+
+/// The registry of in-flight fills and what they share.
+pub struct Fills {
+    inflight: Mutex<HashMap<FillKey, Arc<Fill>>>,
+    origin: Arc<OriginClient>,
+    cache: Arc<Cache>,
+    metrics: Arc<Metrics>,
+    /// Bounds origin subrequests across the whole agent.
+    permits: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for Fills {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fills")
+            .field("inflight", &self.inflight().len())
+            .finish()
+    }
+}
+
+impl Fills {
+    pub fn new(
+        origin: Arc<OriginClient>,
+        cache: Arc<Cache>,
+        metrics: Arc<Metrics>,
+        max_subrequests: usize,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            inflight: Mutex::new(HashMap::new()),
+            origin,
+            cache,
+            metrics,
+            permits: Arc::new(Semaphore::new(max_subrequests.max(1))),
+        })
+    }
+
+    fn inflight(&self) -> MutexGuard<'_, HashMap<FillKey, Arc<Fill>>> {
+        self.inflight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Joins the fill for `spec.key`, starting one if none is in flight.
+    /// Returns the reader and whether it joined an existing fill.
+    pub fn join(self: &Arc<Self>, spec: FillSpec, settings: FillSettings) -> (FillReader, bool) {
+        let mut inflight = self.inflight();
+        if let Some(fill) = inflight.get(&spec.key) {
+            let rx = fill.state.subscribe();
+            return (
+                FillReader {
+                    fill: fill.clone(),
+                    rx,
+                    next_chunk: 0,
+                },
+                true,
+            );
+        }
+        let (tx, rx) = watch::channel(FillState::default());
+        let fill = Arc::new(Fill {
+            chunks: Mutex::new(Vec::new()),
+            state: tx,
+        });
+        inflight.insert(spec.key, fill.clone());
+        drop(inflight);
+        let reader = FillReader {
+            fill: fill.clone(),
+            rx,
+            next_chunk: 0,
+        };
+        let fills = self.clone();
+        tokio::spawn(async move {
+            let key = spec.key;
+            let started = Instant::now();
+            let result = fills.run(&fill, spec, settings).await;
+            fills
+                .metrics
+                .slice_fetch_duration
+                .observe(started.elapsed().as_secs_f64());
+            if let Err(e) = &result {
+                debug!(?key, error = %e, "slice fill failed");
+            }
+            // Cache first, then leave the registry, so a newcomer either joins
+            // this fill or finds the slice cached.
+            fills.inflight().remove(&key);
+            fill.state.send_modify(|s| s.done = Some(result));
+        });
+        (reader, false)
+    }
+
+    async fn run(&self, fill: &Fill, spec: FillSpec, settings: FillSettings) -> Result<(), FillError> {
+        let mut attempt = 0u32;
+        let mut fetched = FillProgress::default();
+        loop {
+            match self.attempt(fill, &spec, settings, &mut fetched).await {
+                Ok(()) => return Ok(()),
+                Err(AttemptError::Final(e)) => return Err(e),
+                Err(AttemptError::Retry(e)) if attempt < settings.retries => {
+                    attempt += 1;
+                    self.metrics.origin_retries.inc();
+                    let backoff = backoff(attempt);
+                    warn!(path = %spec.path, offset = spec.key.offset, attempt, error = %e, ?backoff, "retrying slice fetch");
+                    tokio::time::sleep(backoff).await;
+                }
+                Err(AttemptError::Retry(e)) => return Err(FillError::Origin(e)),
+            }
+        }
+    }
+
+    async fn attempt(
+        &self,
+        fill: &Fill,
+        spec: &FillSpec,
+        settings: FillSettings,
+        progress: &mut FillProgress,
+    ) -> Result<(), AttemptError> {
+        if fill.state.receiver_count() == 0 {
+            return Err(AttemptError::Final(FillError::Cancelled));
+        }
+        let queued = Instant::now();
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| AttemptError::Final(FillError::Cancelled))?;
+        self.metrics.queue_wait.observe(queued.elapsed().as_secs_f64());
+        self.metrics.subrequests_in_flight.inc();
+        let _in_flight = scopeguard(|| self.metrics.subrequests_in_flight.dec());
+
+        let guard = progress.meta.clone().or_else(|| spec.expected.clone());
+        let start = spec.key.offset + progress.received;
+        let mut req = OriginRequest {
+            path: spec.path.clone(),
+            range: Some(ByteRange {
+                first: start,
+                last: spec.key.offset + spec.key.size - 1,
+            }),
+            ..OriginRequest::default()
+        };
+        if let Some(meta) = &guard {
+            if spec.revalidate && progress.meta.is_none() {
+                req.if_none_match = meta.etag.clone();
+                req.if_modified_since = meta.last_modified.clone();
+            } else if let Some(etag) = meta.strong_etag() {
+                req.if_match = Some(etag.to_string());
+            } else if let Some(lm) = &meta.last_modified {
+                req.if_unmodified_since = Some(lm.clone());
+            }
+        }
+        let sent = Instant::now();
+        let resp = self.origin.send(&req).await.map_err(|e| {
+            self.metrics.origin_requests.with_label_values(&[e.kind()]).inc();
+            AttemptError::Retry(e.to_string())
+        })?;
+        self.metrics.origin_ttfb.observe(sent.elapsed().as_secs_f64());
+        let status = resp.status();
+        self.metrics
+            .origin_requests
+            .with_label_values(&[status_class(status)])
+            .inc();
+        match status {
+            206 => self.read_partial(fill, spec, settings, progress, resp, guard).await,
+            200 => self.read_whole(fill, spec, settings, progress, resp, guard).await,
+            304 if spec.revalidate => {
+                let Some(old) = guard else {
+                    return Err(AttemptError::Final(FillError::Origin(
+                        "304 without a cached version".into(),
+                    )));
+                };
+                let mut meta = (*old).clone();
+                meta.refresh(&resp.header, settings.freshness);
+                let meta = self
+                    .cache
+                    .refresh(spec.key.object, meta.clone())
+                    .unwrap_or_else(|| Arc::new(meta));
+                resp.release().await;
+                fill.state.send_modify(|s| s.head = Some(FillHead::NotModified(meta)));
+                Ok(())
+            }
+            412 => {
+                resp.release().await;
+                self.cache.remove(spec.key.object).await;
+                self.metrics.object_invalidations.inc();
+                Err(AttemptError::Final(FillError::Changed))
+            }
+            416 => self.unsatisfiable(fill, spec, settings, progress, resp, guard).await,
+            429 | 500 | 502 | 503 | 504 => {
+                resp.release().await;
+                Err(AttemptError::Retry(format!("origin answered {status}")))
+            }
+            _ => {
+                resp.release().await;
+                Err(AttemptError::Final(FillError::Status(status)))
+            }
+        }
+    }
+
+    /// A 206: check it is the range we asked for, of the version we expect.
+    async fn read_partial(
+        &self,
+        fill: &Fill,
+        spec: &FillSpec,
+        settings: FillSettings,
+        progress: &mut FillProgress,
+        resp: OriginResponse,
+        guard: Option<Arc<ObjectMeta>>,
+    ) -> Result<(), AttemptError> {
+        let cr = resp
+            .header
+            .headers
+            .get(http::header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_content_range);
+        let Some((range, Some(total))) = cr else {
+            resp.release().await;
+            return Err(AttemptError::Retry("206 without a valid Content-Range".into()));
+        };
+        let start = spec.key.offset + progress.received;
+        let end = (spec.key.offset + spec.key.size).min(total);
+        if range.first != start || range.last + 1 != end {
+            resp.release().await;
+            return Err(AttemptError::Retry(format!(
+                "asked for bytes {start}-{} and got {range}/{total}",
+                end.saturating_sub(1)
+            )));
+        }
+        let meta = ObjectMeta::from_response(&spec.path, &resp.header, total, true, settings.freshness);
+        self.accept_head(fill, spec, progress, meta, guard).await?;
+        self.stream_body(fill, progress, resp, end - start, 0).await?;
+        self.complete(fill, spec, progress);
+        Ok(())
+    }
+
+    /// A 200 to a range request: the origin ignores ranges. Take the slice we
+    /// wanted out of the whole body and cache the rest as aligned extents too.
+    async fn read_whole(
+        &self,
+        fill: &Fill,
+        spec: &FillSpec,
+        settings: FillSettings,
+        progress: &mut FillProgress,
+        mut resp: OriginResponse,
+        guard: Option<Arc<ObjectMeta>>,
+    ) -> Result<(), AttemptError> {
+        let Some(total) = content_length(&resp.header) else {
+            resp.release().await;
+            return Err(AttemptError::Final(FillError::Origin(
+                "origin sent a 200 without Content-Length; slicecache needs the object size".into(),
+            )));
+        };
+        let meta = ObjectMeta::from_response(&spec.path, &resp.header, total, false, settings.freshness);
+        let meta = self.accept_head(fill, spec, progress, meta, guard).await?;
+        let want_from = spec.key.offset + progress.received;
+        let want_to = (spec.key.offset + spec.key.size).min(total);
+        let mut pos = 0u64;
+        let mut extent = BytesMut::new();
+        let mut extent_start = 0u64;
+        let size = spec.key.size;
+        while let Some(chunk) = resp.chunk().await.map_err(|e| AttemptError::Retry(e.to_string()))? {
+            self.metrics.origin_bytes.inc_by(chunk.len() as u64);
+            let chunk_end = pos + chunk.len() as u64;
+            if chunk_end > total {
+                return Err(AttemptError::Final(FillError::Origin(
+                    "origin sent more bytes than Content-Length".into(),
+                )));
+            }
+            // The wanted part goes to readers as it arrives.
+            let lo = want_from.max(pos);
+            let hi = want_to.min(chunk_end);
+            if lo < hi {
+                let piece = chunk.slice((lo - pos) as usize..(hi - pos) as usize);
+                progress.received += piece.len() as u64;
+                fill.chunks().push(piece);
+                fill.state.send_modify(|s| s.received = progress.received);
+            }
+            // Everything is cut into aligned extents for the cache.
+            let mut rest = chunk;
+            while !rest.is_empty() {
+                let room = (extent_start + size - (extent_start + extent.len() as u64)) as usize;
+                let take = room.min(rest.len());
+                extent.extend_from_slice(&rest.split_to(take));
+                if extent.len() as u64 == size || extent_start + extent.len() as u64 == total {
+                    let data = std::mem::take(&mut extent).freeze();
+                    if extent_start != spec.key.offset {
+                        self.cache.insert(spec.key.object, &meta, extent_start, size, data);
+                    }
+                    extent_start += size;
+                }
+            }
+            pos = chunk_end;
+            if fill.state.receiver_count() == 0 {
+                resp.release().await;
+                return Err(AttemptError::Final(FillError::Cancelled));
+            }
+        }
+        resp.release().await;
+        if pos != total {
+            return Err(AttemptError::Retry(format!(
+                "origin body ended at {pos} of {total} bytes"
+            )));
+        }
+        self.complete(fill, spec, progress);
+        Ok(())
+    }
+
+    /// A 416 tells us the object's size (`bytes */len`), e.g. an empty object.
+    async fn unsatisfiable(
+        &self,
+        fill: &Fill,
+        spec: &FillSpec,
+        settings: FillSettings,
+        progress: &mut FillProgress,
+        resp: OriginResponse,
+        guard: Option<Arc<ObjectMeta>>,
+    ) -> Result<(), AttemptError> {
+        let total = resp
+            .header
+            .headers
+            .get(http::header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().strip_prefix("bytes */"))
+            .and_then(|t| t.trim().parse::<u64>().ok());
+        resp.release().await;
+        match total {
+            Some(total) if total <= spec.key.offset => {
+                let meta = ObjectMeta::from_response(&spec.path, &resp_header_stub(), total, true, settings.freshness);
+                self.accept_head(fill, spec, progress, meta, guard).await?;
+                self.complete(fill, spec, progress);
+                Ok(())
+            }
+            _ => Err(AttemptError::Final(FillError::Status(416))),
+        }
+    }
+
+    /// Publishes the response metadata, or fails if it is not the version
+    /// this fill (or its requester) already committed to.
+    async fn accept_head(
+        &self,
+        fill: &Fill,
+        spec: &FillSpec,
+        progress: &mut FillProgress,
+        meta: ObjectMeta,
+        guard: Option<Arc<ObjectMeta>>,
+    ) -> Result<Arc<ObjectMeta>, AttemptError> {
+        if let Some(expected) = &guard {
+            if !expected.same_version(&meta) && (progress.meta.is_some() || !spec.revalidate) {
+                // Bytes of another version must never be stitched in. Learn
+                // the new version so the next request starts clean.
+                self.metrics.object_changes.inc();
+                self.cache.set_meta(spec.key.object, meta).await;
+                return Err(AttemptError::Final(FillError::Changed));
+            }
+        }
+        if let Some(meta) = &progress.meta {
+            return Ok(meta.clone());
+        }
+        let meta = self.cache.set_meta(spec.key.object, meta).await;
+        progress.meta = Some(meta.clone());
+        let head = FillHead::Body(meta.clone());
+        fill.state.send_modify(|s| s.head = Some(head));
+        Ok(meta)
+    }
+
+    async fn stream_body(
+        &self,
+        fill: &Fill,
+        progress: &mut FillProgress,
+        mut resp: OriginResponse,
+        expected: u64,
+        _skip: u64,
+    ) -> Result<(), AttemptError> {
+        let mut got = 0u64;
+        loop {
+            let chunk = match resp.chunk().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(e) => return Err(AttemptError::Retry(e.to_string())),
+            };
+            self.metrics.origin_bytes.inc_by(chunk.len() as u64);
+            got += chunk.len() as u64;
+            if got > expected {
+                return Err(AttemptError::Final(FillError::Origin(format!(
+                    "origin sent more than the {expected} bytes its Content-Range announced"
+                ))));
+            }
+            progress.received += chunk.len() as u64;
+            fill.chunks().push(chunk);
+            fill.state.send_modify(|s| s.received = progress.received);
+            if fill.state.receiver_count() == 0 {
+                return Err(AttemptError::Final(FillError::Cancelled));
+            }
+        }
+        resp.release().await;
+        if got != expected {
+            return Err(AttemptError::Retry(format!(
+                "origin body ended after {got} of {expected} bytes"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Caches the completed slice.
+    fn complete(&self, fill: &Fill, spec: &FillSpec, progress: &FillProgress) {
+        let Some(meta) = &progress.meta else { return };
+        let chunks = fill.chunks();
+        let mut data = BytesMut::with_capacity(progress.received as usize);
+        for c in chunks.iter() {
+            data.extend_from_slice(c);
+        }
+        drop(chunks);
+        self.cache
+            .insert(spec.key.object, meta, spec.key.offset, spec.key.size, data.freeze());
+    }
+}
+
+#[derive(Default)]
+struct FillProgress {
+    received: u64,
+    meta: Option<Arc<ObjectMeta>>,
+}
+
+enum AttemptError {
+    Retry(String),
+    Final(FillError),
+}
+
+fn backoff(attempt: u32) -> Duration {
+    let base = 50u64 << attempt.min(6);
+    let jitter = rand::rng().random_range(0..=base / 2);
+    Duration::from_millis(base + jitter)
+}
+
+fn status_class(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        206 => "206",
+        304 => "304",
+        412 => "412",
+        416 => "416",
+        429 => "429",
+        503 => "503",
+        s if s >= 500 => "5xx",
+        s if s >= 400 => "4xx",
+        _ => "other",
+    }
+}
+
+fn resp_header_stub() -> pingora::http::ResponseHeader {
+    crate::server::response_header(416)
+}
+
+struct ScopeGuard<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for ScopeGuard<F> {
+    fn drop(&mut self) {
+        (self.0)();
+    }
+}
+
+fn scopeguard<F: FnMut()>(f: F) -> ScopeGuard<F> {
+    ScopeGuard(f)
+}
+
+/// The error kind of an origin failure, for metrics.
+pub fn origin_error_kind(e: &OriginError) -> &'static str {
+    e.kind()
+}

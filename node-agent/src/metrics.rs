@@ -1,0 +1,116 @@
+//! The agent's Prometheus metrics, in one registry served on the admin port.
+//!
+//! Names follow Prometheus conventions (`_total` counters, `_bytes` sizes,
+//! `_seconds` histograms) so `promtool check metrics` accepts the output; the
+//! operator's tuner and the Helm chart's alerts query exactly these names.
+
+use prometheus::{
+    exponential_buckets, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+/// Every metric the agent exports.
+#[derive(Debug)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: IntCounterVec,
+    pub client_bytes: IntCounter,
+    pub origin_bytes: IntCounter,
+    pub origin_requests: IntCounterVec,
+    pub origin_retries: IntCounter,
+    pub slices: IntCounterVec,
+    pub client_ttfb: Histogram,
+    pub origin_ttfb: Histogram,
+    pub slice_fetch_duration: Histogram,
+    pub queue_wait: Histogram,
+    pub subrequests_in_flight: IntGauge,
+    pub memory_used: IntGauge,
+    pub memory_capacity: IntGauge,
+    pub slice_size: IntGauge,
+    pub concurrency: IntGauge,
+    pub config_reloads: IntCounterVec,
+    pub purges: IntCounterVec,
+    pub object_changes: IntCounter,
+    pub object_invalidations: IntCounter,
+    pub promotions: IntCounter,
+}
+
+fn latency_buckets() -> Vec<f64> {
+    // 100µs .. ~52s
+    exponential_buckets(0.0001, 2.0, 20).unwrap_or_default()
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let gauge = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
+            let g = IntGauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let histogram = |name: &str, help: &str| -> Result<Histogram, prometheus::Error> {
+            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(latency_buckets()))?;
+            registry.register(Box::new(h.clone()))?;
+            Ok(h)
+        };
+        Ok(Self {
+            requests: counter_vec("slicecache_requests_total", "Client requests by method and response status.", &["method", "status"])?,
+            client_bytes: counter("slicecache_client_bytes_total", "Body bytes sent to clients.")?,
+            origin_bytes: counter("slicecache_origin_bytes_total", "Body bytes received from the origin.")?,
+            origin_requests: counter_vec(
+                "slicecache_origin_requests_total",
+                "Origin subrequests by response status (or error kind).",
+                &["status"],
+            )?,
+            origin_retries: counter("slicecache_origin_retries_total", "Slice fetches retried after an origin failure.")?,
+            slices: counter_vec(
+                "slicecache_slices_total",
+                "Slices served, by result: hit (memory or disk), miss (fetched) or coalesced (joined an in-flight fetch).",
+                &["result", "tier"],
+            )?,
+            client_ttfb: histogram("slicecache_client_ttfb_seconds", "Time from request to response header sent.")?,
+            origin_ttfb: histogram("slicecache_origin_ttfb_seconds", "Time from origin subrequest to its response header.")?,
+            slice_fetch_duration: histogram("slicecache_slice_fetch_duration_seconds", "Time to fetch one slice from the origin.")?,
+            queue_wait: histogram(
+                "slicecache_subrequest_queue_wait_seconds",
+                "Time a slice fetch waited for an origin subrequest slot.",
+            )?,
+            subrequests_in_flight: gauge("slicecache_origin_subrequests_in_flight", "Origin subrequests in flight.")?,
+            memory_used: gauge("slicecache_memory_used_bytes", "Bytes of slices held in the memory tier.")?,
+            memory_capacity: gauge("slicecache_memory_capacity_bytes", "Capacity of the memory tier.")?,
+            slice_size: gauge("slicecache_slice_size_bytes", "Slice size in force.")?,
+            concurrency: gauge("slicecache_concurrency", "Origin subrequests per client request in force.")?,
+            config_reloads: counter_vec("slicecache_config_reloads_total", "Config file reloads by result.", &["result"])?,
+            purges: counter_vec("slicecache_purges_total", "Purge requests by kind (url, prefix).", &["kind"])?,
+            object_changes: counter(
+                "slicecache_object_changes_total",
+                "Objects found changed at the origin while being served or revalidated.",
+            )?,
+            object_invalidations: counter(
+                "slicecache_object_invalidations_total",
+                "Cached object versions dropped because a new version replaced them.",
+            )?,
+            promotions: counter("slicecache_promotions_total", "Disk-tier hits admitted into the memory tier.")?,
+            registry,
+        })
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %e, "encoding metrics failed");
+        }
+        out
+    }
+}

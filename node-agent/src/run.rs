@@ -1,0 +1,140 @@
+//! Starting the agent: configuration in, Pingora server out.
+//!
+//! Builds the shared state (origin client, cache tiers, fills, metrics), adds
+//! the client service, the admin service and the config watcher to one
+//! Pingora server, and runs it until SIGTERM (graceful) or SIGINT.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service;
+use slicecache_api::agent_config::AgentConfig;
+use tracing::{info, warn};
+
+use crate::admin::AdminApp;
+use crate::cache::Cache;
+use crate::config::{self, LiveTunables, Overrides};
+use crate::fill::Fills;
+use crate::metrics::Metrics;
+use crate::origin::{OriginClient, OriginTarget, OriginTimeouts};
+use crate::server::{Agent, ProxyApp};
+
+/// Where the configuration came from, for hot reload.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    pub file: Option<PathBuf>,
+    pub overrides: Overrides,
+}
+
+/// Runs the agent until it is told to stop.
+pub fn run(cfg: AgentConfig, source: ConfigSource) -> anyhow::Result<()> {
+    let tunables = config::validate(&cfg).context("invalid configuration")?;
+    let metrics = Arc::new(Metrics::new().context("registering metrics")?);
+    config::publish_tunables(&metrics, &tunables);
+
+    let target = OriginTarget::parse(&cfg.origin.url, cfg.origin.host_header.as_deref()).map_err(anyhow::Error::msg)?;
+    let timeouts = OriginTimeouts {
+        connect: cfg.origin.connect_timeout.get(),
+        first_byte: cfg.origin.first_byte_timeout.get(),
+        idle: cfg.origin.idle_timeout.get(),
+    };
+    let max = cfg.origin.max_connections as usize;
+    let origin = OriginClient::new(target, timeouts, max).map_err(anyhow::Error::msg)?;
+
+    if !cfg.cache.devices.is_empty() {
+        warn!("cache.devices is set but this build has no disk tier; running on memory alone");
+    }
+    let cache = Arc::new(Cache::new(cfg.cache.memory.bytes(), None, metrics.clone()));
+    let fills = Fills::new(origin, cache.clone(), metrics.clone(), max);
+    let live = Arc::new(LiveTunables::new(tunables));
+    let agent = Arc::new(Agent {
+        cache: cache.clone(),
+        fills,
+        tunables: live.clone(),
+        metrics: metrics.clone(),
+    });
+
+    let mut conf = ServerConf::default();
+    conf.threads = if cfg.threads == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        cfg.threads
+    };
+    conf.grace_period_seconds = Some(1);
+    conf.graceful_shutdown_timeout_seconds = Some(5);
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let mut proxy = Service::new("slicecache proxy".to_string(), ProxyApp(agent));
+    proxy.add_tcp(&cfg.listen);
+    let purge_token = match &cfg.admin.purge_token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading purge token file {path}"))?
+                .trim()
+                .to_string(),
+        ),
+        None => std::env::var("SLICECACHE_PURGE_TOKEN").ok().filter(|t| !t.is_empty()),
+    };
+    if purge_token.is_none() {
+        info!("no purge token configured; POST /purge is disabled");
+    }
+    let ready = Arc::new(AtomicBool::new(true));
+    let mut admin = Service::new(
+        "slicecache admin".to_string(),
+        pingora::apps::http_app::HttpServer::new_app(AdminApp {
+            cache,
+            metrics: metrics.clone(),
+            purge_token,
+            ready,
+        }),
+    );
+    admin.add_tcp(&cfg.admin_listen);
+    admin.threads = Some(1);
+    server.add_service(proxy);
+    server.add_service(admin);
+    if let Some(file) = source.file {
+        server.add_service(background_service(
+            "config watcher",
+            ConfigWatcher {
+                file,
+                overrides: source.overrides,
+                live,
+                metrics,
+            },
+        ));
+    }
+    info!(listen = %cfg.listen, admin = %cfg.admin_listen, origin = %cfg.origin.url, "slicecache agent starting");
+    server.run(RunArgs::default());
+    info!("slicecache agent stopped");
+    Ok(())
+}
+
+struct ConfigWatcher {
+    file: PathBuf,
+    overrides: Overrides,
+    live: Arc<LiveTunables>,
+    metrics: Arc<Metrics>,
+}
+
+#[async_trait]
+impl BackgroundService for ConfigWatcher {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        config::watch_file(
+            self.file.clone(),
+            self.overrides.clone(),
+            self.live.clone(),
+            self.metrics.clone(),
+            Duration::from_millis(500),
+            shutdown,
+        )
+        .await;
+    }
+}

@@ -1,0 +1,538 @@
+//! The client-facing HTTP service: turns each request into a slice plan and
+//! streams the answer from the cache and from slice fills.
+//!
+//! A request first settles which version of the object it serves (cached
+//! fresh metadata, a revalidation, or the first slice's response header), then
+//! answers 200/206/304/416 or `multipart/byteranges` for that version only.
+//! Body bytes stream slice by slice while up to `concurrency` later slices are
+//! fetched ahead. If the object changes mid-response the connection is closed:
+//! a truncated body is detectable, mixed bytes would not be.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::apps::{HttpServerApp, ReusedHttpStream};
+use pingora::http::ResponseHeader;
+use pingora::protocols::http::ServerSession;
+use pingora::server::ShutdownWatch;
+use tracing::{debug, info, warn};
+
+use crate::cache::{Cache, Tier};
+use crate::config::{LiveTunables, RuntimeTunables};
+use crate::fill::{FillError, FillHead, FillKey, FillReader, FillSpec, Fills};
+use crate::metrics::Metrics;
+use crate::object::ObjectMeta;
+use crate::range::{self, ByteRange, RangeOutcome, RangeSpec, Validators};
+use crate::slicer::{Slice, SlicePlan};
+use crate::store::ObjectId;
+
+/// Everything a request needs, shared by all connections.
+#[derive(Debug)]
+pub struct Agent {
+    pub cache: Arc<Cache>,
+    pub fills: Arc<Fills>,
+    pub tunables: Arc<LiveTunables>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Why a response ended early; the connection is closed.
+#[derive(Debug, thiserror::Error)]
+enum ServeError {
+    #[error("client went away: {0}")]
+    Client(String),
+    #[error(transparent)]
+    Fill(#[from] FillError),
+    #[error("slice {offset} ended after {got} of {want} bytes")]
+    Short { offset: u64, got: u64, want: u64 },
+}
+
+/// Pingora application wrapper for [`Agent`].
+#[derive(Debug)]
+pub struct ProxyApp(pub Arc<Agent>);
+
+#[async_trait]
+impl HttpServerApp for ProxyApp {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        match session.read_request().await {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                debug!(error = %e, "reading client request failed");
+                return None;
+            }
+        }
+        session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+        match self.0.serve(&mut session).await {
+            Ok(()) => {}
+            Err(e) => {
+                info!(request = %session.request_summary(), error = %e, "response aborted");
+                return None;
+            }
+        }
+        let settings = pingora::apps::HttpPersistentSettings::for_session(&session);
+        match session.finish().await {
+            Ok(Some(stream)) => Some(ReusedHttpStream::from_reusable_stream(stream, settings)),
+            Ok(None) => None,
+            Err(e) => {
+                debug!(error = %e, "finishing response failed");
+                None
+            }
+        }
+    }
+}
+
+/// A slice's bytes: ready from the cache, or arriving from a fill.
+enum SliceSource {
+    Cached(Vec<Bytes>),
+    Filling(FillReader),
+}
+
+impl Agent {
+    async fn serve(&self, session: &mut ServerSession) -> Result<(), ServeError> {
+        let started = Instant::now();
+        let req = session.req_header();
+        let method = req.method.clone();
+        let is_head = method == http::Method::HEAD;
+        if method != http::Method::GET && !is_head {
+            let mut resp = simple_response(405, "only GET and HEAD are served\n");
+            resp.insert_header(http::header::ALLOW, "GET, HEAD").ok();
+            return self
+                .send_simple(session, resp, "only GET and HEAD are served\n", started)
+                .await;
+        }
+        let path = req
+            .uri
+            .path_and_query()
+            .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
+        let header = |name: http::HeaderName| req.headers.get(name).map(|v| v.as_bytes().to_vec());
+        let range_specs = header(http::header::RANGE).and_then(|v| range::parse_range_header(&v));
+        let if_range = header(http::header::IF_RANGE);
+        let if_none_match = header(http::header::IF_NONE_MATCH);
+        let if_modified_since = header(http::header::IF_MODIFIED_SINCE);
+
+        let tunables = self.tunables.get();
+        let object = ObjectId::from_cache_key(&path);
+        let hint = match range_specs.as_deref() {
+            Some([RangeSpec::Bounded { first, .. } | RangeSpec::From { first }, ..]) => *first,
+            _ => 0,
+        };
+        let (meta, mut learned) = match self.settle_version(object, &path, hint, &tunables).await {
+            Ok(v) => v,
+            Err(e) => return self.send_fill_error(session, e, started).await,
+        };
+
+        // Client conditionals (RFC 9110 §13.2.2 order: If-None-Match, then
+        // If-Modified-Since only without it).
+        let not_modified = match (&if_none_match, &if_modified_since) {
+            (Some(inm), _) => range::if_none_match_matches(inm, meta.etag.as_deref()),
+            (None, Some(ims)) => not_modified_since(ims, meta.last_modified.as_deref()),
+            _ => false,
+        };
+        if not_modified {
+            let mut resp = base_response(304, &meta);
+            resp.remove_header(&http::header::CONTENT_LENGTH);
+            resp.remove_header(&http::header::CONTENT_TYPE);
+            return self.send_header_only(session, resp, started).await;
+        }
+
+        let validators = Validators {
+            etag: meta.etag.as_deref(),
+            last_modified: meta.last_modified.as_deref(),
+        };
+        let outcome = match (&range_specs, &if_range) {
+            (Some(specs), Some(ir)) if range::if_range_holds(ir, validators) => range::resolve(specs, meta.size),
+            (Some(_), Some(_)) => RangeOutcome::Full,
+            (Some(specs), None) => range::resolve(specs, meta.size),
+            (None, _) => RangeOutcome::Full,
+        };
+
+        let boundary = format!("{:016x}", rand::random::<u64>());
+        let content_type = meta
+            .content_type
+            .clone()
+            .unwrap_or_else(|| "application/octet-stream".into());
+        let (resp, parts) = match &outcome {
+            RangeOutcome::Full => {
+                let resp = base_response(200, &meta);
+                let whole = (meta.size > 0).then_some(ByteRange {
+                    first: 0,
+                    last: meta.size - 1,
+                });
+                (resp, whole.into_iter().map(|r| (Bytes::new(), r)).collect::<Vec<_>>())
+            }
+            RangeOutcome::Single(r) => {
+                let mut resp = base_response(206, &meta);
+                resp.insert_header(http::header::CONTENT_RANGE, r.content_range(meta.size))
+                    .ok();
+                resp.insert_header(http::header::CONTENT_LENGTH, r.len().to_string())
+                    .ok();
+                (resp, vec![(Bytes::new(), *r)])
+            }
+            RangeOutcome::Multi(ranges) => {
+                let mut resp = base_response(206, &meta);
+                let parts: Vec<(Bytes, ByteRange)> = ranges
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| {
+                        let lead = if i == 0 { "" } else { "\r\n" };
+                        let head = format!(
+                            "{lead}--{boundary}\r\nContent-Type: {content_type}\r\nContent-Range: {}\r\n\r\n",
+                            r.content_range(meta.size)
+                        );
+                        (Bytes::from(head), *r)
+                    })
+                    .collect();
+                let trailer_len = format!("\r\n--{boundary}--\r\n").len() as u64;
+                let len: u64 = parts.iter().map(|(h, r)| h.len() as u64 + r.len()).sum::<u64>() + trailer_len;
+                resp.insert_header(
+                    http::header::CONTENT_TYPE,
+                    format!("multipart/byteranges; boundary={boundary}"),
+                )
+                .ok();
+                resp.insert_header(http::header::CONTENT_LENGTH, len.to_string()).ok();
+                (resp, parts)
+            }
+            RangeOutcome::NotSatisfiable => {
+                let mut resp = base_response(416, &meta);
+                resp.insert_header(http::header::CONTENT_RANGE, format!("bytes */{}", meta.size))
+                    .ok();
+                resp.insert_header(http::header::CONTENT_LENGTH, "0").ok();
+                return self.send_header_only(session, resp, started).await;
+            }
+        };
+        let status = resp.status.as_u16();
+        self.write_header(session, resp, is_head).await?;
+        self.metrics.client_ttfb.observe(started.elapsed().as_secs_f64());
+        self.count_request(&method, status);
+        if is_head {
+            return Ok(());
+        }
+        for (part_header, r) in &parts {
+            if !part_header.is_empty() {
+                self.write_body(session, part_header.clone()).await?;
+            }
+            self.stream_range(session, object, &path, &meta, *r, &tunables, &mut learned)
+                .await?;
+        }
+        if matches!(outcome, RangeOutcome::Multi(_)) {
+            self.write_body(session, Bytes::from(format!("\r\n--{boundary}--\r\n")))
+                .await?;
+        }
+        session
+            .finish_body()
+            .await
+            .map_err(|e| ServeError::Client(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Decides which version of the object this response serves. Returns the
+    /// metadata and, when the origin had to be asked, the reader of the slice
+    /// that taught it (so its bytes are not fetched twice).
+    async fn settle_version(
+        &self,
+        object: ObjectId,
+        path: &str,
+        hint: u64,
+        tunables: &RuntimeTunables,
+    ) -> Result<(Arc<ObjectMeta>, Option<(FillKey, FillReader)>), FillError> {
+        let cached = self.cache.meta(object).await;
+        if let Some(meta) = &cached {
+            if meta.is_fresh() {
+                return Ok((meta.clone(), None));
+            }
+        }
+        let size = match &cached {
+            Some(meta) if meta.size <= tunables.min_object_size => meta.size.max(1),
+            _ => tunables.slice_size,
+        };
+        let key = FillKey {
+            object,
+            offset: hint / size * size,
+            size,
+        };
+        let spec = FillSpec {
+            key,
+            path: path.to_string(),
+            revalidate: cached.is_some(),
+            expected: cached,
+        };
+        let (mut reader, joined) = self.fills.join(spec, tunables.fill);
+        self.count_slice(if joined { "coalesced" } else { "miss" }, "origin");
+        match reader.head().await? {
+            FillHead::NotModified(meta) => Ok((meta, None)),
+            FillHead::Body(meta) => {
+                if meta.size <= tunables.min_object_size && meta.size > size {
+                    // Small object: fetched whole from now on.
+                    return Ok((meta, None));
+                }
+                Ok((meta, Some((key, reader))))
+            }
+        }
+    }
+
+    /// Streams `range` of the object, slice by slice, fetching ahead.
+    #[allow(clippy::too_many_arguments)]
+    async fn stream_range(
+        &self,
+        session: &mut ServerSession,
+        object: ObjectId,
+        path: &str,
+        meta: &Arc<ObjectMeta>,
+        range: ByteRange,
+        tunables: &RuntimeTunables,
+        learned: &mut Option<(FillKey, FillReader)>,
+    ) -> Result<(), ServeError> {
+        let slice_size = if meta.size <= tunables.min_object_size {
+            meta.size.max(1)
+        } else {
+            tunables.slice_size
+        };
+        // An origin that ignores ranges sends the whole object for any slice;
+        // fetch one at a time so the first fill caches the rest.
+        let lookahead = if meta.accepts_ranges { tunables.concurrency } else { 1 };
+        let mut plan = SlicePlan::new(range, meta.size, slice_size);
+        let mut pending: VecDeque<(Slice, SliceSource)> = VecDeque::new();
+        loop {
+            while pending.len() < lookahead {
+                let Some(slice) = plan.next() else { break };
+                let source = self
+                    .source_for(object, path, meta, slice, slice_size, tunables, learned)
+                    .await;
+                pending.push_back((slice, source));
+            }
+            let Some((slice, source)) = pending.pop_front() else {
+                return Ok(());
+            };
+            match source {
+                SliceSource::Cached(pieces) => {
+                    for piece in pieces {
+                        self.write_body(session, piece).await?;
+                    }
+                }
+                SliceSource::Filling(reader) => self.stream_fill(session, meta, slice, reader).await?,
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn source_for(
+        &self,
+        object: ObjectId,
+        path: &str,
+        meta: &Arc<ObjectMeta>,
+        slice: Slice,
+        slice_size: u64,
+        tunables: &RuntimeTunables,
+        learned: &mut Option<(FillKey, FillReader)>,
+    ) -> SliceSource {
+        let (from, to) = (slice.offset + slice.want.0, slice.offset + slice.want.1);
+        if let Some((pieces, tier)) = self.cache.lookup(object, meta, from, to).await {
+            self.count_slice("hit", if tier == Tier::Memory { "memory" } else { "disk" });
+            return SliceSource::Cached(pieces);
+        }
+        let key = FillKey {
+            object,
+            offset: slice.offset,
+            size: slice_size,
+        };
+        if learned.as_ref().is_some_and(|(k, _)| *k == key) {
+            if let Some((_, reader)) = learned.take() {
+                return SliceSource::Filling(reader);
+            }
+        }
+        let spec = FillSpec {
+            key,
+            path: path.to_string(),
+            expected: Some(meta.clone()),
+            revalidate: false,
+        };
+        let (reader, joined) = self.fills.join(spec, tunables.fill);
+        self.count_slice(if joined { "coalesced" } else { "miss" }, "origin");
+        SliceSource::Filling(reader)
+    }
+
+    async fn stream_fill(
+        &self,
+        session: &mut ServerSession,
+        meta: &ObjectMeta,
+        slice: Slice,
+        mut reader: FillReader,
+    ) -> Result<(), ServeError> {
+        match reader.head().await? {
+            FillHead::Body(got) if got.same_version(meta) => {}
+            _ => return Err(FillError::Changed.into()),
+        }
+        let (want_from, want_to) = slice.want;
+        let mut pos = 0u64;
+        while let Some(chunk) = reader.chunk().await? {
+            let end = pos + chunk.len() as u64;
+            let lo = want_from.max(pos);
+            let hi = want_to.min(end);
+            if lo < hi {
+                self.write_body(session, chunk.slice((lo - pos) as usize..(hi - pos) as usize))
+                    .await?;
+            }
+            pos = end;
+            if pos >= want_to {
+                // This client has its bytes; let the fill finish for the
+                // cache. (An aborted client never gets here, so its fill is
+                // cancelled when nobody else reads it.)
+                tokio::spawn(async move { while let Ok(Some(_)) = reader.chunk().await {} });
+                return Ok(());
+            }
+        }
+        if pos < want_to {
+            return Err(ServeError::Short {
+                offset: slice.offset,
+                got: pos,
+                want: want_to,
+            });
+        }
+        Ok(())
+    }
+
+    async fn write_header(
+        &self,
+        session: &mut ServerSession,
+        resp: ResponseHeader,
+        _is_head: bool,
+    ) -> Result<(), ServeError> {
+        session
+            .write_response_header(Box::new(resp))
+            .await
+            .map_err(|e| ServeError::Client(e.to_string()))
+    }
+
+    async fn write_body(&self, session: &mut ServerSession, data: Bytes) -> Result<(), ServeError> {
+        let len = data.len() as u64;
+        session
+            .write_response_body(data, false)
+            .await
+            .map_err(|e| ServeError::Client(e.to_string()))?;
+        self.metrics.client_bytes.inc_by(len);
+        Ok(())
+    }
+
+    async fn send_header_only(
+        &self,
+        session: &mut ServerSession,
+        resp: ResponseHeader,
+        started: Instant,
+    ) -> Result<(), ServeError> {
+        let status = resp.status.as_u16();
+        let method = session.req_header().method.clone();
+        self.write_header(session, resp, true).await?;
+        self.metrics.client_ttfb.observe(started.elapsed().as_secs_f64());
+        self.count_request(&method, status);
+        session
+            .finish_body()
+            .await
+            .map_err(|e| ServeError::Client(e.to_string()))
+    }
+
+    async fn send_simple(
+        &self,
+        session: &mut ServerSession,
+        resp: ResponseHeader,
+        body: &str,
+        started: Instant,
+    ) -> Result<(), ServeError> {
+        let status = resp.status.as_u16();
+        let method = session.req_header().method.clone();
+        self.write_header(session, resp, false).await?;
+        self.metrics.client_ttfb.observe(started.elapsed().as_secs_f64());
+        self.count_request(&method, status);
+        if method != http::Method::HEAD {
+            self.write_body(session, Bytes::copy_from_slice(body.as_bytes()))
+                .await?;
+        }
+        session
+            .finish_body()
+            .await
+            .map_err(|e| ServeError::Client(e.to_string()))
+    }
+
+    /// Answers a request whose version could not be settled.
+    async fn send_fill_error(
+        &self,
+        session: &mut ServerSession,
+        e: FillError,
+        started: Instant,
+    ) -> Result<(), ServeError> {
+        let (status, body) = match &e {
+            FillError::Status(s) => (*s, format!("origin answered {s}\n")),
+            FillError::Changed => (
+                502,
+                "the object changed at the origin while it was being fetched; retry\n".into(),
+            ),
+            FillError::Origin(m) => (502, format!("origin failure: {m}\n")),
+            FillError::Cancelled => (503, "fetch cancelled\n".into()),
+        };
+        if status >= 500 {
+            warn!(path = %session.req_header().uri, error = %e, "answering {status}");
+        }
+        let resp = simple_response(status, &body);
+        self.send_simple(session, resp, &body, started).await
+    }
+
+    fn count_request(&self, method: &http::Method, status: u16) {
+        self.metrics
+            .requests
+            .with_label_values(&[method.as_str(), &status.to_string()])
+            .inc();
+    }
+
+    fn count_slice(&self, result: &str, tier: &str) {
+        self.metrics.slices.with_label_values(&[result, tier]).inc();
+    }
+}
+
+fn base_response(status: u16, meta: &ObjectMeta) -> ResponseHeader {
+    let mut resp = response_header(status);
+    resp.insert_header(http::header::ACCEPT_RANGES, "bytes").ok();
+    resp.insert_header(http::header::CONTENT_LENGTH, meta.size.to_string())
+        .ok();
+    let ct = meta.content_type.as_deref().unwrap_or("application/octet-stream");
+    resp.insert_header(http::header::CONTENT_TYPE, ct).ok();
+    if let Some(etag) = &meta.etag {
+        resp.insert_header(http::header::ETAG, etag.as_str()).ok();
+    }
+    if let Some(lm) = &meta.last_modified {
+        resp.insert_header(http::header::LAST_MODIFIED, lm.as_str()).ok();
+    }
+    resp
+}
+
+fn simple_response(status: u16, body: &str) -> ResponseHeader {
+    let mut resp = response_header(status);
+    resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .ok();
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())
+        .ok();
+    resp
+}
+
+/// A response header with `status` (an invalid code becomes 502).
+pub(crate) fn response_header(status: u16) -> ResponseHeader {
+    let status = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
+    let mut resp = http::Response::new(());
+    *resp.status_mut() = status;
+    resp.into_parts().0.into()
+}
+
+fn not_modified_since(ims: &[u8], last_modified: Option<&str>) -> bool {
+    let (Some(lm), Ok(ims)) = (last_modified, std::str::from_utf8(ims)) else {
+        return false;
+    };
+    match (httpdate::parse_http_date(lm), httpdate::parse_http_date(ims.trim())) {
+        (Ok(lm), Ok(ims)) => lm <= ims,
+        _ => false,
+    }
+}
