@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
-# Installs the system packages the build, the tests and the benchmarks use.
-# Idempotent: packages already present are skipped quickly.
+# Installs the system packages slicecache needs on a fresh Debian machine.
+#   --build-only   just what building needs (cmake: Pingora builds zlib-ng with it)
+#   (default)      also what the tests and benchmarks run: nginx-light (the slice
+#                  module peer), wrk, and prometheus (server and promtool)
+# Idempotent: packages already present are skipped.
 set -euo pipefail
 
-packages=(cmake nginx-light wrk prometheus)
+packages=(cmake)
+if [ "${1:-}" != "--build-only" ]; then
+  packages+=(nginx-light wrk prometheus)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi

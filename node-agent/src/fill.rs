@@ -81,6 +81,7 @@ pub struct FillSpec {
     pub revalidate: bool,
 }
 
+#[derive(Debug)]
 struct Fill {
     chunks: Mutex<Vec<Bytes>>,
     state: watch::Sender<FillState>,
@@ -93,6 +94,7 @@ impl Fill {
 }
 
 /// A reader of one fill.
+#[derive(Debug)]
 pub struct FillReader {
     fill: Arc<Fill>,
     rx: watch::Receiver<FillState>,

@@ -225,6 +225,14 @@ pub struct OriginResponse {
     pub header: ResponseHeader,
 }
 
+impl std::fmt::Debug for OriginResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OriginResponse")
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
 impl OriginResponse {
     pub fn status(&self) -> u16 {
         self.header.status.as_u16()

@@ -61,14 +61,16 @@ pub fn run(cfg: AgentConfig, source: ConfigSource) -> anyhow::Result<()> {
         metrics: metrics.clone(),
     });
 
-    let mut conf = ServerConf::default();
-    conf.threads = if cfg.threads == 0 {
-        std::thread::available_parallelism().map_or(2, |n| n.get())
-    } else {
-        cfg.threads
+    let conf = ServerConf {
+        threads: if cfg.threads == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        } else {
+            cfg.threads
+        },
+        grace_period_seconds: Some(1),
+        graceful_shutdown_timeout_seconds: Some(5),
+        ..ServerConf::default()
     };
-    conf.grace_period_seconds = Some(1);
-    conf.graceful_shutdown_timeout_seconds = Some(5);
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
