@@ -48,9 +48,7 @@ pub fn parse_bytes(input: &str) -> Result<u64, QuantityError> {
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(QuantityError::Malformed(input.to_string()));
     }
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| QuantityError::Overflow(input.to_string()))?;
+    let n: u64 = digits.parse().map_err(|_| QuantityError::Overflow(input.to_string()))?;
     n.checked_mul(multiplier)
         .ok_or_else(|| QuantityError::Overflow(input.to_string()))
 }

@@ -91,12 +91,15 @@ impl JsonSchema for ByteSize {
     }
 
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        // Not `anyOf: [{integer, minimum}, {string, pattern}]`: a CRD schema must
+        // be structural, kube's rewriter strips the types out of those branches,
+        // and the typeless branches then accept anything. CEL checks both forms.
         json_schema!({
             "x-kubernetes-int-or-string": true,
-            "anyOf": [
-                { "type": "integer", "minimum": 0 },
-                { "type": "string", "pattern": "^[0-9]+(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$" }
-            ]
+            "x-kubernetes-validations": [{
+                "rule": "type(self) == int ? self >= 0 : self.matches('^[0-9]+(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$')",
+                "message": "must be a whole number of bytes or a quantity such as 64Ki, 1Mi, 10Gi or 500M"
+            }]
         })
     }
 }
