@@ -67,6 +67,9 @@ pub struct FillKey {
     pub offset: u64,
     /// Nominal slice size: the fill covers `[offset, offset + size)`.
     pub size: u64,
+    /// Revalidations may answer 304 without bytes, so they are never shared
+    /// with plain slice fetches.
+    pub revalidate: bool,
 }
 
 /// What to fetch.
@@ -505,7 +508,11 @@ impl Fills {
         if let Some(meta) = &progress.meta {
             return Ok(meta.clone());
         }
-        let meta = self.cache.set_meta(spec.key.object, meta).await;
+        let meta = match guard {
+            // The version the requester already knows: nothing new to record.
+            Some(expected) if expected.same_version(&meta) && !spec.revalidate => expected,
+            _ => self.cache.set_meta(spec.key.object, meta).await,
+        };
         progress.meta = Some(meta.clone());
         let head = FillHead::Body(meta.clone());
         fill.state.send_modify(|s| s.head = Some(head));

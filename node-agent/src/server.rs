@@ -94,8 +94,18 @@ enum SliceSource {
     Filling(FillReader),
 }
 
+/// A slice source prepared before the response header, keyed by the slice's
+/// offset and size.
+type Prepared = Option<((u64, u64), SliceSource)>;
+
 impl Agent {
     async fn serve(&self, session: &mut ServerSession) -> Result<(), ServeError> {
+        self.serve_once(session, true).await
+    }
+
+    /// Serves one request. When the object turns out to have changed before
+    /// any byte was sent, starts over once with the new version.
+    async fn serve_once(&self, session: &mut ServerSession, may_retry: bool) -> Result<(), ServeError> {
         let started = Instant::now();
         let req = session.req_header();
         let method = req.method.clone();
@@ -207,6 +217,21 @@ impl Agent {
                 return self.send_header_only(session, resp, started).await;
             }
         };
+        if !is_head {
+            if let Some((_, first)) = parts.first() {
+                match self
+                    .prepare_first_slice(object, &path, &meta, *first, &tunables, &mut learned)
+                    .await
+                {
+                    Ok(()) => {}
+                    Err(FillError::Changed) if may_retry => {
+                        debug!(%path, "object changed before the response started; serving the new version");
+                        return Box::pin(self.serve_once(session, false)).await;
+                    }
+                    Err(e) => return self.send_fill_error(session, e, started).await,
+                }
+            }
+        }
         let status = resp.status.as_u16();
         self.write_header(session, resp, is_head).await?;
         self.metrics.client_ttfb.observe(started.elapsed().as_secs_f64());
@@ -241,7 +266,7 @@ impl Agent {
         path: &str,
         hint: u64,
         tunables: &RuntimeTunables,
-    ) -> Result<(Arc<ObjectMeta>, Option<(FillKey, FillReader)>), FillError> {
+    ) -> Result<(Arc<ObjectMeta>, Prepared), FillError> {
         let cached = self.cache.meta(object).await;
         if let Some(meta) = &cached {
             if meta.is_fresh() {
@@ -252,15 +277,17 @@ impl Agent {
             Some(meta) if meta.size <= tunables.min_object_size => meta.size.max(1),
             _ => tunables.slice_size,
         };
+        let revalidate = cached.is_some();
         let key = FillKey {
             object,
             offset: hint / size * size,
             size,
+            revalidate,
         };
         let spec = FillSpec {
             key,
             path: path.to_string(),
-            revalidate: cached.is_some(),
+            revalidate,
             expected: cached,
         };
         let (mut reader, joined) = self.fills.join(spec, tunables.fill);
@@ -272,7 +299,7 @@ impl Agent {
                     // Small object: fetched whole from now on.
                     return Ok((meta, None));
                 }
-                Ok((meta, Some((key, reader))))
+                Ok((meta, Some(((key.offset, key.size), SliceSource::Filling(reader)))))
             }
         }
     }
@@ -287,13 +314,9 @@ impl Agent {
         meta: &Arc<ObjectMeta>,
         range: ByteRange,
         tunables: &RuntimeTunables,
-        learned: &mut Option<(FillKey, FillReader)>,
+        learned: &mut Prepared,
     ) -> Result<(), ServeError> {
-        let slice_size = if meta.size <= tunables.min_object_size {
-            meta.size.max(1)
-        } else {
-            tunables.slice_size
-        };
+        let slice_size = slice_size_for(meta, tunables);
         // An origin that ignores ranges sends the whole object for any slice;
         // fetch one at a time so the first fill caches the rest.
         let lookahead = if meta.accepts_ranges { tunables.concurrency } else { 1 };
@@ -330,8 +353,13 @@ impl Agent {
         slice: Slice,
         slice_size: u64,
         tunables: &RuntimeTunables,
-        learned: &mut Option<(FillKey, FillReader)>,
+        learned: &mut Prepared,
     ) -> SliceSource {
+        if learned.as_ref().is_some_and(|(k, _)| *k == (slice.offset, slice_size)) {
+            if let Some((_, source)) = learned.take() {
+                return source;
+            }
+        }
         let (from, to) = (slice.offset + slice.want.0, slice.offset + slice.want.1);
         if let Some((pieces, tier)) = self.cache.lookup(object, meta, from, to).await {
             self.count_slice("hit", if tier == Tier::Memory { "memory" } else { "disk" });
@@ -341,12 +369,8 @@ impl Agent {
             object,
             offset: slice.offset,
             size: slice_size,
+            revalidate: false,
         };
-        if learned.as_ref().is_some_and(|(k, _)| *k == key) {
-            if let Some((_, reader)) = learned.take() {
-                return SliceSource::Filling(reader);
-            }
-        }
         let spec = FillSpec {
             key,
             path: path.to_string(),
@@ -356,6 +380,35 @@ impl Agent {
         let (reader, joined) = self.fills.join(spec, tunables.fill);
         self.count_slice(if joined { "coalesced" } else { "miss" }, "origin");
         SliceSource::Filling(reader)
+    }
+
+    /// Makes sure the response's first slice is of `meta`'s version before
+    /// the header goes out, so a changed object can still be served cleanly.
+    async fn prepare_first_slice(
+        &self,
+        object: ObjectId,
+        path: &str,
+        meta: &Arc<ObjectMeta>,
+        range: ByteRange,
+        tunables: &RuntimeTunables,
+        learned: &mut Prepared,
+    ) -> Result<(), FillError> {
+        let slice_size = slice_size_for(meta, tunables);
+        let Some(slice) = SlicePlan::new(range, meta.size, slice_size).next() else {
+            return Ok(());
+        };
+        let source = self
+            .source_for(object, path, meta, slice, slice_size, tunables, learned)
+            .await;
+        let source = match source {
+            SliceSource::Filling(mut reader) => match reader.head().await? {
+                FillHead::Body(got) if got.same_version(meta) => SliceSource::Filling(reader),
+                _ => return Err(FillError::Changed),
+            },
+            cached => cached,
+        };
+        *learned = Some(((slice.offset, slice_size), source));
+        Ok(())
     }
 
     async fn stream_fill(
@@ -491,6 +544,15 @@ impl Agent {
 
     fn count_slice(&self, result: &str, tier: &str) {
         self.metrics.slices.with_label_values(&[result, tier]).inc();
+    }
+}
+
+/// Small objects (up to `minObjectSize`) are one slice.
+fn slice_size_for(meta: &ObjectMeta, tunables: &RuntimeTunables) -> u64 {
+    if meta.size <= tunables.min_object_size {
+        meta.size.max(1)
+    } else {
+        tunables.slice_size
     }
 }
 
