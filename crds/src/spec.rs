@@ -34,9 +34,10 @@ pub const WIPE_CONFIRMATION: &str = "yes-really-wipe-cache-devices";
 /// CEL has no quantity arithmetic before Kubernetes 1.29, so the rule parses
 /// the only spellings that can denote such a size: plain bytes, `Ki` and `Mi`
 /// (a decimal suffix never yields a power of two, `Gi` and up are too large).
-/// It never rejects what [`crate::validate`] accepts; the `ByteSize` rule on
-/// the same field rejects signs and other malformed strings.
-pub const SLICE_SIZE_RULE: &str = "type(self) == int ? self in [65536, 131072, 262144, 524288, 1048576, 2097152, 4194304, 8388608, 16777216, 33554432, 67108864] : self.endsWith('Ki') ? int(self.substring(0, size(self) - 2)) * 1024 in [65536, 131072, 262144, 524288, 1048576, 2097152, 4194304, 8388608, 16777216, 33554432, 67108864] : self.endsWith('Mi') ? int(self.substring(0, size(self) - 2)) * 1048576 in [65536, 131072, 262144, 524288, 1048576, 2097152, 4194304, 8388608, 16777216, 33554432, 67108864] : self.matches('^[0-9]+$') && int(self) in [65536, 131072, 262144, 524288, 1048576, 2097152, 4194304, 8388608, 16777216, 33554432, 67108864]";
+/// `string(self)` reads both forms of the int-or-string value, so the rule
+/// needs no `type()`. It never rejects what [`crate::validate`] accepts; the
+/// `ByteSize` rule on the same field rejects signs and other malformed strings.
+pub const SLICE_SIZE_RULE: &str = "string(self).endsWith('Ki') ? int(string(self).substring(0, size(string(self)) - 2)) * 1024 in [65536, 131072, 262144, 524288, 1048576, 2097152, 4194304, 8388608, 16777216, 33554432, 67108864] : string(self).endsWith('Mi') ? int(string(self).substring(0, size(string(self)) - 2)) * 1048576 in [65536, 131072, 262144, 524288, 1048576, 2097152, 4194304, 8388608, 16777216, 33554432, 67108864] : string(self).matches('^[0-9]+$') && int(string(self)) in [65536, 131072, 262144, 524288, 1048576, 2097152, 4194304, 8388608, 16777216, 33554432, 67108864]";
 /// Message of [`SLICE_SIZE_RULE`].
 pub const SLICE_SIZE_MESSAGE: &str = "must be a power of two from 64Ki to 64Mi, e.g. 256Ki, 1Mi, 4Mi";
 
@@ -469,7 +470,7 @@ pub struct RolloutSpec {
     /// at least one node). Default: 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new(
-        "type(self) == int ? self >= 1 : self.matches('^(100|[1-9][0-9]?)%$')"
+        "string(self).endsWith('%') ? string(self).matches('^(100|[1-9][0-9]?)%$') : string(self).matches('^[1-9][0-9]{0,9}$') && self == int(string(self))"
     ).message("must be a count of at least 1 or a percentage from 1% to 100%"))]
     pub max_unavailable: Option<IntOrString>,
 

@@ -97,7 +97,7 @@ impl JsonSchema for ByteSize {
         json_schema!({
             "x-kubernetes-int-or-string": true,
             "x-kubernetes-validations": [{
-                "rule": "type(self) == int ? self >= 0 : self.matches('^[0-9]+(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$')",
+                "rule": "string(self).matches('^[0-9]+(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$')",
                 "message": "must be a whole number of bytes or a quantity such as 64Ki, 1Mi, 10Gi or 500M"
             }]
         })
