@@ -118,7 +118,7 @@ pub struct SliceCacheSpec {
     pub cache: Option<CacheSpec>,
 
     /// Which nodes run a node agent. Without any setting, every schedulable
-    /// Linux node runs one.
+    /// node runs one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<PlacementSpec>,
 

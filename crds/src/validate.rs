@@ -116,7 +116,7 @@ pub enum ValidationError {
     InvalidDevicePath { field: &'static str, value: String },
     #[error("{field}: {value:?} is listed more than once")]
     DuplicateDevice { field: &'static str, value: String },
-    #[error("{field}: only one of {} may be set, found {}", .fields.join(", "), .fields.join(" and "))]
+    #[error("{field}: at most one of devices, deviceFilter and useAllDevices may be set, found {}", .fields.join(" and "))]
     ConflictingDeviceSelection {
         field: &'static str,
         fields: Vec<&'static str>,
@@ -1704,7 +1704,7 @@ purgeTokenSecretRef: { name: purge }
             ),
             "spec.cache.disk",
             "ConflictingDeviceSelection",
-            "only one of devices, deviceFilter, useAllDevices may be set",
+            "at most one of devices, deviceFilter and useAllDevices may be set",
         );
         assert!(
             e.to_string()
@@ -1715,7 +1715,7 @@ purgeTokenSecretRef: { name: purge }
             &format!("{ORIGIN}cache:\n  disk:\n    deviceFilter: '^sd'\n    useAllDevices: true\n"),
             "spec.cache.disk",
             "ConflictingDeviceSelection",
-            "deviceFilter, useAllDevices",
+            "found deviceFilter and useAllDevices",
         );
         // useAllDevices: false is not a selection.
         valid(&format!(
