@@ -171,7 +171,8 @@ impl Agent {
         let (resp, parts) = match &outcome {
             RangeOutcome::Full => {
                 let resp = base_response(200, &meta);
-                let whole = (meta.size > 0).then_some(ByteRange {
+                // Lazily: `meta.size - 1` would underflow for an empty object.
+                let whole = (meta.size > 0).then(|| ByteRange {
                     first: 0,
                     last: meta.size - 1,
                 });
