@@ -93,6 +93,17 @@ pub struct CacheConfig {
     /// L2 block devices (or files used as devices).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<DeviceConfig>,
+    /// Discover devices at start: whole disks whose name (e.g. `nvme0n1`)
+    /// matches this regex. Mounted disks and disks carrying a filesystem or
+    /// partition table are refused, each with a logged reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_filter: Option<String>,
+    /// Discover every unused whole disk at start (same refusals as above).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub use_all_devices: bool,
+    /// Format policy for discovered devices.
+    #[serde(default)]
+    pub discovered_format: FormatPolicy,
 }
 
 /// One L2 device.
@@ -147,6 +158,9 @@ impl Default for CacheConfig {
         Self {
             memory: default_memory(),
             devices: Vec::new(),
+            device_filter: None,
+            use_all_devices: false,
+            discovered_format: FormatPolicy::default(),
         }
     }
 }

@@ -542,6 +542,13 @@ impl ValidatedSliceCache {
         config.cache = CacheConfig {
             memory: ByteSize(self.cache.memory),
             devices,
+            // Discovered devices differ per node: each agent finds its own.
+            device_filter: match &self.cache.devices {
+                DeviceSelection::Filter(re) => Some(re.as_str().to_string()),
+                _ => None,
+            },
+            use_all_devices: matches!(self.cache.devices, DeviceSelection::All),
+            discovered_format: format,
         };
         config.admin = AdminConfig {
             purge_token_file: self.purge_token.as_ref().map(|_| PURGE_TOKEN_FILE.to_string()),
