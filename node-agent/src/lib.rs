@@ -9,6 +9,7 @@ pub mod admin;
 pub mod cache;
 pub mod config;
 pub mod demo;
+pub mod discovery;
 pub mod fill;
 pub mod metrics;
 pub mod object;
