@@ -1,1 +1,3 @@
 //! slicecache node agent.
+
+pub mod store;
