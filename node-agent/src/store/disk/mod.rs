@@ -475,6 +475,18 @@ impl DiskStore {
     }
 }
 
+impl Drop for DiskStore {
+    /// Stops the writer without flushing or checkpointing (crash semantics)
+    /// and waits for it, so the device is released when this returns.
+    fn drop(&mut self) {
+        self.cmd.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let handle = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
+}
+
 /// Writes a fresh superblock. Only called on a device that probed blank.
 fn format(dev: &Device, device_size: u64, region_size: u32) -> Result<Superblock, DiskError> {
     let geometry = Geometry::plan(device_size, region_size)
