@@ -33,13 +33,23 @@ fn open(o: &DiskOptions) -> Result<DiskStore, DiskError> {
 }
 
 fn key(object: u128, i: u64, len: u32) -> ExtentKey {
-    ExtentKey { object: ObjectId(object), version: 7, offset: i * u64::from(len), len }
+    ExtentKey {
+        object: ObjectId(object),
+        version: 7,
+        offset: i * u64::from(len),
+        len,
+    }
 }
 
 /// Deterministic bytes for a key, so any served extent can be checked.
 fn content(k: &ExtentKey) -> Bytes {
     let mut s = xxhash_rust::xxh3::xxh3_64(
-        &[k.object.0.to_le_bytes().as_slice(), &k.version.to_le_bytes(), &k.offset.to_le_bytes()].concat(),
+        &[
+            k.object.0.to_le_bytes().as_slice(),
+            &k.version.to_le_bytes(),
+            &k.offset.to_le_bytes(),
+        ]
+        .concat(),
     ) | 1;
     let mut v = Vec::with_capacity(k.len as usize + 8);
     while v.len() < k.len as usize {
@@ -77,12 +87,16 @@ async fn clean_close_persists_extents_and_metadata() {
     let o = options(&dir.path().join("dev"), 32 << 20, 256 << 10);
     let store = open(&o).unwrap();
     assert_eq!(store.recovery().source, RecoverySource::Formatted);
-    let keys: Vec<_> = (0..300).map(|i| key(1 + (i % 7) as u128, i, len_for(i))).collect();
+    let keys: Vec<_> = (0..300)
+        .map(|i| key(1 + (i % 7) as u128, i, len_for(i)))
+        .collect();
     for k in &keys {
         store.put(*k, content(k)).await;
     }
     for o in 1..=7u128 {
-        store.put_meta(ObjectId(o), Bytes::from(format!("meta-of-{o}"))).await;
+        store
+            .put_meta(ObjectId(o), Bytes::from(format!("meta-of-{o}")))
+            .await;
     }
     // Served from memory before anything is flushed, too.
     store.flush().await.unwrap();
@@ -92,12 +106,22 @@ async fn clean_close_persists_extents_and_metadata() {
 
     for round in 0..2 {
         let store = open(&o).unwrap();
-        assert_eq!(store.recovery().source, RecoverySource::Checkpoint, "round {round}");
+        assert_eq!(
+            store.recovery().source,
+            RecoverySource::Checkpoint,
+            "round {round}"
+        );
         for k in &keys {
-            assert!(assert_exact_or_miss(&store, k).await, "missing {k:?} after reopen");
+            assert!(
+                assert_exact_or_miss(&store, k).await,
+                "missing {k:?} after reopen"
+            );
         }
         for o in 1..=7u128 {
-            assert_eq!(store.get_meta(ObjectId(o)).await.unwrap(), Bytes::from(format!("meta-of-{o}")));
+            assert_eq!(
+                store.get_meta(ObjectId(o)).await.unwrap(),
+                Bytes::from(format!("meta-of-{o}"))
+            );
         }
         assert_eq!(store.get(&key(99, 0, 10)).await, None);
         store.close().await.unwrap();
@@ -113,7 +137,9 @@ async fn drop_without_close_recovers_flushed_data_by_scan() {
     for k in &flushed {
         store.put(*k, content(k)).await;
     }
-    store.put_meta(ObjectId(2), Bytes::from_static(b"meta2")).await;
+    store
+        .put_meta(ObjectId(2), Bytes::from_static(b"meta2"))
+        .await;
     store.flush().await.unwrap();
     let unflushed: Vec<_> = (0..50).map(|i| key(3, i, len_for(i))).collect();
     for k in &unflushed {
@@ -127,7 +153,10 @@ async fn drop_without_close_recovers_flushed_data_by_scan() {
     for k in &flushed {
         assert!(assert_exact_or_miss(&store, k).await, "flushed {k:?} lost");
     }
-    assert_eq!(store.get_meta(ObjectId(2)).await.unwrap(), Bytes::from_static(b"meta2"));
+    assert_eq!(
+        store.get_meta(ObjectId(2)).await.unwrap(),
+        Bytes::from_static(b"meta2")
+    );
     for k in &unflushed {
         assert_exact_or_miss(&store, k).await;
     }
@@ -140,7 +169,9 @@ const CRASH_ENV: &str = "SLICECACHE_DISK_CRASH_DEVICE";
 /// nothing unless the parent sets CRASH_ENV.
 #[test]
 fn crash_child_writer() {
-    let Ok(path) = std::env::var(CRASH_ENV) else { return };
+    let Ok(path) = std::env::var(CRASH_ENV) else {
+        return;
+    };
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let o = options(Path::new(&path), 32 << 20, 256 << 10);
@@ -165,7 +196,12 @@ async fn sigkill_during_writes_loses_only_unflushed_data() {
     let dir = tmpdir();
     let path = dir.path().join("dev");
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "crash_child_writer", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "crash_child_writer",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CRASH_ENV, &path)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -200,7 +236,9 @@ async fn sigkill_during_writes_loses_only_unflushed_data() {
 
 fn scribble(path: &Path, at: u64, len: usize) {
     let f = OpenOptions::new().write(true).open(path).unwrap();
-    let junk: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(151).wrapping_add(77)).collect();
+    let junk: Vec<u8> = (0..len)
+        .map(|i| (i as u8).wrapping_mul(151).wrapping_add(77))
+        .collect();
     f.write_all_at(&junk, at).unwrap();
     f.sync_all().unwrap();
 }
@@ -226,10 +264,17 @@ async fn corrupt_bytes_are_misses_and_the_rest_serves() {
         scribble(&path, g.region_offset(1) + 100_000, 8192);
 
         let store = open(&o).unwrap();
-        let expected = if clean_close { RecoverySource::Checkpoint } else { RecoverySource::Scan };
+        let expected = if clean_close {
+            RecoverySource::Checkpoint
+        } else {
+            RecoverySource::Scan
+        };
         assert_eq!(store.recovery().source, expected);
         if !clean_close {
-            assert!(store.recovery().torn_entries > 0, "scan did not notice the corruption");
+            assert!(
+                store.recovery().torn_entries > 0,
+                "scan did not notice the corruption"
+            );
         }
         let mut misses = 0;
         for k in &keys {
@@ -238,7 +283,10 @@ async fn corrupt_bytes_are_misses_and_the_rest_serves() {
             }
         }
         // 8 KiB can touch at most a handful of these entries.
-        assert!((1..=6).contains(&misses), "misses {misses} (clean_close {clean_close})");
+        assert!(
+            (1..=6).contains(&misses),
+            "misses {misses} (clean_close {clean_close})"
+        );
         if clean_close {
             assert_eq!(store.stats().checksum_failures, misses);
         }
@@ -257,29 +305,68 @@ async fn foreign_and_blank_devices_are_refused_untouched() {
     // ext4 superblock magic at 0x438.
     let ext4 = dir.path().join("ext4");
     std::fs::write(&ext4, vec![0u8; 8 << 20]).unwrap();
-    OpenOptions::new().write(true).open(&ext4).unwrap().write_all_at(&[0x53, 0xEF], 0x438).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&ext4)
+        .unwrap()
+        .write_all_at(&[0x53, 0xEF], 0x438)
+        .unwrap();
     let before = file_hash(&ext4);
     let err = open(&options(&ext4, 8 << 20, 64 << 10)).unwrap_err();
-    assert!(matches!(err, DiskError::Foreign { found: Signature::Ext4, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            DiskError::Foreign {
+                found: Signature::Ext4,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("ext2/3/4"), "{err}");
     assert_eq!(file_hash(&ext4), before);
 
     // Random data with no known signature.
     let random = dir.path().join("random");
-    let data: Vec<u8> = (0..(8u32 << 20)).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 | 1).collect();
+    let data: Vec<u8> = (0..(8u32 << 20))
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 | 1)
+        .collect();
     std::fs::write(&random, &data).unwrap();
     let before = file_hash(&random);
     let err = open(&options(&random, 8 << 20, 64 << 10)).unwrap_err();
-    assert!(matches!(err, DiskError::Foreign { found: Signature::NonZero { .. }, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            DiskError::Foreign {
+                found: Signature::NonZero { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert_eq!(file_hash(&random), before);
 
     // GPT label.
     let gpt = dir.path().join("gpt");
     std::fs::write(&gpt, vec![0u8; 8 << 20]).unwrap();
-    OpenOptions::new().write(true).open(&gpt).unwrap().write_all_at(b"EFI PART", 512).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&gpt)
+        .unwrap()
+        .write_all_at(b"EFI PART", 512)
+        .unwrap();
     let before = file_hash(&gpt);
     let err = open(&options(&gpt, 8 << 20, 64 << 10)).unwrap_err();
-    assert!(matches!(err, DiskError::Foreign { found: Signature::Gpt, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            DiskError::Foreign {
+                found: Signature::Gpt,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert_eq!(file_hash(&gpt), before);
 
     // Blank, but the policy forbids formatting.
@@ -303,11 +390,21 @@ async fn geometry_mismatch_is_refused() {
     let o = options(&path, 16 << 20, 64 << 10);
     open(&o).unwrap().close().await.unwrap();
     // Device shrank.
-    OpenOptions::new().write(true).open(&path).unwrap().set_len(12 << 20).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(12 << 20)
+        .unwrap();
     let err = open(&o).unwrap_err();
     assert!(matches!(err, DiskError::GeometryMismatch { .. }), "{err}");
     assert!(err.to_string().contains("12582912"), "{err}");
-    OpenOptions::new().write(true).open(&path).unwrap().set_len(16 << 20).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
     // Configured region size differs.
     let mut other = o.clone();
     other.region_size = 128 << 10;
@@ -335,7 +432,10 @@ async fn churn_of_ten_device_sizes_keeps_serving_recent_and_hot_data() {
         i += 1;
         if i % 200 == 0 {
             for h in &hot {
-                assert!(assert_exact_or_miss(&store, h).await, "hot extent {h:?} evicted");
+                assert!(
+                    assert_exact_or_miss(&store, h).await,
+                    "hot extent {h:?} evicted"
+                );
             }
         }
     }
@@ -349,7 +449,10 @@ async fn churn_of_ten_device_sizes_keeps_serving_recent_and_hot_data() {
     while recent < size / 4 {
         j -= 1;
         let k = key(101, j, len_for(j));
-        assert!(assert_exact_or_miss(&store, &k).await, "recent extent {j} missing");
+        assert!(
+            assert_exact_or_miss(&store, &k).await,
+            "recent extent {j} missing"
+        );
         recent += u64::from(k.len);
     }
     let wa = stats.device_written_bytes as f64 / stats.put_bytes as f64;
@@ -386,9 +489,16 @@ async fn remove_object_survives_restart() {
         drop(store);
         let store = open(&o).unwrap();
         assert_eq!(store.get_meta(ObjectId(10)).await, None);
-        assert_eq!(store.get_meta(ObjectId(11)).await.as_deref(), Some(&b"b"[..]));
+        assert_eq!(
+            store.get_meta(ObjectId(11)).await.as_deref(),
+            Some(&b"b"[..])
+        );
         for (n, k) in a.iter().enumerate() {
-            assert_eq!(assert_exact_or_miss(&store, k).await, n == 1, "{k:?} clean_close {clean_close}");
+            assert_eq!(
+                assert_exact_or_miss(&store, k).await,
+                n == 1,
+                "{k:?} clean_close {clean_close}"
+            );
         }
         for k in &b {
             assert!(assert_exact_or_miss(&store, k).await);
@@ -400,12 +510,18 @@ async fn remove_object_survives_restart() {
 async fn metrics_are_registered_with_conventional_names() {
     let dir = tmpdir();
     let registry = prometheus::Registry::new();
-    let store = DiskStore::open(options(&dir.path().join("dev"), 8 << 20, 64 << 10), &registry).unwrap();
+    let store = DiskStore::open(
+        options(&dir.path().join("dev"), 8 << 20, 64 << 10),
+        &registry,
+    )
+    .unwrap();
     let k = key(1, 0, 100);
     store.put(k, content(&k)).await;
     store.flush().await.unwrap();
     assert!(store.get(&k).await.is_some());
-    let text = prometheus::TextEncoder::new().encode_to_string(&registry.gather()).unwrap();
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .unwrap();
     for name in [
         "slicecache_disk_used_bytes",
         "slicecache_disk_free_bytes",
@@ -420,7 +536,10 @@ async fn metrics_are_registered_with_conventional_names() {
     ] {
         assert!(text.contains(name), "{name} missing from\n{text}");
     }
-    assert!(text.contains("slicecache_disk_hits_total{device=\"dev\"} 1"), "{text}");
+    assert!(
+        text.contains("slicecache_disk_hits_total{device=\"dev\"} 1"),
+        "{text}"
+    );
 }
 
 struct LoopDevice(PathBuf);
@@ -435,18 +554,30 @@ impl Drop for LoopDevice {
 async fn loop_device_round_trip() {
     // SAFETY-free root check: /proc/self/status carries the effective uid.
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let root = status.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
+    let root = status
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
     if !root {
         println!("skipping loop device test: not running as root");
         return;
     }
     let dir = tmpdir();
     let backing = dir.path().join("backing");
-    std::fs::File::create(&backing).unwrap().set_len(64 << 20).unwrap();
-    let out = match Command::new("losetup").args(["-f", "--show"]).arg(&backing).output() {
+    std::fs::File::create(&backing)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let out = match Command::new("losetup")
+        .args(["-f", "--show"])
+        .arg(&backing)
+        .output()
+    {
         Ok(out) if out.status.success() => out,
         Ok(out) => {
-            println!("skipping loop device test: losetup failed: {}", String::from_utf8_lossy(&out.stderr));
+            println!(
+                "skipping loop device test: losetup failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             return;
         }
         Err(e) => {
@@ -454,7 +585,9 @@ async fn loop_device_round_trip() {
             return;
         }
     };
-    let dev = LoopDevice(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_owned()));
+    let dev = LoopDevice(PathBuf::from(
+        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+    ));
     let mut o = options(&dev.0, 0, 1 << 20);
     o.size = None;
     let store = open(&o).unwrap();

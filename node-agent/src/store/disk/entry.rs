@@ -56,15 +56,33 @@ pub struct EntryKey {
 
 impl EntryKey {
     pub fn extent(k: &ExtentKey) -> Self {
-        Self { kind: Kind::Extent, object: k.object, version: k.version, offset: k.offset, len: k.len }
+        Self {
+            kind: Kind::Extent,
+            object: k.object,
+            version: k.version,
+            offset: k.offset,
+            len: k.len,
+        }
     }
 
     pub fn meta(object: ObjectId) -> Self {
-        Self { kind: Kind::Meta, object, version: 0, offset: 0, len: 0 }
+        Self {
+            kind: Kind::Meta,
+            object,
+            version: 0,
+            offset: 0,
+            len: 0,
+        }
     }
 
     pub fn tombstone(object: ObjectId) -> Self {
-        Self { kind: Kind::Tombstone, object, version: 0, offset: 0, len: 0 }
+        Self {
+            kind: Kind::Tombstone,
+            object,
+            version: 0,
+            offset: 0,
+            len: 0,
+        }
     }
 
     /// 64-bit hash used as the in-memory index key. Collisions cannot serve
@@ -194,7 +212,12 @@ impl EntryHeader {
         if !consistent {
             return Err(HeaderError::Inconsistent);
         }
-        Ok(Self { key, nonce: le_u64(b, 8), payload_len, payload_crc: le_u32(b, 56) })
+        Ok(Self {
+            key,
+            nonce: le_u64(b, 8),
+            payload_len,
+            payload_crc: le_u32(b, 56),
+        })
     }
 
     /// Bytes this entry occupies in its region.
@@ -291,11 +314,16 @@ pub struct ScanOutcome {
 /// valid header with this region's nonce, so one corrupt entry does not hide
 /// the rest of the region.
 pub fn scan_region(img: &[u8], nonce: u64) -> ScanOutcome {
-    let mut out = ScanOutcome { used: REGION_HEADER_LEN as u32, ..ScanOutcome::default() };
+    let mut out = ScanOutcome {
+        used: REGION_HEADER_LEN as u32,
+        ..ScanOutcome::default()
+    };
     let mut at = REGION_HEADER_LEN;
     let mut in_garbage = false;
     while at + HEADER_LEN <= img.len() {
-        let parsed = EntryHeader::decode(&img[at..]).ok().filter(|h| h.nonce == nonce);
+        let parsed = EntryHeader::decode(&img[at..])
+            .ok()
+            .filter(|h| h.nonce == nonce);
         let Some(h) = parsed else {
             if !in_garbage && img[at..at + HEADER_LEN].iter().any(|&b| b != 0) {
                 in_garbage = true;
@@ -313,7 +341,10 @@ pub fn scan_region(img: &[u8], nonce: u64) -> ScanOutcome {
         in_garbage = false;
         let payload = &img[at + HEADER_LEN..at + HEADER_LEN + h.payload_len as usize];
         if crc32c::crc32c(payload) == h.payload_crc {
-            out.entries.push(Scanned { offset: at as u32, header: h });
+            out.entries.push(Scanned {
+                offset: at as u32,
+                header: h,
+            });
         } else {
             out.torn += 1;
         }
@@ -329,7 +360,12 @@ mod tests {
     use proptest::prelude::*;
 
     fn key() -> EntryKey {
-        EntryKey::extent(&ExtentKey { object: ObjectId(7), version: 3, offset: 1 << 20, len: 5 })
+        EntryKey::extent(&ExtentKey {
+            object: ObjectId(7),
+            version: 3,
+            offset: 1 << 20,
+            len: 5,
+        })
     }
 
     #[test]
@@ -349,7 +385,13 @@ mod tests {
         let nonce = 42;
         let mut img = vec![0u8; 4096];
         img[..64].copy_from_slice(
-            &RegionHeader { region: 0, seq: 1, nonce, uuid: 5 }.encode(),
+            &RegionHeader {
+                region: 0,
+                seq: 1,
+                nonce,
+                uuid: 5,
+            }
+            .encode(),
         );
         let mut at = 64;
         let mut offsets = vec![];

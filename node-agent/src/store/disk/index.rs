@@ -49,7 +49,12 @@ pub struct Slot {
 
 impl Slot {
     pub fn new(region: u32, offset: u32, len: u32, tag: u32) -> Self {
-        Self { region, offset_bits: offset & !ACCESSED, len, tag }
+        Self {
+            region,
+            offset_bits: offset & !ACCESSED,
+            len,
+            tag,
+        }
     }
 
     pub fn offset(&self) -> u32 {
@@ -71,7 +76,12 @@ impl Slot {
     }
 
     pub fn from_raw(raw: [u32; 4]) -> Self {
-        Self { region: raw[0], offset_bits: raw[1], len: raw[2], tag: raw[3] }
+        Self {
+            region: raw[0],
+            offset_bits: raw[1],
+            len: raw[2],
+            tag: raw[3],
+        }
     }
 }
 
@@ -204,7 +214,7 @@ mod tests {
 
     #[test]
     fn slot_is_sixteen_bytes() {
-        assert_eq!(std::mem::size_of::<Slot>(), 16);
+        assert_eq!(size_of::<Slot>(), 16);
     }
 
     #[test]

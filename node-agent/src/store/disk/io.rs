@@ -47,14 +47,23 @@ impl Device {
         if block_device {
             flags |= libc::O_EXCL;
         }
-        let mut file = OpenOptions::new().read(true).write(true).custom_flags(flags).open(path)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(flags)
+            .open(path)?;
         if existed && !block_device && file.metadata()?.len() == 0 {
             if let Some(size) = create_size {
                 file.set_len(size)?;
             }
         }
         let size = file.seek(SeekFrom::End(0))?;
-        Ok(Self { file, path: path.to_path_buf(), size, block_device })
+        Ok(Self {
+            file,
+            path: path.to_path_buf(),
+            size,
+            block_device,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -83,9 +92,13 @@ impl Device {
     /// the wanted bytes are `buf[start..start + len]`.
     pub fn read_unaligned(&self, offset: u64, len: usize) -> io::Result<(AlignedBuf, usize)> {
         let first = align_down(offset, ALIGN as u64);
-        let last = align_up(offset + len as u64, ALIGN as u64).min(align_down(self.size, ALIGN as u64));
+        let last =
+            align_up(offset + len as u64, ALIGN as u64).min(align_down(self.size, ALIGN as u64));
         if last < offset + len as u64 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the device end"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "read past the device end",
+            ));
         }
         let mut buf = AlignedBuf::zeroed((last - first) as usize);
         self.read_at(buf.as_mut_slice(), first)?;
@@ -111,18 +124,22 @@ impl IoPool {
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..threads.max(1) {
             let rx = Arc::clone(&rx);
-            thread::Builder::new().name(format!("{name}-{i}")).spawn(move || loop {
-                let job = {
-                    let guard = rx.lock().unwrap_or_else(PoisonError::into_inner);
-                    guard.recv()
-                };
-                match job {
-                    Ok(job) => job(),
-                    Err(_) => break,
-                }
-            })?;
+            thread::Builder::new()
+                .name(format!("{name}-{i}"))
+                .spawn(move || loop {
+                    let job = {
+                        let guard = rx.lock().unwrap_or_else(PoisonError::into_inner);
+                        guard.recv()
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => break,
+                    }
+                })?;
         }
-        Ok(Self { tx: Mutex::new(Some(tx)) })
+        Ok(Self {
+            tx: Mutex::new(Some(tx)),
+        })
     }
 
     /// Runs `job` on a pool thread. Returns false once the pool is shut down.
@@ -136,7 +153,10 @@ impl IoPool {
 
     /// Lets the threads exit once queued jobs are done.
     pub fn shutdown(&self) {
-        self.tx.lock().unwrap_or_else(PoisonError::into_inner).take();
+        self.tx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
     }
 }
 

@@ -35,14 +35,14 @@ pub mod region;
 pub mod superblock;
 
 use aligned::{align_down, AlignedBuf, RegionBuf, ALIGN};
-use entry::{entry_size, EntryKey, REGION_HEADER_LEN, HEADER_LEN};
+use entry::{entry_size, EntryKey, HEADER_LEN, REGION_HEADER_LEN};
 use index::Index;
 use io::{Device, IoPool};
 use metrics::DiskMetrics;
 pub use recovery::{RecoveryReport, RecoverySource};
 use region::{Cmd, RegionTable, RegionWriter, WriterConfig};
-pub use superblock::{Geometry, Signature};
 use superblock::{probe, Probe, Superblock, PROBE_LEN, SUPERBLOCK_LEN};
+pub use superblock::{Geometry, Signature};
 
 /// Default region size: large sequential writes, bounded loss on crash.
 pub const DEFAULT_REGION_SIZE: u32 = 16 << 20;
@@ -76,7 +76,9 @@ impl DiskOptions {
     /// 1 s flush interval, reinsertion on, format if blank.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         let path = path.into();
-        let name = path.file_name().map_or_else(|| "disk".to_owned(), |n| n.to_string_lossy().into_owned());
+        let name = path
+            .file_name()
+            .map_or_else(|| "disk".to_owned(), |n| n.to_string_lossy().into_owned());
         Self {
             path,
             size: None,
@@ -95,9 +97,16 @@ impl DiskOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
     #[error("cannot open cache device {path}: {source}")]
-    Open { path: PathBuf, source: std::io::Error },
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{op} on cache device {path} failed: {source}")]
-    Io { path: PathBuf, op: &'static str, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        source: std::io::Error,
+    },
     #[error(
         "refusing to format {path}: it carries {found}; nothing was written. \
          Wipe the device first if it really is free for slicecache"
@@ -105,8 +114,13 @@ pub enum DiskError {
     Foreign { path: PathBuf, found: Signature },
     #[error("{path} carries no slicecache superblock and the format policy is Never")]
     NotFormatted { path: PathBuf },
-    #[error("{path} carries a damaged slicecache superblock ({reason}); refusing to use or reformat it")]
-    DamagedSuperblock { path: PathBuf, reason: superblock::SuperblockError },
+    #[error(
+        "{path} carries a damaged slicecache superblock ({reason}); refusing to use or reformat it"
+    )]
+    DamagedSuperblock {
+        path: PathBuf,
+        reason: superblock::SuperblockError,
+    },
     #[error("geometry of {path} does not match its superblock: {detail}")]
     GeometryMismatch { path: PathBuf, detail: String },
     #[error("invalid disk cache options for {path}: {reason}")]
@@ -121,7 +135,11 @@ pub enum DiskError {
 
 impl DiskError {
     pub(crate) fn io(path: &Path, op: &'static str, source: std::io::Error) -> Self {
-        Self::Io { path: path.to_path_buf(), op, source }
+        Self::Io {
+            path: path.to_path_buf(),
+            op,
+            source,
+        }
     }
 }
 
@@ -153,11 +171,17 @@ impl Shared {
 
     pub fn record_write_error(&self, e: String) {
         tracing::error!(error = %e, "disk cache write failed; entries of that region are dropped");
-        *self.write_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
+        *self
+            .write_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(e);
     }
 
     pub fn take_write_error(&self) -> Option<String> {
-        self.write_error.lock().unwrap_or_else(PoisonError::into_inner).take()
+        self.write_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 
     pub fn update_gauges(&self, head_free: u64) {
@@ -206,10 +230,16 @@ impl fmt::Debug for DiskStore {
 
 fn validate(opts: &DiskOptions) -> Result<(), String> {
     if opts.write_buffers < 2 || opts.write_buffers > 16 {
-        return Err(format!("write_buffers {} must be between 2 and 16", opts.write_buffers));
+        return Err(format!(
+            "write_buffers {} must be between 2 and 16",
+            opts.write_buffers
+        ));
     }
     if opts.read_threads == 0 || opts.read_threads > 256 {
-        return Err(format!("read_threads {} must be between 1 and 256", opts.read_threads));
+        return Err(format!(
+            "read_threads {} must be between 1 and 256",
+            opts.read_threads
+        ));
     }
     if opts.flush_interval.is_zero() {
         return Err("flush_interval must be positive".to_owned());
@@ -223,8 +253,14 @@ impl DiskStore {
     /// `spawn_blocking`.
     pub fn open(opts: DiskOptions, registry: &prometheus::Registry) -> Result<Self, DiskError> {
         let path = opts.path.clone();
-        validate(&opts).map_err(|reason| DiskError::InvalidOptions { path: path.clone(), reason })?;
-        let dev = Device::open(&path, opts.size).map_err(|source| DiskError::Open { path: path.clone(), source })?;
+        validate(&opts).map_err(|reason| DiskError::InvalidOptions {
+            path: path.clone(),
+            reason,
+        })?;
+        let dev = Device::open(&path, opts.size).map_err(|source| DiskError::Open {
+            path: path.clone(),
+            source,
+        })?;
         let device_size = dev.size();
         if device_size < ALIGN as u64 {
             return Err(DiskError::InvalidOptions {
@@ -234,7 +270,8 @@ impl DiskStore {
         }
         let probe_len = (align_down(device_size, ALIGN as u64) as usize).min(PROBE_LEN);
         let mut head = AlignedBuf::zeroed(probe_len);
-        dev.read_at(head.as_mut_slice(), 0).map_err(|e| DiskError::io(&path, "probe read", e))?;
+        dev.read_at(head.as_mut_slice(), 0)
+            .map_err(|e| DiskError::io(&path, "probe read", e))?;
         let mut formatted = false;
         let sb = match probe(head.as_slice()) {
             Probe::Owned(sb) => {
@@ -288,7 +325,11 @@ impl DiskStore {
                 regions_in_use: 0,
                 seconds: 0.0,
             };
-            (Index::new(geometry.region_count), RegionTable::empty(geometry.region_count), report)
+            (
+                Index::new(geometry.region_count),
+                RegionTable::empty(geometry.region_count),
+                report,
+            )
         } else {
             recovery::recover(&dev, &geometry, sb.uuid)?
         };
@@ -312,7 +353,11 @@ impl DiskStore {
             geometry,
             uuid: sb.uuid,
             metrics,
-            state: Mutex::new(State { index, regions, resident: HashMap::new() }),
+            state: Mutex::new(State {
+                index,
+                regions,
+                resident: HashMap::new(),
+            }),
             reads,
             write_error: Mutex::new(None),
         });
@@ -374,7 +419,10 @@ impl DiskStore {
         guard.as_ref().is_some_and(|tx| tx.send(cmd).is_ok())
     }
 
-    async fn call(&self, make: impl FnOnce(oneshot::Sender<Result<(), DiskError>>) -> Cmd) -> Result<(), DiskError> {
+    async fn call(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<(), DiskError>>) -> Cmd,
+    ) -> Result<(), DiskError> {
         let (tx, rx) = oneshot::channel();
         if !self.send(make(tx)) {
             return Err(DiskError::Closed);
@@ -392,8 +440,15 @@ impl DiskStore {
     /// behaves like a crash (the next open scans).
     pub async fn close(&self) -> Result<(), DiskError> {
         let result = self.call(|done| Cmd::Close { done }).await;
-        self.cmd.lock().unwrap_or_else(PoisonError::into_inner).take();
-        let handle = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take();
+        self.cmd
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let handle = self
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         if let Some(handle) = handle {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }
@@ -410,13 +465,21 @@ impl DiskStore {
         let Ok(permit) = Arc::clone(&self.permits).acquire_many_owned(want).await else {
             return;
         };
-        self.send(Cmd::Put { key, data, _permit: permit });
+        self.send(Cmd::Put {
+            key,
+            data,
+            _permit: permit,
+        });
     }
 
     async fn get_entry(&self, key: EntryKey) -> Option<Bytes> {
         let result = self.read_entry(key).await;
         let m = &self.shared.metrics;
-        if result.is_some() { m.hits.inc() } else { m.misses.inc() }
+        if result.is_some() {
+            m.hits.inc()
+        } else {
+            m.misses.inc()
+        }
         result
     }
 
@@ -446,7 +509,10 @@ impl DiskStore {
         let submitted = self.shared.reads.execute(move || {
             let started = std::time::Instant::now();
             let result = shared.dev.read_unaligned(offset, len);
-            shared.metrics.read_duration_seconds.observe(started.elapsed().as_secs_f64());
+            shared
+                .metrics
+                .read_duration_seconds
+                .observe(started.elapsed().as_secs_f64());
             let _ = tx.send(result);
         });
         if !submitted {
@@ -466,7 +532,9 @@ impl DiskStore {
                 let mut st = self.shared.lock();
                 // A reclaim between lookup and read is a plain miss; only a
                 // failure at an unchanged location is corruption.
-                if st.regions.seq[slot.region as usize] == seq && st.index.remove_if_at(hash, slot.region, slot.offset()) {
+                if st.regions.seq[slot.region as usize] == seq
+                    && st.index.remove_if_at(hash, slot.region, slot.offset())
+                {
                     self.shared.metrics.checksum_failures.inc();
                 }
                 None
@@ -479,8 +547,15 @@ impl Drop for DiskStore {
     /// Stops the writer without flushing or checkpointing (crash semantics)
     /// and waits for it, so the device is released when this returns.
     fn drop(&mut self) {
-        self.cmd.lock().unwrap_or_else(PoisonError::into_inner).take();
-        let handle = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take();
+        self.cmd
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let handle = self
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         if let Some(handle) = handle {
             let _ = handle.join();
         }
@@ -489,10 +564,19 @@ impl Drop for DiskStore {
 
 /// Writes a fresh superblock. Only called on a device that probed blank.
 fn format(dev: &Device, device_size: u64, region_size: u32) -> Result<Superblock, DiskError> {
-    let geometry = Geometry::plan(device_size, region_size)
-        .map_err(|reason| DiskError::InvalidOptions { path: dev.path().to_path_buf(), reason })?;
-    let created_unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let sb = Superblock { uuid: rand::random::<u128>(), geometry, created_unix };
+    let geometry =
+        Geometry::plan(device_size, region_size).map_err(|reason| DiskError::InvalidOptions {
+            path: dev.path().to_path_buf(),
+            reason,
+        })?;
+    let created_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let sb = Superblock {
+        uuid: rand::random::<u128>(),
+        geometry,
+        created_unix,
+    };
     // The checkpoint header may hold garbage from an earlier life of the disk;
     // its UUID would not match, but zero it anyway before claiming the device.
     recovery::invalidate_checkpoint(dev, &geometry)?;

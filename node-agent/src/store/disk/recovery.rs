@@ -56,7 +56,11 @@ fn le_u64(b: &[u8], at: usize) -> u64 {
 }
 
 /// Rebuilds the index: checkpoint if valid, else a full scan.
-pub fn recover(dev: &Device, g: &Geometry, uuid: u128) -> Result<(Index, RegionTable, RecoveryReport), DiskError> {
+pub fn recover(
+    dev: &Device,
+    g: &Geometry,
+    uuid: u128,
+) -> Result<(Index, RegionTable, RecoveryReport), DiskError> {
     let started = Instant::now();
     if let Some((index, regions)) = load_checkpoint(dev, g, uuid) {
         invalidate_checkpoint(dev, g)?;
@@ -86,7 +90,8 @@ fn scan(dev: &Device, g: &Geometry, uuid: u128) -> Result<(Index, RegionTable, u
     let mut head = AlignedBuf::zeroed(ALIGN);
     let mut found = Vec::new();
     for region in 0..g.region_count {
-        dev.read_at(head.as_mut_slice(), g.region_offset(region)).map_err(io)?;
+        dev.read_at(head.as_mut_slice(), g.region_offset(region))
+            .map_err(io)?;
         if let Ok(h) = RegionHeader::decode(head.as_slice()) {
             if h.uuid == uuid && h.region == region && h.seq != 0 {
                 found.push(h);
@@ -99,7 +104,8 @@ fn scan(dev: &Device, g: &Geometry, uuid: u128) -> Result<(Index, RegionTable, u
     let mut torn = 0;
     let mut img = AlignedBuf::zeroed(g.region_size as usize);
     for h in &found {
-        dev.read_at(img.as_mut_slice(), g.region_offset(h.region)).map_err(io)?;
+        dev.read_at(img.as_mut_slice(), g.region_offset(h.region))
+            .map_err(io)?;
         let out = scan_region(img.as_slice(), h.nonce);
         torn += out.torn;
         for e in &out.entries {
@@ -107,7 +113,12 @@ fn scan(dev: &Device, g: &Geometry, uuid: u128) -> Result<(Index, RegionTable, u
             match key.kind {
                 Kind::Extent | Kind::Meta => index.insert(
                     key.hash64(),
-                    Slot::new(h.region, e.offset, e.header.payload_len, object_tag(key.object)),
+                    Slot::new(
+                        h.region,
+                        e.offset,
+                        e.header.payload_len,
+                        object_tag(key.object),
+                    ),
                 ),
                 Kind::Tombstone => {
                     index.remove_tag(object_tag(key.object));
@@ -117,7 +128,11 @@ fn scan(dev: &Device, g: &Geometry, uuid: u128) -> Result<(Index, RegionTable, u
         sealed.push((h.region, h.seq, out.used));
     }
     let next = found.last().map_or(1, |h| h.seq + 1);
-    Ok((index, RegionTable::from_sealed(g.region_count, sealed, next), torn))
+    Ok((
+        index,
+        RegionTable::from_sealed(g.region_count, sealed, next),
+        torn,
+    ))
 }
 
 fn load_checkpoint(dev: &Device, g: &Geometry, uuid: u128) -> Option<(Index, RegionTable)> {
@@ -140,7 +155,10 @@ fn load_checkpoint(dev: &Device, g: &Geometry, uuid: u128) -> Option<(Index, Reg
     let payload_len = usize::try_from(le_u64(b, 48)).ok()?;
     let crc = le_u32(b, 56);
     let regions = g.region_count as usize;
-    if payload_len != regions.checked_mul(REGION_REC)?.checked_add(entries.checked_mul(ENTRY_REC)?)?
+    if payload_len
+        != regions
+            .checked_mul(REGION_REC)?
+            .checked_add(entries.checked_mul(ENTRY_REC)?)?
         || (CKPT_HEADER_LEN + payload_len) as u64 > g.checkpoint_len
     {
         return None;
@@ -148,7 +166,11 @@ fn load_checkpoint(dev: &Device, g: &Geometry, uuid: u128) -> Option<(Index, Reg
     let mut body = AlignedBuf::zeroed(payload_len);
     if payload_len > 0 {
         let span = body.len();
-        dev.read_at(&mut body.as_mut_slice()[..span], g.checkpoint_offset + CKPT_HEADER_LEN as u64).ok()?;
+        dev.read_at(
+            &mut body.as_mut_slice()[..span],
+            g.checkpoint_offset + CKPT_HEADER_LEN as u64,
+        )
+        .ok()?;
     }
     let p = &body.as_slice()[..payload_len];
     if crc32c::crc32c(p) != crc {
@@ -171,7 +193,12 @@ fn load_checkpoint(dev: &Device, g: &Geometry, uuid: u128) -> Option<(Index, Reg
     for i in 0..entries {
         let at = base + i * ENTRY_REC;
         let hash = le_u64(p, at);
-        let slot = Slot::from_raw([le_u32(p, at + 8), le_u32(p, at + 12), le_u32(p, at + 16), le_u32(p, at + 20)]);
+        let slot = Slot::from_raw([
+            le_u32(p, at + 8),
+            le_u32(p, at + 12),
+            le_u32(p, at + 16),
+            le_u32(p, at + 20),
+        ]);
         let region = slot.region as usize;
         let end = u64::from(slot.offset()) + entry_size(slot.len as usize) as u64;
         if region >= regions || table.seq[region] == 0 || end > u64::from(table.used[region]) {
@@ -241,10 +268,15 @@ pub(crate) fn write_checkpoint(shared: &Shared) -> Result<(), DiskError> {
     let dev = &shared.dev;
     let io = |e| DiskError::io(dev.path(), "checkpoint write", e);
     if total as usize > CKPT_HEADER_LEN {
-        dev.write_at(&buf.as_slice()[CKPT_HEADER_LEN..], g.checkpoint_offset + CKPT_HEADER_LEN as u64).map_err(io)?;
+        dev.write_at(
+            &buf.as_slice()[CKPT_HEADER_LEN..],
+            g.checkpoint_offset + CKPT_HEADER_LEN as u64,
+        )
+        .map_err(io)?;
         dev.sync().map_err(io)?;
     }
-    dev.write_at(&buf.as_slice()[..CKPT_HEADER_LEN], g.checkpoint_offset).map_err(io)?;
+    dev.write_at(&buf.as_slice()[..CKPT_HEADER_LEN], g.checkpoint_offset)
+        .map_err(io)?;
     dev.sync().map_err(io)?;
     Ok(())
 }

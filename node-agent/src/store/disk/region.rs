@@ -18,7 +18,10 @@ use bytes::Bytes;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use super::aligned::{align_down, RegionBuf, ALIGN};
-use super::entry::{entry_size, object_tag, verify_entry, EntryHeader, EntryKey, Kind, RegionHeader, HEADER_LEN, REGION_HEADER_LEN};
+use super::entry::{
+    entry_size, object_tag, verify_entry, EntryHeader, EntryKey, Kind, RegionHeader, HEADER_LEN,
+    REGION_HEADER_LEN,
+};
 use super::index::Slot;
 use super::io::IoPool;
 use super::{DiskError, Shared};
@@ -127,7 +130,9 @@ pub(crate) struct RegionWriter {
 impl RegionWriter {
     pub fn new(shared: Arc<Shared>, config: WriterConfig) -> std::io::Result<Self> {
         let region_size = shared.geometry.region_size as usize;
-        let spare = (0..config.write_buffers.max(2)).map(|_| Arc::new(RegionBuf::new(region_size))).collect();
+        let spare = (0..config.write_buffers.max(2))
+            .map(|_| Arc::new(RegionBuf::new(region_size)))
+            .collect();
         let (done_tx, done_rx) = mpsc::channel();
         Ok(Self {
             shared,
@@ -184,7 +189,9 @@ impl RegionWriter {
     }
 
     fn head_free(&self) -> u64 {
-        self.head.as_ref().map_or(0, |h| (h.buf.capacity() - h.buf.filled()) as u64)
+        self.head
+            .as_ref()
+            .map_or(0, |h| (h.buf.capacity() - h.buf.filled()) as u64)
     }
 
     /// Appends one entry, sealing and opening regions as needed.
@@ -202,12 +209,19 @@ impl RegionWriter {
                     return;
                 }
             }
-            let Some(head) = self.head.as_ref() else { return };
+            let Some(head) = self.head.as_ref() else {
+                return;
+            };
             let header = EntryHeader::new(key, head.nonce, payload).encode();
             if let Some(offset) = head.buf.append(&[&header, payload], size) {
                 let region = head.region;
                 if key.kind != Kind::Tombstone {
-                    let slot = Slot::new(region, offset as u32, payload.len() as u32, object_tag(key.object));
+                    let slot = Slot::new(
+                        region,
+                        offset as u32,
+                        payload.len() as u32,
+                        object_tag(key.object),
+                    );
                     self.shared.lock().index.insert(key.hash64(), slot);
                 }
                 if !reinsertion {
@@ -229,16 +243,27 @@ impl RegionWriter {
         }
         let shared = Arc::clone(&self.shared);
         let done = self.done_tx.clone();
-        let Head { region, buf, written, .. } = head;
+        let Head {
+            region,
+            buf,
+            written,
+            ..
+        } = head;
         self.inflight += 1;
         let submitted = self.flusher.execute(move || {
             let started = Instant::now();
             let base = shared.geometry.region_offset(region);
             let (result, _) = buf.with_dirty_span(written, |span| {
-                shared.metrics.device_written_bytes.inc_by(span.len() as u64);
+                shared
+                    .metrics
+                    .device_written_bytes
+                    .inc_by(span.len() as u64);
                 shared.dev.write_at(span, base + written as u64)
             });
-            shared.metrics.write_duration_seconds.observe(started.elapsed().as_secs_f64());
+            shared
+                .metrics
+                .write_duration_seconds
+                .observe(started.elapsed().as_secs_f64());
             {
                 let mut st = shared.lock();
                 if let Err(e) = result {
@@ -246,7 +271,11 @@ impl RegionWriter {
                     st.index.drop_region(region);
                     shared.record_write_error(format!("writing region {region}: {e}"));
                 }
-                if st.resident.get(&region).is_some_and(|b| Arc::ptr_eq(b, &buf)) {
+                if st
+                    .resident
+                    .get(&region)
+                    .is_some_and(|b| Arc::ptr_eq(b, &buf))
+                {
                     st.resident.remove(&region);
                 }
             }
@@ -336,18 +365,30 @@ impl RegionWriter {
         let mut carried = Vec::with_capacity(hot.len());
         for slot in hot {
             let len = HEADER_LEN + slot.len as usize;
-            let Ok((img, start)) = self.shared.dev.read_unaligned(base + u64::from(slot.offset()), len) else {
+            let Ok((img, start)) = self
+                .shared
+                .dev
+                .read_unaligned(base + u64::from(slot.offset()), len)
+            else {
                 self.shared.metrics.io_errors.inc();
                 continue;
             };
             let bytes = &img.as_slice()[start..start + len];
-            let Ok(h) = EntryHeader::decode(bytes) else { continue };
+            let Ok(h) = EntryHeader::decode(bytes) else {
+                continue;
+            };
             if let Ok(range) = verify_entry(bytes, &h.key) {
                 carried.push((h.key, bytes[range].to_vec()));
             }
         }
         let nonce = rand::random::<u64>();
-        let rh = RegionHeader { region, seq, nonce, uuid: self.shared.uuid }.encode();
+        let rh = RegionHeader {
+            region,
+            seq,
+            nonce,
+            uuid: self.shared.uuid,
+        }
+        .encode();
         buf.append(&[&rh], REGION_HEADER_LEN);
         let buf = Arc::new(buf);
         {
@@ -356,10 +397,19 @@ impl RegionWriter {
             st.regions.used[region as usize] = 0;
             st.resident.insert(region, Arc::clone(&buf));
         }
-        self.head = Some(Head { region, nonce, buf, written: 0, written_filled: 0 });
+        self.head = Some(Head {
+            region,
+            nonce,
+            buf,
+            written: 0,
+            written_filled: 0,
+        });
         for (key, payload) in carried {
             self.shared.metrics.reinsertions.inc();
-            self.shared.metrics.reinserted_bytes.inc_by(payload.len() as u64);
+            self.shared
+                .metrics
+                .reinserted_bytes
+                .inc_by(payload.len() as u64);
             self.append(key, &payload, true);
         }
         Ok(())
@@ -368,7 +418,9 @@ impl RegionWriter {
     /// Writes the head's dirty tail (rewriting its last partial block).
     fn write_head_tail(&mut self) -> Result<(), DiskError> {
         self.last_flush = Instant::now();
-        let Some(head) = self.head.as_mut() else { return Ok(()) };
+        let Some(head) = self.head.as_mut() else {
+            return Ok(());
+        };
         if head.buf.filled() == head.written_filled {
             return Ok(());
         }
@@ -377,10 +429,16 @@ impl RegionWriter {
         let from = head.written;
         let shared = &self.shared;
         let (result, filled) = head.buf.with_dirty_span(from, |span| {
-            shared.metrics.device_written_bytes.inc_by(span.len() as u64);
+            shared
+                .metrics
+                .device_written_bytes
+                .inc_by(span.len() as u64);
             shared.dev.write_at(span, base + from as u64)
         });
-        self.shared.metrics.write_duration_seconds.observe(started.elapsed().as_secs_f64());
+        self.shared
+            .metrics
+            .write_duration_seconds
+            .observe(started.elapsed().as_secs_f64());
         result.map_err(|e| {
             self.shared.metrics.io_errors.inc();
             DiskError::io(self.shared.dev.path(), "write", e)
@@ -404,7 +462,10 @@ impl RegionWriter {
             return Err(DiskError::Write(e));
         }
         if sync {
-            self.shared.dev.sync().map_err(|e| DiskError::io(self.shared.dev.path(), "sync", e))?;
+            self.shared
+                .dev
+                .sync()
+                .map_err(|e| DiskError::io(self.shared.dev.path(), "sync", e))?;
         }
         Ok(())
     }
