@@ -29,7 +29,12 @@ fn num(n: usize, default: u64) -> anyhow::Result<u64> {
 }
 
 fn key(object: u128, i: u64, len: u32) -> ExtentKey {
-    ExtentKey { object: ObjectId(object), version: 1, offset: i * u64::from(len), len }
+    ExtentKey {
+        object: ObjectId(object),
+        version: 1,
+        offset: i * u64::from(len),
+        len,
+    }
 }
 
 fn mbps(bytes: u64, d: Duration) -> f64 {
@@ -42,7 +47,8 @@ fn open(opts: &DiskOptions) -> anyhow::Result<DiskStore> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let path = arg(1).ok_or_else(|| anyhow::anyhow!("usage: disk_bench PATH SIZE [REGION] [EXTENT]"))?;
+    let path =
+        arg(1).ok_or_else(|| anyhow::anyhow!("usage: disk_bench PATH SIZE [REGION] [EXTENT]"))?;
     let size = num(2, 1 << 30)?;
     let region = num(3, 16 << 20)? as u32;
     let extent = num(4, 1 << 20)? as u32;
@@ -70,7 +76,10 @@ async fn main() -> anyhow::Result<()> {
     // Random reads from disk (fresh open: nothing resident).
     let started = Instant::now();
     let store = Arc::new(open(&opts)?);
-    println!("checkpoint_open_seconds={:.3}", started.elapsed().as_secs_f64());
+    println!(
+        "checkpoint_open_seconds={:.3}",
+        started.elapsed().as_secs_f64()
+    );
     let concurrency = 8;
     let reads_per_task = (count / 2 / concurrency).clamp(50, 2000);
     let started = Instant::now();
@@ -102,13 +111,17 @@ async fn main() -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed();
     lat.sort();
-    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e3;
+    let pct =
+        |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e3;
     println!("read_count={}", lat.len());
     println!("read_hit_bytes={bytes}");
     println!("read_mb_per_s={:.1}", mbps(bytes, elapsed));
     println!("read_p50_ms={:.3}", pct(0.50));
     println!("read_p99_ms={:.3}", pct(0.99));
-    println!("index_bytes_per_entry={:.1}", store.stats().index_bytes_per_entry);
+    println!(
+        "index_bytes_per_entry={:.1}",
+        store.stats().index_bytes_per_entry
+    );
     // Crash: drop without close (the checkpoint was invalidated at open).
     drop(store);
 
@@ -120,7 +133,10 @@ async fn main() -> anyhow::Result<()> {
     println!("scan_source={:?}", rec.source);
     println!("scan_entries={}", rec.entries);
     println!("scan_seconds={:.3}", scan.as_secs_f64());
-    println!("scan_seconds_per_gib={:.3}", scan.as_secs_f64() / (scanned as f64 / f64::from(1u32 << 30)));
+    println!(
+        "scan_seconds_per_gib={:.3}",
+        scan.as_secs_f64() / (scanned as f64 / f64::from(1u32 << 30))
+    );
 
     // Churn: 3x the capacity in mixed sizes, reading a hot set meanwhile.
     let before = store.stats();
@@ -136,7 +152,9 @@ async fn main() -> anyhow::Result<()> {
     let mut hot_reads = 0u64;
     while written < 3 * g.capacity() {
         let len = sizes[(i % 4) as usize];
-        store.put(key(2, i, len), payload.slice(..len.min(extent) as usize)).await;
+        store
+            .put(key(2, i, len), payload.slice(..len.min(extent) as usize))
+            .await;
         written += u64::from(len.min(extent));
         if i % 16 == 0 {
             hot_reads += 1;
@@ -151,10 +169,22 @@ async fn main() -> anyhow::Result<()> {
     println!("churn_put_bytes={put}");
     println!("churn_device_written_bytes={dev}");
     println!("churn_write_amplification={:.3}", dev as f64 / put as f64);
-    println!("churn_region_reclaims={}", after.region_reclaims - before.region_reclaims);
-    println!("churn_reinsertions={}", after.reinsertions - before.reinsertions);
-    println!("churn_hot_hit_ratio={:.3}", hot_hits as f64 / hot_reads.max(1) as f64);
-    println!("churn_index_bytes_per_entry={:.1}", after.index_bytes_per_entry);
+    println!(
+        "churn_region_reclaims={}",
+        after.region_reclaims - before.region_reclaims
+    );
+    println!(
+        "churn_reinsertions={}",
+        after.reinsertions - before.reinsertions
+    );
+    println!(
+        "churn_hot_hit_ratio={:.3}",
+        hot_hits as f64 / hot_reads.max(1) as f64
+    );
+    println!(
+        "churn_index_bytes_per_entry={:.1}",
+        after.index_bytes_per_entry
+    );
     store.close().await?;
     Ok(())
 }
