@@ -13,6 +13,7 @@ use std::fmt;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub mod disk;
 pub mod memory;
 
 /// Stable 128-bit identity of a cached object (a hash of its cache key).
