@@ -87,16 +87,12 @@ async fn clean_close_persists_extents_and_metadata() {
     let o = options(&dir.path().join("dev"), 32 << 20, 256 << 10);
     let store = open(&o).unwrap();
     assert_eq!(store.recovery().source, RecoverySource::Formatted);
-    let keys: Vec<_> = (0..300)
-        .map(|i| key(1 + (i % 7) as u128, i, len_for(i)))
-        .collect();
+    let keys: Vec<_> = (0..300).map(|i| key(1 + (i % 7) as u128, i, len_for(i))).collect();
     for k in &keys {
         store.put(*k, content(k)).await;
     }
     for o in 1..=7u128 {
-        store
-            .put_meta(ObjectId(o), Bytes::from(format!("meta-of-{o}")))
-            .await;
+        store.put_meta(ObjectId(o), Bytes::from(format!("meta-of-{o}"))).await;
     }
     // Served from memory before anything is flushed, too.
     store.flush().await.unwrap();
@@ -106,16 +102,9 @@ async fn clean_close_persists_extents_and_metadata() {
 
     for round in 0..2 {
         let store = open(&o).unwrap();
-        assert_eq!(
-            store.recovery().source,
-            RecoverySource::Checkpoint,
-            "round {round}"
-        );
+        assert_eq!(store.recovery().source, RecoverySource::Checkpoint, "round {round}");
         for k in &keys {
-            assert!(
-                assert_exact_or_miss(&store, k).await,
-                "missing {k:?} after reopen"
-            );
+            assert!(assert_exact_or_miss(&store, k).await, "missing {k:?} after reopen");
         }
         for o in 1..=7u128 {
             assert_eq!(
@@ -137,9 +126,7 @@ async fn drop_without_close_recovers_flushed_data_by_scan() {
     for k in &flushed {
         store.put(*k, content(k)).await;
     }
-    store
-        .put_meta(ObjectId(2), Bytes::from_static(b"meta2"))
-        .await;
+    store.put_meta(ObjectId(2), Bytes::from_static(b"meta2")).await;
     store.flush().await.unwrap();
     let unflushed: Vec<_> = (0..50).map(|i| key(3, i, len_for(i))).collect();
     for k in &unflushed {
@@ -153,10 +140,7 @@ async fn drop_without_close_recovers_flushed_data_by_scan() {
     for k in &flushed {
         assert!(assert_exact_or_miss(&store, k).await, "flushed {k:?} lost");
     }
-    assert_eq!(
-        store.get_meta(ObjectId(2)).await.unwrap(),
-        Bytes::from_static(b"meta2")
-    );
+    assert_eq!(store.get_meta(ObjectId(2)).await.unwrap(), Bytes::from_static(b"meta2"));
     for k in &unflushed {
         assert_exact_or_miss(&store, k).await;
     }
@@ -196,12 +180,7 @@ async fn sigkill_during_writes_loses_only_unflushed_data() {
     let dir = tmpdir();
     let path = dir.path().join("dev");
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "crash_child_writer",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["--exact", "crash_child_writer", "--nocapture", "--test-threads=1"])
         .env(CRASH_ENV, &path)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -236,9 +215,7 @@ async fn sigkill_during_writes_loses_only_unflushed_data() {
 
 fn scribble(path: &Path, at: u64, len: usize) {
     let f = OpenOptions::new().write(true).open(path).unwrap();
-    let junk: Vec<u8> = (0..len)
-        .map(|i| (i as u8).wrapping_mul(151).wrapping_add(77))
-        .collect();
+    let junk: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(151).wrapping_add(77)).collect();
     f.write_all_at(&junk, at).unwrap();
     f.sync_all().unwrap();
 }
@@ -271,10 +248,7 @@ async fn corrupt_bytes_are_misses_and_the_rest_serves() {
         };
         assert_eq!(store.recovery().source, expected);
         if !clean_close {
-            assert!(
-                store.recovery().torn_entries > 0,
-                "scan did not notice the corruption"
-            );
+            assert!(store.recovery().torn_entries > 0, "scan did not notice the corruption");
         }
         let mut misses = 0;
         for k in &keys {
@@ -283,10 +257,7 @@ async fn corrupt_bytes_are_misses_and_the_rest_serves() {
             }
         }
         // 8 KiB can touch at most a handful of these entries.
-        assert!(
-            (1..=6).contains(&misses),
-            "misses {misses} (clean_close {clean_close})"
-        );
+        assert!((1..=6).contains(&misses), "misses {misses} (clean_close {clean_close})");
         if clean_close {
             assert_eq!(store.stats().checksum_failures, misses);
         }
@@ -432,10 +403,7 @@ async fn churn_of_ten_device_sizes_keeps_serving_recent_and_hot_data() {
         i += 1;
         if i % 200 == 0 {
             for h in &hot {
-                assert!(
-                    assert_exact_or_miss(&store, h).await,
-                    "hot extent {h:?} evicted"
-                );
+                assert!(assert_exact_or_miss(&store, h).await, "hot extent {h:?} evicted");
             }
         }
     }
@@ -449,10 +417,7 @@ async fn churn_of_ten_device_sizes_keeps_serving_recent_and_hot_data() {
     while recent < size / 4 {
         j -= 1;
         let k = key(101, j, len_for(j));
-        assert!(
-            assert_exact_or_miss(&store, &k).await,
-            "recent extent {j} missing"
-        );
+        assert!(assert_exact_or_miss(&store, &k).await, "recent extent {j} missing");
         recent += u64::from(k.len);
     }
     let wa = stats.device_written_bytes as f64 / stats.put_bytes as f64;
@@ -489,10 +454,7 @@ async fn remove_object_survives_restart() {
         drop(store);
         let store = open(&o).unwrap();
         assert_eq!(store.get_meta(ObjectId(10)).await, None);
-        assert_eq!(
-            store.get_meta(ObjectId(11)).await.as_deref(),
-            Some(&b"b"[..])
-        );
+        assert_eq!(store.get_meta(ObjectId(11)).await.as_deref(), Some(&b"b"[..]));
         for (n, k) in a.iter().enumerate() {
             assert_eq!(
                 assert_exact_or_miss(&store, k).await,
@@ -510,11 +472,7 @@ async fn remove_object_survives_restart() {
 async fn metrics_are_registered_with_conventional_names() {
     let dir = tmpdir();
     let registry = prometheus::Registry::new();
-    let store = DiskStore::open(
-        options(&dir.path().join("dev"), 8 << 20, 64 << 10),
-        &registry,
-    )
-    .unwrap();
+    let store = DiskStore::open(options(&dir.path().join("dev"), 8 << 20, 64 << 10), &registry).unwrap();
     let k = key(1, 0, 100);
     store.put(k, content(&k)).await;
     store.flush().await.unwrap();
@@ -536,10 +494,7 @@ async fn metrics_are_registered_with_conventional_names() {
     ] {
         assert!(text.contains(name), "{name} missing from\n{text}");
     }
-    assert!(
-        text.contains("slicecache_disk_hits_total{device=\"dev\"} 1"),
-        "{text}"
-    );
+    assert!(text.contains("slicecache_disk_hits_total{device=\"dev\"} 1"), "{text}");
 }
 
 struct LoopDevice(PathBuf);
@@ -563,15 +518,8 @@ async fn loop_device_round_trip() {
     }
     let dir = tmpdir();
     let backing = dir.path().join("backing");
-    std::fs::File::create(&backing)
-        .unwrap()
-        .set_len(64 << 20)
-        .unwrap();
-    let out = match Command::new("losetup")
-        .args(["-f", "--show"])
-        .arg(&backing)
-        .output()
-    {
+    std::fs::File::create(&backing).unwrap().set_len(64 << 20).unwrap();
+    let out = match Command::new("losetup").args(["-f", "--show"]).arg(&backing).output() {
         Ok(out) if out.status.success() => out,
         Ok(out) => {
             println!(
@@ -585,9 +533,7 @@ async fn loop_device_round_trip() {
             return;
         }
     };
-    let dev = LoopDevice(PathBuf::from(
-        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-    ));
+    let dev = LoopDevice(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_owned()));
     let mut o = options(&dev.0, 0, 1 << 20);
     o.size = None;
     let store = open(&o).unwrap();
