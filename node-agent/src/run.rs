@@ -21,10 +21,14 @@ use tracing::{info, warn};
 use crate::admin::AdminApp;
 use crate::cache::Cache;
 use crate::config::{self, LiveTunables, Overrides};
+use crate::discovery::{self, Selector, SystemView};
 use crate::fill::Fills;
 use crate::metrics::Metrics;
 use crate::origin::{OriginClient, OriginTarget, OriginTimeouts};
 use crate::server::{Agent, ProxyApp};
+use crate::store::disk::{DiskOptions, DiskStore};
+use crate::store::sharded::ShardedStore;
+use crate::store::ExtentStore;
 
 /// Where the configuration came from, for hot reload.
 #[derive(Debug, Clone)]
@@ -48,10 +52,9 @@ pub fn run(cfg: AgentConfig, source: ConfigSource) -> anyhow::Result<()> {
     let max = cfg.origin.max_connections as usize;
     let origin = OriginClient::new(target, timeouts, max).map_err(anyhow::Error::msg)?;
 
-    if !cfg.cache.devices.is_empty() {
-        warn!("cache.devices is set but this build has no disk tier; running on memory alone");
-    }
-    let cache = Arc::new(Cache::new(cfg.cache.memory.bytes(), None, metrics.clone()));
+    let disk = open_devices(&cfg, &metrics)?.map(Arc::new);
+    let tier: Option<Arc<dyn ExtentStore>> = disk.clone().map(|d| d as Arc<dyn ExtentStore>);
+    let cache = Arc::new(Cache::new(cfg.cache.memory.bytes(), tier, metrics.clone()));
     let fills = Fills::new(origin, cache.clone(), metrics.clone(), max);
     let live = Arc::new(LiveTunables::new(tunables));
     let agent = Arc::new(Agent {
@@ -115,8 +118,63 @@ pub fn run(cfg: AgentConfig, source: ConfigSource) -> anyhow::Result<()> {
     }
     info!(listen = %cfg.listen, admin = %cfg.admin_listen, origin = %cfg.origin.url, "slicecache agent starting");
     server.run(RunArgs::default());
+    if let Some(disk) = disk {
+        // Write the index checkpoints so the next start need not scan.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the shutdown runtime")?;
+        rt.block_on(disk.close());
+    }
     info!("slicecache agent stopped");
     Ok(())
+}
+
+/// Opens every configured and discovered device as one disk tier.
+fn open_devices(cfg: &AgentConfig, metrics: &Metrics) -> anyhow::Result<Option<ShardedStore>> {
+    let mut wanted: Vec<DiskOptions> = cfg
+        .cache
+        .devices
+        .iter()
+        .map(|d| {
+            let mut o = DiskOptions::new(&d.path);
+            o.size = d.size.map(|s| s.bytes());
+            o.format = d.format;
+            o
+        })
+        .collect();
+    let selector = match (&cfg.cache.device_filter, cfg.cache.use_all_devices) {
+        (Some(filter), _) => Some(Selector::Filter(
+            regex::Regex::new(filter).with_context(|| format!("cache.deviceFilter {filter:?}"))?,
+        )),
+        (None, true) => Some(Selector::All),
+        (None, false) => None,
+    };
+    if let Some(selector) = selector {
+        let (found, refused) = discovery::discover(&SystemView::live(), &selector);
+        for (name, reason) in &refused {
+            warn!(device = %name, %reason, "device not used");
+        }
+        for c in found {
+            info!(device = %c.path.display(), size = c.size_bytes, "device discovered");
+            let mut o = DiskOptions::new(&c.path);
+            o.format = cfg.cache.discovered_format;
+            wanted.push(o);
+        }
+    }
+    let mut shards = Vec::new();
+    for opts in wanted {
+        let path = opts.path.display().to_string();
+        let store = DiskStore::open(opts, &metrics.registry).with_context(|| format!("cache device {path}"))?;
+        let report = store.recovery();
+        info!(device = %path, source = ?report.source, entries = report.entries, torn = report.torn_entries,
+              seconds = report.seconds, "cache device ready");
+        shards.push(Arc::new(store));
+    }
+    if shards.is_empty() {
+        info!("no cache devices: running on memory alone");
+    }
+    Ok(ShardedStore::new(shards))
 }
 
 struct ConfigWatcher {

@@ -123,10 +123,11 @@ pub async fn run() -> anyhow::Result<()> {
             .sum()
     };
     let hits = sum("slicecache_slices_total{result=\"hit\"");
+    let disk_hits = sum("slicecache_slices_total{result=\"hit\",tier=\"disk\"}");
     let total =
         hits + sum("slicecache_slices_total{result=\"miss\"") + sum("slicecache_slices_total{result=\"coalesced\"");
     println!(
-        "\nslice hit ratio over both passes: {:.1}% ({hits} of {total} slices)",
+        "\nslice hit ratio over both passes: {:.1}% ({hits} of {total} slices; {disk_hits} of the hits from the disk tier)",
         if total > 0.0 { 100.0 * hits / total } else { 0.0 }
     );
     println!(

@@ -15,6 +15,7 @@ use bytes::Bytes;
 
 pub mod disk;
 pub mod memory;
+pub mod sharded;
 
 /// Stable 128-bit identity of a cached object (a hash of its cache key).
 ///

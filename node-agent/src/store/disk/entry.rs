@@ -205,9 +205,7 @@ impl EntryHeader {
         let consistent = match kind {
             Kind::Extent => key.len == payload_len,
             Kind::Meta => key.version == 0 && key.offset == 0 && key.len == 0,
-            Kind::Tombstone => {
-                key.version == 0 && key.offset == 0 && key.len == 0 && payload_len == 0
-            }
+            Kind::Tombstone => key.version == 0 && key.offset == 0 && key.len == 0 && payload_len == 0,
         };
         if !consistent {
             return Err(HeaderError::Inconsistent);
@@ -321,9 +319,7 @@ pub fn scan_region(img: &[u8], nonce: u64) -> ScanOutcome {
     let mut at = REGION_HEADER_LEN;
     let mut in_garbage = false;
     while at + HEADER_LEN <= img.len() {
-        let parsed = EntryHeader::decode(&img[at..])
-            .ok()
-            .filter(|h| h.nonce == nonce);
+        let parsed = EntryHeader::decode(&img[at..]).ok().filter(|h| h.nonce == nonce);
         let Some(h) = parsed else {
             if !in_garbage && img[at..at + HEADER_LEN].iter().any(|&b| b != 0) {
                 in_garbage = true;

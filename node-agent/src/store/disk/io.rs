@@ -92,13 +92,9 @@ impl Device {
     /// the wanted bytes are `buf[start..start + len]`.
     pub fn read_unaligned(&self, offset: u64, len: usize) -> io::Result<(AlignedBuf, usize)> {
         let first = align_down(offset, ALIGN as u64);
-        let last =
-            align_up(offset + len as u64, ALIGN as u64).min(align_down(self.size, ALIGN as u64));
+        let last = align_up(offset + len as u64, ALIGN as u64).min(align_down(self.size, ALIGN as u64));
         if last < offset + len as u64 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "read past the device end",
-            ));
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the device end"));
         }
         let mut buf = AlignedBuf::zeroed((last - first) as usize);
         self.read_at(buf.as_mut_slice(), first)?;
@@ -124,18 +120,16 @@ impl IoPool {
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..threads.max(1) {
             let rx = Arc::clone(&rx);
-            thread::Builder::new()
-                .name(format!("{name}-{i}"))
-                .spawn(move || loop {
-                    let job = {
-                        let guard = rx.lock().unwrap_or_else(PoisonError::into_inner);
-                        guard.recv()
-                    };
-                    match job {
-                        Ok(job) => job(),
-                        Err(_) => break,
-                    }
-                })?;
+            thread::Builder::new().name(format!("{name}-{i}")).spawn(move || loop {
+                let job = {
+                    let guard = rx.lock().unwrap_or_else(PoisonError::into_inner);
+                    guard.recv()
+                };
+                match job {
+                    Ok(job) => job(),
+                    Err(_) => break,
+                }
+            })?;
         }
         Ok(Self {
             tx: Mutex::new(Some(tx)),
@@ -153,10 +147,7 @@ impl IoPool {
 
     /// Lets the threads exit once queued jobs are done.
     pub fn shutdown(&self) {
-        self.tx
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        self.tx.lock().unwrap_or_else(PoisonError::into_inner).take();
     }
 }
 

@@ -36,9 +36,8 @@ pub struct DiskMetrics {
 impl DiskMetrics {
     /// Creates the metrics, labelled `device=<device>`, without registering.
     pub fn new(device: &str) -> Result<Self, prometheus::Error> {
-        let opts = |name: &str, help: &str| {
-            Opts::new(format!("slicecache_disk_{name}"), help).const_label("device", device)
-        };
+        let opts =
+            |name: &str, help: &str| Opts::new(format!("slicecache_disk_{name}"), help).const_label("device", device);
         let hist = |name: &str, help: &str| {
             HistogramOpts::new(format!("slicecache_disk_{name}"), help)
                 .const_label("device", device)
@@ -47,22 +46,55 @@ impl DiskMetrics {
         Ok(Self {
             capacity_bytes: IntGauge::with_opts(opts("capacity_bytes", "Bytes of the device usable for entries."))?,
             used_bytes: IntGauge::with_opts(opts("used_bytes", "Bytes of live entries (headers, payload, padding)."))?,
-            free_bytes: IntGauge::with_opts(opts("free_bytes", "Bytes not yet written: free regions plus the rest of the write head."))?,
+            free_bytes: IntGauge::with_opts(opts(
+                "free_bytes",
+                "Bytes not yet written: free regions plus the rest of the write head.",
+            ))?,
             entries: IntGauge::with_opts(opts("entries", "Live entries in the index (extents and metadata)."))?,
             hits: IntCounter::with_opts(opts("hits_total", "Reads that returned verified bytes."))?,
             misses: IntCounter::with_opts(opts("misses_total", "Reads that returned nothing."))?,
             put_bytes: IntCounter::with_opts(opts("put_bytes_total", "Payload bytes accepted by put and put_meta."))?,
-            puts_rejected: IntCounter::with_opts(opts("puts_rejected_total", "Puts dropped because the entry does not fit in a region."))?,
-            device_written_bytes: IntCounter::with_opts(opts("device_written_bytes_total", "Bytes written to the device's data regions, including reinsertions and rewritten tail blocks."))?,
-            region_reclaims: IntCounter::with_opts(opts("region_reclaims_total", "Regions reclaimed (FIFO eviction)."))?,
-            reinsertions: IntCounter::with_opts(opts("reinsertions_total", "Recently read entries rewritten at the head when their region was reclaimed."))?,
-            reinserted_bytes: IntCounter::with_opts(opts("reinserted_bytes_total", "Payload bytes rewritten by reinsertion."))?,
-            checksum_failures: IntCounter::with_opts(opts("checksum_failures_total", "Reads whose header or payload failed verification (served as misses)."))?,
+            puts_rejected: IntCounter::with_opts(opts(
+                "puts_rejected_total",
+                "Puts dropped because the entry does not fit in a region.",
+            ))?,
+            device_written_bytes: IntCounter::with_opts(opts(
+                "device_written_bytes_total",
+                "Bytes written to the device's data regions, including reinsertions and rewritten tail blocks.",
+            ))?,
+            region_reclaims: IntCounter::with_opts(opts(
+                "region_reclaims_total",
+                "Regions reclaimed (FIFO eviction).",
+            ))?,
+            reinsertions: IntCounter::with_opts(opts(
+                "reinsertions_total",
+                "Recently read entries rewritten at the head when their region was reclaimed.",
+            ))?,
+            reinserted_bytes: IntCounter::with_opts(opts(
+                "reinserted_bytes_total",
+                "Payload bytes rewritten by reinsertion.",
+            ))?,
+            checksum_failures: IntCounter::with_opts(opts(
+                "checksum_failures_total",
+                "Reads whose header or payload failed verification (served as misses).",
+            ))?,
             io_errors: IntCounter::with_opts(opts("io_errors_total", "Device reads or writes that failed."))?,
-            recovery_torn_entries: IntCounter::with_opts(opts("recovery_torn_entries_total", "Torn or corrupt entries dropped while rebuilding the index."))?,
-            recovery_duration_seconds: Gauge::with_opts(opts("recovery_duration_seconds", "Time the last open spent loading the checkpoint or scanning regions."))?,
-            read_duration_seconds: Histogram::with_opts(hist("read_duration_seconds", "Latency of device reads of one entry."))?,
-            write_duration_seconds: Histogram::with_opts(hist("write_duration_seconds", "Latency of device writes (region flushes)."))?,
+            recovery_torn_entries: IntCounter::with_opts(opts(
+                "recovery_torn_entries_total",
+                "Torn or corrupt entries dropped while rebuilding the index.",
+            ))?,
+            recovery_duration_seconds: Gauge::with_opts(opts(
+                "recovery_duration_seconds",
+                "Time the last open spent loading the checkpoint or scanning regions.",
+            ))?,
+            read_duration_seconds: Histogram::with_opts(hist(
+                "read_duration_seconds",
+                "Latency of device reads of one entry.",
+            ))?,
+            write_duration_seconds: Histogram::with_opts(hist(
+                "write_duration_seconds",
+                "Latency of device writes (region flushes).",
+            ))?,
         })
     }
 

@@ -97,10 +97,7 @@ impl DiskOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
     #[error("cannot open cache device {path}: {source}")]
-    Open {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Open { path: PathBuf, source: std::io::Error },
     #[error("{op} on cache device {path} failed: {source}")]
     Io {
         path: PathBuf,
@@ -114,9 +111,7 @@ pub enum DiskError {
     Foreign { path: PathBuf, found: Signature },
     #[error("{path} carries no slicecache superblock and the format policy is Never")]
     NotFormatted { path: PathBuf },
-    #[error(
-        "{path} carries a damaged slicecache superblock ({reason}); refusing to use or reformat it"
-    )]
+    #[error("{path} carries a damaged slicecache superblock ({reason}); refusing to use or reformat it")]
     DamagedSuperblock {
         path: PathBuf,
         reason: superblock::SuperblockError,
@@ -171,17 +166,11 @@ impl Shared {
 
     pub fn record_write_error(&self, e: String) {
         tracing::error!(error = %e, "disk cache write failed; entries of that region are dropped");
-        *self
-            .write_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(e);
+        *self.write_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
     }
 
     pub fn take_write_error(&self) -> Option<String> {
-        self.write_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
+        self.write_error.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
 
     pub fn update_gauges(&self, head_free: u64) {
@@ -230,16 +219,10 @@ impl fmt::Debug for DiskStore {
 
 fn validate(opts: &DiskOptions) -> Result<(), String> {
     if opts.write_buffers < 2 || opts.write_buffers > 16 {
-        return Err(format!(
-            "write_buffers {} must be between 2 and 16",
-            opts.write_buffers
-        ));
+        return Err(format!("write_buffers {} must be between 2 and 16", opts.write_buffers));
     }
     if opts.read_threads == 0 || opts.read_threads > 256 {
-        return Err(format!(
-            "read_threads {} must be between 1 and 256",
-            opts.read_threads
-        ));
+        return Err(format!("read_threads {} must be between 1 and 256", opts.read_threads));
     }
     if opts.flush_interval.is_zero() {
         return Err("flush_interval must be positive".to_owned());
@@ -419,10 +402,7 @@ impl DiskStore {
         guard.as_ref().is_some_and(|tx| tx.send(cmd).is_ok())
     }
 
-    async fn call(
-        &self,
-        make: impl FnOnce(oneshot::Sender<Result<(), DiskError>>) -> Cmd,
-    ) -> Result<(), DiskError> {
+    async fn call(&self, make: impl FnOnce(oneshot::Sender<Result<(), DiskError>>) -> Cmd) -> Result<(), DiskError> {
         let (tx, rx) = oneshot::channel();
         if !self.send(make(tx)) {
             return Err(DiskError::Closed);
@@ -440,15 +420,8 @@ impl DiskStore {
     /// behaves like a crash (the next open scans).
     pub async fn close(&self) -> Result<(), DiskError> {
         let result = self.call(|done| Cmd::Close { done }).await;
-        self.cmd
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        let handle = self
-            .writer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        self.cmd.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let handle = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(handle) = handle {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }
@@ -547,15 +520,8 @@ impl Drop for DiskStore {
     /// Stops the writer without flushing or checkpointing (crash semantics)
     /// and waits for it, so the device is released when this returns.
     fn drop(&mut self) {
-        self.cmd
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        let handle = self
-            .writer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        self.cmd.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let handle = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(handle) = handle {
             let _ = handle.join();
         }
@@ -564,14 +530,11 @@ impl Drop for DiskStore {
 
 /// Writes a fresh superblock. Only called on a device that probed blank.
 fn format(dev: &Device, device_size: u64, region_size: u32) -> Result<Superblock, DiskError> {
-    let geometry =
-        Geometry::plan(device_size, region_size).map_err(|reason| DiskError::InvalidOptions {
-            path: dev.path().to_path_buf(),
-            reason,
-        })?;
-    let created_unix = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let geometry = Geometry::plan(device_size, region_size).map_err(|reason| DiskError::InvalidOptions {
+        path: dev.path().to_path_buf(),
+        reason,
+    })?;
+    let created_unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let sb = Superblock {
         uuid: rand::random::<u128>(),
         geometry,

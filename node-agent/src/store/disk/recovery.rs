@@ -56,11 +56,7 @@ fn le_u64(b: &[u8], at: usize) -> u64 {
 }
 
 /// Rebuilds the index: checkpoint if valid, else a full scan.
-pub fn recover(
-    dev: &Device,
-    g: &Geometry,
-    uuid: u128,
-) -> Result<(Index, RegionTable, RecoveryReport), DiskError> {
+pub fn recover(dev: &Device, g: &Geometry, uuid: u128) -> Result<(Index, RegionTable, RecoveryReport), DiskError> {
     let started = Instant::now();
     if let Some((index, regions)) = load_checkpoint(dev, g, uuid) {
         invalidate_checkpoint(dev, g)?;
@@ -90,8 +86,7 @@ fn scan(dev: &Device, g: &Geometry, uuid: u128) -> Result<(Index, RegionTable, u
     let mut head = AlignedBuf::zeroed(ALIGN);
     let mut found = Vec::new();
     for region in 0..g.region_count {
-        dev.read_at(head.as_mut_slice(), g.region_offset(region))
-            .map_err(io)?;
+        dev.read_at(head.as_mut_slice(), g.region_offset(region)).map_err(io)?;
         if let Ok(h) = RegionHeader::decode(head.as_slice()) {
             if h.uuid == uuid && h.region == region && h.seq != 0 {
                 found.push(h);
@@ -104,8 +99,7 @@ fn scan(dev: &Device, g: &Geometry, uuid: u128) -> Result<(Index, RegionTable, u
     let mut torn = 0;
     let mut img = AlignedBuf::zeroed(g.region_size as usize);
     for h in &found {
-        dev.read_at(img.as_mut_slice(), g.region_offset(h.region))
-            .map_err(io)?;
+        dev.read_at(img.as_mut_slice(), g.region_offset(h.region)).map_err(io)?;
         let out = scan_region(img.as_slice(), h.nonce);
         torn += out.torn;
         for e in &out.entries {
@@ -113,12 +107,7 @@ fn scan(dev: &Device, g: &Geometry, uuid: u128) -> Result<(Index, RegionTable, u
             match key.kind {
                 Kind::Extent | Kind::Meta => index.insert(
                     key.hash64(),
-                    Slot::new(
-                        h.region,
-                        e.offset,
-                        e.header.payload_len,
-                        object_tag(key.object),
-                    ),
+                    Slot::new(h.region, e.offset, e.header.payload_len, object_tag(key.object)),
                 ),
                 Kind::Tombstone => {
                     index.remove_tag(object_tag(key.object));
@@ -128,11 +117,7 @@ fn scan(dev: &Device, g: &Geometry, uuid: u128) -> Result<(Index, RegionTable, u
         sealed.push((h.region, h.seq, out.used));
     }
     let next = found.last().map_or(1, |h| h.seq + 1);
-    Ok((
-        index,
-        RegionTable::from_sealed(g.region_count, sealed, next),
-        torn,
-    ))
+    Ok((index, RegionTable::from_sealed(g.region_count, sealed, next), torn))
 }
 
 fn load_checkpoint(dev: &Device, g: &Geometry, uuid: u128) -> Option<(Index, RegionTable)> {

@@ -19,8 +19,7 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use super::aligned::{align_down, RegionBuf, ALIGN};
 use super::entry::{
-    entry_size, object_tag, verify_entry, EntryHeader, EntryKey, Kind, RegionHeader, HEADER_LEN,
-    REGION_HEADER_LEN,
+    entry_size, object_tag, verify_entry, EntryHeader, EntryKey, Kind, RegionHeader, HEADER_LEN, REGION_HEADER_LEN,
 };
 use super::index::Slot;
 use super::io::IoPool;
@@ -216,12 +215,7 @@ impl RegionWriter {
             if let Some(offset) = head.buf.append(&[&header, payload], size) {
                 let region = head.region;
                 if key.kind != Kind::Tombstone {
-                    let slot = Slot::new(
-                        region,
-                        offset as u32,
-                        payload.len() as u32,
-                        object_tag(key.object),
-                    );
+                    let slot = Slot::new(region, offset as u32, payload.len() as u32, object_tag(key.object));
                     self.shared.lock().index.insert(key.hash64(), slot);
                 }
                 if !reinsertion {
@@ -244,20 +238,14 @@ impl RegionWriter {
         let shared = Arc::clone(&self.shared);
         let done = self.done_tx.clone();
         let Head {
-            region,
-            buf,
-            written,
-            ..
+            region, buf, written, ..
         } = head;
         self.inflight += 1;
         let submitted = self.flusher.execute(move || {
             let started = Instant::now();
             let base = shared.geometry.region_offset(region);
             let (result, _) = buf.with_dirty_span(written, |span| {
-                shared
-                    .metrics
-                    .device_written_bytes
-                    .inc_by(span.len() as u64);
+                shared.metrics.device_written_bytes.inc_by(span.len() as u64);
                 shared.dev.write_at(span, base + written as u64)
             });
             shared
@@ -271,11 +259,7 @@ impl RegionWriter {
                     st.index.drop_region(region);
                     shared.record_write_error(format!("writing region {region}: {e}"));
                 }
-                if st
-                    .resident
-                    .get(&region)
-                    .is_some_and(|b| Arc::ptr_eq(b, &buf))
-                {
+                if st.resident.get(&region).is_some_and(|b| Arc::ptr_eq(b, &buf)) {
                     st.resident.remove(&region);
                 }
             }
@@ -365,11 +349,7 @@ impl RegionWriter {
         let mut carried = Vec::with_capacity(hot.len());
         for slot in hot {
             let len = HEADER_LEN + slot.len as usize;
-            let Ok((img, start)) = self
-                .shared
-                .dev
-                .read_unaligned(base + u64::from(slot.offset()), len)
-            else {
+            let Ok((img, start)) = self.shared.dev.read_unaligned(base + u64::from(slot.offset()), len) else {
                 self.shared.metrics.io_errors.inc();
                 continue;
             };
@@ -406,10 +386,7 @@ impl RegionWriter {
         });
         for (key, payload) in carried {
             self.shared.metrics.reinsertions.inc();
-            self.shared
-                .metrics
-                .reinserted_bytes
-                .inc_by(payload.len() as u64);
+            self.shared.metrics.reinserted_bytes.inc_by(payload.len() as u64);
             self.append(key, &payload, true);
         }
         Ok(())
@@ -429,10 +406,7 @@ impl RegionWriter {
         let from = head.written;
         let shared = &self.shared;
         let (result, filled) = head.buf.with_dirty_span(from, |span| {
-            shared
-                .metrics
-                .device_written_bytes
-                .inc_by(span.len() as u64);
+            shared.metrics.device_written_bytes.inc_by(span.len() as u64);
             shared.dev.write_at(span, base + from as u64)
         });
         self.shared

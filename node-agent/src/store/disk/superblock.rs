@@ -186,8 +186,7 @@ impl Superblock {
         };
         // The layout is a pure function of size and region size; anything else
         // is corruption that slipped past the CRC or a foreign writer.
-        let planned =
-            Geometry::plan(device_size, region_size).map_err(SuperblockError::Geometry)?;
+        let planned = Geometry::plan(device_size, region_size).map_err(SuperblockError::Geometry)?;
         if planned != stored_geometry {
             return Err(SuperblockError::Geometry(format!(
                 "stored {stored_geometry:?} differs from the layout {planned:?}"
@@ -328,12 +327,7 @@ mod tests {
         b[70_000] = 1; // outside the 64 KiB window: still blank
         assert_eq!(probe(&b), Probe::Blank);
         b[1000] = 7;
-        assert_eq!(
-            probe(&b),
-            Probe::Foreign(Signature::NonZero {
-                first_nonzero: 1000
-            })
-        );
+        assert_eq!(probe(&b), Probe::Foreign(Signature::NonZero { first_nonzero: 1000 }));
     }
 
     #[test]
@@ -342,10 +336,7 @@ mod tests {
         assert!(Geometry::plan(1 << 30, 65_000).is_err());
         let g = Geometry::plan(1 << 30, 16 << 20).expect("plan");
         assert_eq!(g.data_offset, RESERVED_LEN + (4 << 20));
-        assert_eq!(
-            g.region_count,
-            ((1u64 << 30) - g.data_offset) as u32 / (16 << 20)
-        );
+        assert_eq!(g.region_count, ((1u64 << 30) - g.data_offset) as u32 / (16 << 20));
     }
 
     proptest! {
