@@ -1,0 +1,267 @@
+//! The agent with its disk tier, end to end: a real agent process on a
+//! file-backed device in front of the real test origin, stopped cleanly,
+//! killed mid-write, and restarted on a corrupted device.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{free_addrs, metric_value};
+use slicecache_agent::demo::client::HttpClient;
+use slicecache_agent::demo::origin::{pattern, DemoOrigin, OriginObject};
+
+/// An agent process on `device`; killed when dropped.
+struct Agent {
+    child: Child,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    log: PathBuf,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Agent {
+    async fn start(origin: &str, device: &Path, dir: &Path, run: u32) -> Self {
+        let (listen, admin) = free_addrs();
+        let log = dir.join(format!("agent-{run}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_slicecache-agent"))
+            .args(["run", "--origin", origin])
+            .args(["--listen", &listen.to_string(), "--admin-listen", &admin.to_string()])
+            .args(["--device", &device.to_string_lossy(), "--device-size", "64Mi"])
+            .args(["--memory-cache", "1Mi", "--slice-size", "256Ki", "--concurrency", "4"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut agent = Self {
+            child,
+            listen,
+            admin,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = agent.child.try_wait() {
+                panic!("agent exited with {status}:\n{}", agent.log());
+            }
+            if let Ok(r) = HttpClient::new(admin).get("/readyz", &[]).await {
+                if r.status == 200 {
+                    return agent;
+                }
+            }
+            assert!(Instant::now() < deadline, "agent not ready:\n{}", agent.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} failed");
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    fn stop(mut self) -> String {
+        self.signal("-TERM");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "agent exited with {status}:\n{}", self.log());
+                return self.log();
+            }
+            assert!(Instant::now() < deadline, "agent did not stop:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let r = HttpClient::new(self.admin).get("/metrics", &[]).await.unwrap();
+        metric_value(&String::from_utf8_lossy(&r.body), name, labels)
+    }
+}
+
+fn objects(origin: &DemoOrigin, prefix: &str, count: usize, seed: u64) -> Vec<(String, Bytes)> {
+    (0..count)
+        .map(|i| {
+            let path = format!("/{prefix}/{i}.bin");
+            let body = pattern((1 << 20) + i * 77_777, seed + i as u64);
+            origin
+                .state
+                .put(&path, OriginObject::new(body.clone(), &format!("{prefix}{i}")));
+            (path, body)
+        })
+        .collect()
+}
+
+async fn fetch_all(agent: &Agent, objects: &[(String, Bytes)]) {
+    let mut client = HttpClient::new(agent.listen);
+    for (path, body) in objects {
+        let r = client.get(path, &[]).await.unwrap();
+        assert_eq!(r.status, 200, "{path}");
+        assert!(r.body == *body, "{path}: wrong bytes");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clean_restart_keeps_every_object_a_hit() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = dir.path().join("cache.dev");
+    let origin = DemoOrigin::start().await.unwrap();
+    let objs = objects(&origin, "keep", 12, 1);
+
+    let agent = Agent::start(&origin.url(), &device, dir.path(), 1).await;
+    fetch_all(&agent, &objs).await;
+    let log = agent.stop();
+    assert!(log.contains("slicecache agent stopped"), "{log}");
+
+    origin.state.clear_seen();
+    let agent = Agent::start(&origin.url(), &device, dir.path(), 2).await;
+    assert!(
+        agent.log().contains("Checkpoint"),
+        "a clean stop should leave a checkpoint:\n{}",
+        agent.log()
+    );
+    fetch_all(&agent, &objs).await;
+    assert_eq!(
+        origin.state.body_bytes.load(Ordering::Relaxed),
+        0,
+        "{:?}",
+        origin.state.seen()
+    );
+    assert!(
+        agent
+            .metric("slicecache_slices_total", &[("result", "hit"), ("tier", "disk")])
+            .await
+            > 0.0
+    );
+    assert_eq!(
+        agent.metric("slicecache_slices_total", &[("result", "miss")]).await,
+        0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_mid_write_serves_only_correct_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = dir.path().join("cache.dev");
+    let origin = DemoOrigin::start().await.unwrap();
+    let settled = objects(&origin, "settled", 8, 10);
+    let busy = objects(&origin, "busy", 16, 100);
+
+    let agent = Agent::start(&origin.url(), &device, dir.path(), 1).await;
+    fetch_all(&agent, &settled).await;
+    // The store flushes its head region at least every second.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let listen = agent.listen;
+    let load: Vec<_> = busy
+        .chunks(4)
+        .map(|chunk| {
+            let chunk = chunk.to_vec();
+            tokio::spawn(async move {
+                let mut client = HttpClient::new(listen);
+                for (path, _) in chunk {
+                    if client.get(&path, &[]).await.is_err() {
+                        return;
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    agent.signal("-KILL");
+    for task in load {
+        let _ = task.await;
+    }
+    drop(agent);
+
+    origin.state.clear_seen();
+    let agent = Agent::start(&origin.url(), &device, dir.path(), 2).await;
+    fetch_all(&agent, &settled).await;
+    let settled_bytes: usize = settled.iter().map(|(_, b)| b.len()).sum();
+    let refetched = origin.state.body_bytes.load(Ordering::Relaxed) as usize;
+    assert!(
+        refetched * 10 <= settled_bytes,
+        "objects flushed before the kill should be hits: {refetched} of {settled_bytes} bytes came from the origin"
+    );
+    // Whatever survived of the interrupted writes, every byte served is right.
+    fetch_all(&agent, &busy).await;
+    fetch_all(&agent, &busy).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn corrupt_region_becomes_misses_and_the_rest_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = dir.path().join("cache.dev");
+    let origin = DemoOrigin::start().await.unwrap();
+    let objs = objects(&origin, "corrupt", 12, 1000);
+
+    let agent = Agent::start(&origin.url(), &device, dir.path(), 1).await;
+    fetch_all(&agent, &objs).await;
+    agent.stop();
+
+    // Scribble over 2 MiB inside the first region (after the 64 KiB
+    // superblock and the 1 MiB checkpoint area of a 64 MiB device).
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&device).unwrap();
+        f.seek(SeekFrom::Start(4 << 20)).unwrap();
+        f.write_all(&pattern(2 << 20, 4242)).unwrap();
+        f.sync_all().unwrap();
+    }
+
+    origin.state.clear_seen();
+    let agent = Agent::start(&origin.url(), &device, dir.path(), 2).await;
+    fetch_all(&agent, &objs).await;
+    let total: usize = objs.iter().map(|(_, b)| b.len()).sum();
+    let refetched = origin.state.body_bytes.load(Ordering::Relaxed) as usize;
+    assert!(refetched > 0, "the corrupted extents must be refetched, not served");
+    assert!(refetched < total, "the uncorrupted extents must still be hits");
+    let failures = agent.metric("slicecache_disk_checksum_failures_total", &[]).await;
+    assert!(failures > 0.0, "checksum failures must be counted");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn filling_the_device_far_past_its_size_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = dir.path().join("cache.dev");
+    let origin = DemoOrigin::start().await.unwrap();
+    // About 200 MiB through a 64 MiB device.
+    let objs: Vec<(String, Bytes)> = (0..40)
+        .map(|i| {
+            let path = format!("/fill/{i}.bin");
+            let body = pattern((5 << 20) + i * 1013, 5000 + i as u64);
+            origin
+                .state
+                .put(&path, OriginObject::new(body.clone(), &format!("f{i}")));
+            (path, body)
+        })
+        .collect();
+    let agent = Agent::start(&origin.url(), &device, dir.path(), 1).await;
+    fetch_all(&agent, &objs).await;
+    fetch_all(&agent, &objs[30..]).await;
+    let reclaims = agent.metric("slicecache_disk_region_reclaims_total", &[]).await;
+    assert!(reclaims > 0.0, "regions must be reclaimed");
+    let errors = agent.metric("slicecache_requests_total", &[("status", "502")]).await;
+    assert_eq!(errors, 0.0);
+    let used = agent.metric("slicecache_disk_used_bytes", &[]).await;
+    assert!(used <= (64 << 20) as f64, "used {used}");
+}
