@@ -1,0 +1,273 @@
+//! Apply: make the cluster hold the built objects.
+//!
+//! Contract: for each built object, read the live one; write it by
+//! server-side apply (one field manager, [`FIELD_MANAGER`], with `force`)
+//! only when its [`DESIRED_HASH`] annotation differs from the built one, so
+//! a reconcile that changes nothing makes no writes. Objects that are no
+//! longer wanted are deleted when they are ours. An object of the same name
+//! that another controller owns is never taken over. Returns what was
+//! written and the live DaemonSet, for the status step.
+//!
+//! A live object whose managed fields were edited by hand but whose hash
+//! annotation was kept is repaired on the next change of the SliceCache.
+
+use std::fmt::Debug;
+
+use k8s_openapi::{
+    api::{apps::v1::DaemonSet, core::v1::ConfigMap, policy::v1::PodDisruptionBudget},
+    NamespaceResourceScope,
+};
+use kube::{
+    api::{DeleteParams, Patch, PatchParams},
+    Api, Client, Resource, ResourceExt,
+};
+use serde::{de::DeserializeOwned, Serialize};
+
+use super::build::{DesiredState, DESIRED_HASH, FIELD_MANAGER, POD_TEMPLATE_HASH};
+
+/// Why the built objects could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("reading {kind} {name}: {source}")]
+    Read {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("applying {kind} {name}: {source}")]
+    Apply {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("deleting {kind} {name}: {source}")]
+    Delete {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("{kind} {name} exists and is not controlled by this SliceCache; delete or rename it")]
+    NotOwned { kind: &'static str, name: String },
+}
+
+impl ApplyError {
+    /// Stable CamelCase reason, for events, conditions and metric labels.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Read { .. } => "ReadFailed",
+            Self::Apply { .. } => "ApplyFailed",
+            Self::Delete { .. } => "DeleteFailed",
+            Self::NotOwned { .. } => "ObjectNotOwned",
+        }
+    }
+}
+
+/// What one object's apply did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    Created,
+    Updated,
+    Unchanged,
+    Deleted,
+}
+
+/// What applying the desired state did.
+#[derive(Clone, Debug)]
+pub struct Applied {
+    /// `(kind, name, change)` for every object that was written or deleted.
+    pub changes: Vec<(&'static str, String, Change)>,
+    /// The DaemonSet as the API server returned it.
+    pub daemon_set: DaemonSet,
+    /// The ConfigMap as the API server returned it.
+    pub config_map: ConfigMap,
+    /// The pod template hash the live DaemonSet had before this apply, when
+    /// it existed and differed: a rollout starts.
+    pub rollout_from: Option<String>,
+}
+
+impl Applied {
+    pub fn created(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        self.changes
+            .iter()
+            .filter(|(_, _, c)| *c == Change::Created)
+            .map(|(k, n, _)| (*k, n.as_str()))
+    }
+
+    pub fn change_of(&self, kind: &str) -> Change {
+        self.changes
+            .iter()
+            .find(|(k, _, _)| *k == kind)
+            .map_or(Change::Unchanged, |(_, _, c)| *c)
+    }
+
+    /// Whether anything was written.
+    pub fn wrote(&self) -> bool {
+        !self.changes.is_empty()
+    }
+}
+
+/// Applies `desired` in `namespace`; `owner_uid` is the SliceCache's uid.
+pub async fn apply(
+    client: &Client,
+    namespace: &str,
+    owner_uid: &str,
+    desired: &DesiredState,
+) -> Result<Applied, ApplyError> {
+    let mut changes = Vec::new();
+    let mut record = |kind: &'static str, name: &str, change: Change| {
+        if change != Change::Unchanged {
+            changes.push((kind, name.to_string(), change));
+        }
+    };
+
+    let (_, c) = apply_one(client, namespace, owner_uid, &desired.service_account).await?;
+    record("ServiceAccount", &desired.names.service_account, c);
+    let (config_map, c) = apply_one(client, namespace, owner_uid, &desired.config_map).await?;
+    record("ConfigMap", &desired.names.config_map, c);
+    let (_, c) = apply_one(client, namespace, owner_uid, &desired.client_service).await?;
+    record("Service", &desired.names.client_service, c);
+    let (_, c) = apply_one(client, namespace, owner_uid, &desired.peer_service).await?;
+    record("Service", &desired.names.peer_service, c);
+    match &desired.pod_disruption_budget {
+        Some(pdb) => {
+            let (_, c) = apply_one(client, namespace, owner_uid, pdb).await?;
+            record("PodDisruptionBudget", &desired.names.pod_disruption_budget, c);
+        }
+        None => {
+            let c = delete_if_owned::<PodDisruptionBudget>(
+                client,
+                namespace,
+                owner_uid,
+                &desired.names.pod_disruption_budget,
+            )
+            .await?;
+            record("PodDisruptionBudget", &desired.names.pod_disruption_budget, c);
+        }
+    }
+
+    let ds_api: Api<DaemonSet> = Api::namespaced(client.clone(), namespace);
+    let live_ds = read(&ds_api, &desired.names.daemon_set).await?;
+    let rollout_from = live_ds
+        .as_ref()
+        .and_then(template_hash)
+        .filter(|h| *h != desired.pod_template_hash);
+    let (daemon_set, c) = apply_with(&ds_api, live_ds, owner_uid, &desired.daemon_set).await?;
+    record("DaemonSet", &desired.names.daemon_set, c);
+
+    Ok(Applied {
+        changes,
+        daemon_set,
+        config_map,
+        rollout_from,
+    })
+}
+
+/// The pod template hash of a live DaemonSet.
+pub fn template_hash(ds: &DaemonSet) -> Option<String> {
+    ds.spec
+        .as_ref()?
+        .template
+        .metadata
+        .as_ref()?
+        .annotations
+        .as_ref()?
+        .get(POD_TEMPLATE_HASH)
+        .cloned()
+}
+
+async fn apply_one<K>(client: &Client, namespace: &str, owner_uid: &str, desired: &K) -> Result<(K, Change), ApplyError>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + k8s_openapi::Resource
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let live = read(&api, &desired.name_any()).await?;
+    apply_with(&api, live, owner_uid, desired).await
+}
+
+async fn read<K>(api: &Api<K>, name: &str) -> Result<Option<K>, ApplyError>
+where
+    K: Resource<DynamicType = ()> + k8s_openapi::Resource + Clone + Debug + DeserializeOwned,
+{
+    api.get_opt(name).await.map_err(|source| ApplyError::Read {
+        kind: kind_of::<K>(),
+        name: name.to_string(),
+        source,
+    })
+}
+
+async fn apply_with<K>(api: &Api<K>, live: Option<K>, owner_uid: &str, desired: &K) -> Result<(K, Change), ApplyError>
+where
+    K: Resource<DynamicType = ()> + k8s_openapi::Resource + Clone + Debug + Serialize + DeserializeOwned,
+{
+    let name = desired.name_any();
+    let change = match &live {
+        Some(live) if !controlled_by(live, owner_uid) => {
+            return Err(ApplyError::NotOwned {
+                kind: kind_of::<K>(),
+                name,
+            })
+        }
+        Some(live) if live.annotations().get(DESIRED_HASH) == desired.annotations().get(DESIRED_HASH) => {
+            return Ok((live.clone(), Change::Unchanged));
+        }
+        Some(_) => Change::Updated,
+        None => Change::Created,
+    };
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let applied = api
+        .patch(&name, &params, &Patch::Apply(desired))
+        .await
+        .map_err(|source| ApplyError::Apply {
+            kind: kind_of::<K>(),
+            name: name.clone(),
+            source,
+        })?;
+    tracing::info!(kind = kind_of::<K>(), %name, ?change, "applied");
+    Ok((applied, change))
+}
+
+/// Deletes `name` when it exists and this SliceCache controls it.
+async fn delete_if_owned<K>(client: &Client, namespace: &str, owner_uid: &str, name: &str) -> Result<Change, ApplyError>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + k8s_openapi::Resource
+        + Clone
+        + Debug
+        + DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    match read(&api, name).await? {
+        Some(live) if controlled_by(&live, owner_uid) && live.meta().deletion_timestamp.is_none() => {
+            api.delete(name, &DeleteParams::background())
+                .await
+                .map_err(|source| ApplyError::Delete {
+                    kind: kind_of::<K>(),
+                    name: name.to_string(),
+                    source,
+                })?;
+            tracing::info!(kind = kind_of::<K>(), %name, "deleted");
+            Ok(Change::Deleted)
+        }
+        _ => Ok(Change::Unchanged),
+    }
+}
+
+/// Whether `object`'s controller owner reference points at `owner_uid`.
+pub fn controlled_by<K: Resource>(object: &K, owner_uid: &str) -> bool {
+    object
+        .owner_references()
+        .iter()
+        .any(|r| r.controller == Some(true) && r.uid == owner_uid)
+}
+
+fn kind_of<K: k8s_openapi::Resource>() -> &'static str {
+    K::KIND
+}

@@ -1,0 +1,294 @@
+//! Status: what the SliceCache reports, from what was applied and observed.
+//!
+//! Contract: [`compute`] is pure: it takes the previous status, the
+//! generation and what the earlier steps found, and returns the new status.
+//! Conditions keep their `lastTransitionTime` unless their status flips (see
+//! [`slicecache_api::status::set_condition`]), so an unchanged world computes
+//! an equal status, and [`write`] is called only when the status changed. It
+//! writes by server-side apply on the `/status` subresource with the
+//! operator's one field manager.
+//!
+//! Condition reasons (documented for users in `docs/operations.md`):
+//! - `Ready`: `AllAgentsReady`, `AgentsNotReady`, `NoEligibleNodes`,
+//!   `Reconciling`, or the reason of an error that stopped reconciling.
+//! - `Progressing`: `RollingOut`, `RolloutComplete`, `Paused`,
+//!   `CleaningUp`, or an error reason.
+//! - `Degraded`: `AsExpected`, `AgentsUnavailable`, or an error reason such
+//!   as `InvalidSpec`, `PurgeTokenSecretNotFound`, `ApplyFailed`.
+//! - `TuningActive`: `TuningOff`, `TunerNotRunning`.
+
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use kube::{
+    api::{Patch, PatchParams},
+    Api, Client, Resource, ResourceExt,
+};
+use slicecache_api::{
+    spec::TuningMode,
+    status::{condition, new_condition, EffectiveTunables, NodesStatus},
+    SliceCache, SliceCacheStatus, ValidatedSliceCache,
+};
+
+use super::{
+    apply::Applied,
+    build::{DesiredState, CONFIG_GENERATION, FIELD_MANAGER},
+};
+
+/// Why the status could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("writing status of SliceCache {name}: {source}")]
+    Write {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl StatusError {
+    /// Stable CamelCase reason, for events, conditions and metric labels.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Write { .. } => "StatusWriteFailed",
+        }
+    }
+}
+
+/// One condition to report: type, holds, reason, message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConditionUpdate {
+    pub type_: &'static str,
+    pub holds: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+impl ConditionUpdate {
+    pub fn new(type_: &'static str, holds: bool, reason: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            type_,
+            holds,
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// What the reconcile found, as input to [`compute`].
+#[derive(Debug)]
+pub enum Observed<'a> {
+    /// The desired state was applied.
+    Applied {
+        validated: &'a ValidatedSliceCache,
+        desired: &'a DesiredState,
+        applied: &'a Applied,
+    },
+    /// Reconciling stopped short: `updates` replace their conditions, and
+    /// conditions that were never reported yet are added as not holding,
+    /// with `fallback_reason`.
+    Stopped {
+        updates: Vec<ConditionUpdate>,
+        fallback_reason: &'a str,
+    },
+}
+
+/// The new status of a SliceCache at `generation`.
+pub fn compute(
+    old: Option<&SliceCacheStatus>,
+    generation: i64,
+    observed: Observed<'_>,
+    now: &Time,
+) -> SliceCacheStatus {
+    let mut status = old.cloned().unwrap_or_default();
+    status.observed_generation = Some(generation);
+    let mut set = |u: ConditionUpdate| {
+        status.set_condition(new_condition(
+            u.type_,
+            u.holds,
+            u.reason,
+            u.message,
+            Some(generation),
+            now.clone(),
+        ));
+    };
+    match observed {
+        Observed::Applied {
+            validated,
+            desired,
+            applied,
+        } => {
+            for u in applied_conditions(validated, desired, applied) {
+                set(u);
+            }
+            let ds_status = applied.daemon_set.status.clone().unwrap_or_default();
+            let per_node = old
+                .and_then(|o| o.nodes.as_ref())
+                .map(|n| n.per_node.clone())
+                .unwrap_or_default();
+            status.nodes = Some(NodesStatus {
+                desired: ds_status.desired_number_scheduled,
+                ready: ds_status.number_ready,
+                updated: ds_status.updated_number_scheduled.unwrap_or(0),
+                per_node,
+            });
+            status.effective = Some(EffectiveTunables {
+                slice_size: desired.agent_config.tunables.slice_size,
+                concurrency: desired.agent_config.tunables.concurrency,
+            });
+        }
+        Observed::Stopped {
+            updates,
+            fallback_reason,
+        } => {
+            let old_types: Vec<String> = old
+                .map(|o| o.conditions.iter().map(|c| c.type_.clone()).collect())
+                .unwrap_or_default();
+            let updated: Vec<&'static str> = updates.iter().map(|u| u.type_).collect();
+            for u in updates {
+                set(u);
+            }
+            for type_ in condition::ALL {
+                if !updated.contains(&type_) && !old_types.iter().any(|t| t == type_) {
+                    set(ConditionUpdate::new(
+                        type_,
+                        false,
+                        fallback_reason,
+                        "not determined: reconciling stopped early",
+                    ));
+                }
+            }
+        }
+    }
+    status.conditions.sort_by_key(|c| {
+        condition::ALL
+            .iter()
+            .position(|t| *t == c.type_)
+            .unwrap_or(condition::ALL.len())
+    });
+    status
+}
+
+fn applied_conditions(
+    validated: &ValidatedSliceCache,
+    desired: &DesiredState,
+    applied: &Applied,
+) -> Vec<ConditionUpdate> {
+    let ds = &applied.daemon_set;
+    let ds_status = ds.status.clone().unwrap_or_default();
+    let current = ds.status.is_some()
+        && ds_status.observed_generation.is_some()
+        && ds_status.observed_generation == ds.metadata.generation;
+    let want = ds_status.desired_number_scheduled;
+    let ready = ds_status.number_ready;
+    let updated = ds_status.updated_number_scheduled.unwrap_or(0);
+    let config_generation = applied
+        .config_map
+        .annotations()
+        .get(CONFIG_GENERATION)
+        .cloned()
+        .unwrap_or_else(|| "unknown".into());
+    let hash = &desired.pod_template_hash;
+    let rolling = !current || updated < want;
+
+    let ready_c = if !current {
+        ConditionUpdate::new(
+            condition::READY,
+            false,
+            "Reconciling",
+            "waiting for the DaemonSet controller to pick up the current pod template",
+        )
+    } else if want == 0 {
+        ConditionUpdate::new(
+            condition::READY,
+            false,
+            "NoEligibleNodes",
+            "no node matches spec.placement (nodeSelector, affinity, tolerations)",
+        )
+    } else if ready == want && updated == want {
+        ConditionUpdate::new(
+            condition::READY,
+            true,
+            "AllAgentsReady",
+            format!("{ready}/{want} agents ready"),
+        )
+    } else {
+        ConditionUpdate::new(
+            condition::READY,
+            false,
+            "AgentsNotReady",
+            format!("{ready}/{want} agents ready, {updated}/{want} run the current pod template"),
+        )
+    };
+    let progressing = if rolling {
+        ConditionUpdate::new(
+            condition::PROGRESSING,
+            true,
+            "RollingOut",
+            format!("{updated}/{want} agents run pod template {hash}; config generation {config_generation}"),
+        )
+    } else {
+        ConditionUpdate::new(
+            condition::PROGRESSING,
+            false,
+            "RolloutComplete",
+            format!("all agents run pod template {hash}; config generation {config_generation}"),
+        )
+    };
+    let degraded = if !rolling && ready < want {
+        ConditionUpdate::new(
+            condition::DEGRADED,
+            true,
+            "AgentsUnavailable",
+            format!("{} of {want} agents are not ready", want - ready),
+        )
+    } else {
+        ConditionUpdate::new(condition::DEGRADED, false, "AsExpected", "")
+    };
+    let tuning = match validated.tuning().mode() {
+        TuningMode::Off => ConditionUpdate::new(
+            condition::TUNING_ACTIVE,
+            false,
+            "TuningOff",
+            "spec.tuning.mode is Off: the spec values are in force",
+        ),
+        mode => ConditionUpdate::new(
+            condition::TUNING_ACTIVE,
+            false,
+            "TunerNotRunning",
+            format!("spec.tuning.mode is {mode:?}, but this operator version has no tuner yet: the spec values are in force"),
+        ),
+    };
+    vec![ready_c, progressing, degraded, tuning]
+}
+
+/// The current time as a condition timestamp.
+pub fn now() -> Time {
+    Time(Timestamp::now())
+}
+
+/// Writes `status` by server-side apply on `/status`.
+pub async fn write(client: &Client, cache: &SliceCache, status: &SliceCacheStatus) -> Result<(), StatusError> {
+    let name = cache.name_any();
+    let api: Api<SliceCache> = Api::namespaced(client.clone(), &cache.namespace().unwrap_or_default());
+    let body = serde_json::json!({
+        "apiVersion": SliceCache::api_version(&()),
+        "kind": SliceCache::kind(&()),
+        "status": status,
+    });
+    api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
+        .await
+        .map_err(|source| StatusError::Write { name, source })?;
+    Ok(())
+}
+
+/// Writes `new` when it differs from the status `cache` carries.
+pub async fn write_if_changed(
+    client: &Client,
+    cache: &SliceCache,
+    new: &SliceCacheStatus,
+) -> Result<bool, StatusError> {
+    if cache.status.as_ref() == Some(new) {
+        return Ok(false);
+    }
+    write(client, cache, new).await?;
+    Ok(true)
+}
