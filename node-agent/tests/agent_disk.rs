@@ -157,6 +157,30 @@ async fn clean_restart_keeps_every_object_a_hit() {
         agent.metric("slicecache_slices_total", &[("result", "miss")]).await,
         0.0
     );
+    // With a disk tier the exposition carries the store's metrics too; all
+    // of it must pass Prometheus' own linter.
+    let text = HttpClient::new(agent.admin).get("/metrics", &[]).await.unwrap().body;
+    assert!(String::from_utf8_lossy(&text).contains("slicecache_disk_read_duration_seconds_bucket"));
+    promtool_check(&text);
+}
+
+fn promtool_check(exposition: &[u8]) {
+    use std::io::Write;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is missing: run scripts/install-deps.sh (Debian package `prometheus`)");
+    child.stdin.take().unwrap().write_all(exposition).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
