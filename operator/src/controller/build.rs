@@ -396,7 +396,8 @@ struct RestartRelevant<'a> {
     /// The agent config with its hot-reloaded tunables reset: a change to
     /// anything left (origin, listeners, memory, devices) needs a restart.
     config: &'a AgentConfig,
-    /// Device discovery settings that the config file cannot carry yet.
+    /// The device selection, spelled out (also in the config, kept here so
+    /// that a change of selection always restarts the agents).
     devices: String,
 }
 

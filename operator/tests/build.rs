@@ -1,0 +1,328 @@
+//! The build step on YAML fixtures (copies of `examples/`): exact objects
+//! against golden files, change classification, devices and privileges,
+//! owner references, and the ConfigMap's agent config.
+//!
+//! Regenerate the golden files with `UPDATE_GOLDEN=1 cargo test -p slicecache-operator --test build`.
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+
+use k8s_openapi::api::{apps::v1::DaemonSet, core::v1::Container};
+use slicecache_api::{agent_config::AgentConfig, units::ByteSize, SliceCache, ValidatedSliceCache};
+use slicecache_operator::{
+    controller::build::{
+        self, BuildDefaults, DesiredState, Owner, CONFIG_FILE_KEY, CONFIG_GENERATION, DESIRED_HASH, POD_TEMPLATE_HASH,
+    },
+    render,
+};
+
+fn fixture_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn load(name: &str) -> SliceCache {
+    let text = std::fs::read_to_string(fixture_path(name)).unwrap();
+    let mut cache: SliceCache = serde_yaml_ng::from_str(&text).unwrap();
+    cache.metadata.uid = Some("5f0c3c1e-0000-4000-8000-000000000001".into());
+    cache.metadata.generation = Some(3);
+    cache
+}
+
+fn build_cache(cache: &SliceCache) -> DesiredState {
+    let validated = ValidatedSliceCache::new(&cache.spec).unwrap();
+    build::build(&validated, &Owner::of(cache, "default"), &BuildDefaults::default()).unwrap()
+}
+
+fn agent(ds: &DaemonSet) -> &Container {
+    &ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0]
+}
+
+fn parsed_config(desired: &DesiredState) -> AgentConfig {
+    let yaml = &desired.config_map.data.as_ref().unwrap()[CONFIG_FILE_KEY];
+    serde_yaml_ng::from_str(yaml).unwrap()
+}
+
+#[test]
+fn rendered_fixtures_match_golden_files() {
+    for name in ["minimal", "file-backed", "production-nvme"] {
+        let input = std::fs::read_to_string(fixture_path(&format!("{name}.yaml"))).unwrap();
+        let out = render::render(&input, &BuildDefaults::default()).unwrap();
+        let golden = fixture_path(&format!("{name}.rendered.yaml"));
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(&golden, &out).unwrap();
+        }
+        let expected = std::fs::read_to_string(&golden).unwrap();
+        assert_eq!(
+            out,
+            expected,
+            "{name}: rendered objects differ from {}",
+            golden.display()
+        );
+    }
+}
+
+#[test]
+fn config_map_parses_back_into_the_agent_config() {
+    let cache = load("production-nvme.yaml");
+    let desired = build_cache(&cache);
+    let config = parsed_config(&desired);
+    assert_eq!(config, ValidatedSliceCache::new(&cache.spec).unwrap().agent_config());
+    assert_eq!(config.origin.url, "https://origin.video.example.com");
+    assert_eq!(config.origin.host_header.as_deref(), Some("vod.example.com"));
+    assert_eq!(config.origin.max_connections, 512);
+    assert_eq!(config.tunables.slice_size, ByteSize::mib(2));
+    assert_eq!(config.tunables.concurrency, 8);
+    assert_eq!(config.tunables.retries, 3);
+    assert_eq!(config.cache.memory, ByteSize::gib(8));
+    assert_eq!(config.cache.devices.len(), 2);
+    assert_eq!(
+        config.admin.purge_token_file.as_deref(),
+        Some(slicecache_api::validate::PURGE_TOKEN_FILE)
+    );
+    let annotations = desired.config_map.metadata.annotations.as_ref().unwrap();
+    assert_eq!(annotations[CONFIG_GENERATION], "3");
+
+    let minimal = parsed_config(&build_cache(&load("minimal.yaml")));
+    assert_eq!(minimal.tunables.slice_size, ByteSize::mib(1));
+    assert_eq!(minimal.tunables.concurrency, 4);
+    assert!(minimal.cache.devices.is_empty());
+}
+
+#[test]
+fn tunable_change_keeps_the_pod_template_and_rewrites_only_the_config_map() {
+    let before = load("production-nvme.yaml");
+    let mut after = before.clone();
+    let slicing = after.spec.slicing.as_mut().unwrap();
+    slicing.slice_size = Some(ByteSize::mib(4));
+    slicing.concurrency = Some(16);
+    slicing.retries = Some(5);
+    let ttl = after.spec.cache.as_mut().unwrap().ttl.as_mut().unwrap();
+    ttl.default = Some("2h".parse().unwrap());
+    ttl.honor_origin_cache_control = Some(false);
+    after.metadata.generation = Some(4);
+
+    let (a, b) = (build_cache(&before), build_cache(&after));
+    assert_eq!(a.pod_template_hash, b.pod_template_hash);
+    assert_eq!(
+        a.daemon_set, b.daemon_set,
+        "a tunable change must not touch the DaemonSet"
+    );
+    assert_eq!(a.client_service, b.client_service);
+    assert_eq!(a.peer_service, b.peer_service);
+    assert_eq!(a.service_account, b.service_account);
+    assert_eq!(a.pod_disruption_budget, b.pod_disruption_budget);
+    assert_ne!(a.config_map, b.config_map);
+    assert_ne!(
+        a.config_map.metadata.annotations.as_ref().unwrap()[DESIRED_HASH],
+        b.config_map.metadata.annotations.as_ref().unwrap()[DESIRED_HASH]
+    );
+    assert_eq!(parsed_config(&b).tunables.concurrency, 16);
+}
+
+#[test]
+fn generation_bump_alone_changes_no_desired_hash() {
+    let before = load("minimal.yaml");
+    let mut after = before.clone();
+    after.metadata.generation = Some(9);
+    let (a, b) = (build_cache(&before), build_cache(&after));
+    let hash = |d: &DesiredState| d.config_map.metadata.annotations.as_ref().unwrap()[DESIRED_HASH].clone();
+    assert_eq!(hash(&a), hash(&b));
+    assert_eq!(a.daemon_set, b.daemon_set);
+}
+
+#[test]
+fn restart_relevant_changes_alter_the_pod_template_hash() {
+    let base = load("production-nvme.yaml");
+    let base_hash = build_cache(&base).pod_template_hash;
+
+    let mut image = base.clone();
+    image.spec.image = Some("slicecache/slicecache-agent:9.9.9".into());
+    let mut memory = base.clone();
+    memory.spec.cache.as_mut().unwrap().memory = Some(ByteSize::gib(4));
+    let mut devices = base.clone();
+    devices
+        .spec
+        .cache
+        .as_mut()
+        .unwrap()
+        .disk
+        .as_mut()
+        .unwrap()
+        .devices
+        .pop();
+    let mut placement = base.clone();
+    placement.spec.placement.as_mut().unwrap().node_selector = None;
+    let mut origin = base.clone();
+    origin.spec.origin.url = "https://other.example.com".into();
+
+    for (what, changed) in [
+        ("image", image),
+        ("memory", memory),
+        ("devices", devices),
+        ("placement", placement),
+        ("origin", origin),
+    ] {
+        let desired = build_cache(&changed);
+        assert_ne!(desired.pod_template_hash, base_hash, "{what} must restart the agents");
+        let annotations = desired
+            .daemon_set
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            annotations.annotations.as_ref().unwrap()[POD_TEMPLATE_HASH],
+            desired.pod_template_hash
+        );
+    }
+}
+
+#[test]
+fn explicit_devices_are_block_device_host_paths_mounted_at_the_same_path() {
+    let cache = load("production-nvme.yaml");
+    let desired = build_cache(&cache);
+    let pod = desired
+        .daemon_set
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    let container = agent(&desired.daemon_set);
+    for path in &cache.spec.cache.as_ref().unwrap().disk.as_ref().unwrap().devices {
+        let volume = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.host_path.as_ref().is_some_and(|h| &h.path == path))
+            .unwrap_or_else(|| panic!("no hostPath volume for {path}"));
+        assert_eq!(volume.host_path.as_ref().unwrap().type_.as_deref(), Some("BlockDevice"));
+        let mount = container
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == volume.name)
+            .unwrap();
+        assert_eq!(&mount.mount_path, path);
+    }
+    let security = container.security_context.as_ref().unwrap();
+    assert_eq!(
+        security.privileged,
+        Some(true),
+        "raw block devices need a privileged agent"
+    );
+}
+
+#[test]
+fn no_container_is_privileged_unless_devices_need_it() {
+    for name in ["minimal.yaml", "file-backed.yaml"] {
+        let desired = build_cache(&load(name));
+        let container = agent(&desired.daemon_set);
+        let security = container.security_context.as_ref().unwrap();
+        assert_ne!(security.privileged, Some(true), "{name}");
+        assert_eq!(security.allow_privilege_escalation, Some(false), "{name}");
+        assert_eq!(security.read_only_root_filesystem, Some(true), "{name}");
+        assert_eq!(
+            security.capabilities.as_ref().unwrap().drop.as_deref(),
+            Some(&["ALL".to_string()][..]),
+            "{name}"
+        );
+    }
+    let minimal = build_cache(&load("minimal.yaml"));
+    assert_eq!(
+        agent(&minimal.daemon_set)
+            .security_context
+            .as_ref()
+            .unwrap()
+            .run_as_non_root,
+        Some(true)
+    );
+}
+
+#[test]
+fn host_path_file_mounts_its_directory() {
+    let desired = build_cache(&load("file-backed.yaml"));
+    let pod = desired
+        .daemon_set
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    let volume = pod.volumes.iter().flatten().find(|v| v.name == "device-file").unwrap();
+    let host_path = volume.host_path.as_ref().unwrap();
+    assert_eq!(host_path.path, "/var/lib/slicecache");
+    assert_eq!(host_path.type_.as_deref(), Some("DirectoryOrCreate"));
+    let config = parsed_config(&desired);
+    assert_eq!(config.cache.devices[0].path, "/var/lib/slicecache/artifacts.img");
+    assert_eq!(config.cache.devices[0].size, Some(ByteSize::gib(50)));
+}
+
+#[test]
+fn device_filter_mounts_dev_and_passes_the_filter_in_the_config() {
+    let mut cache = load("minimal.yaml");
+    cache.spec.cache = Some(serde_yaml_ng::from_str("disk:\n  deviceFilter: ^nvme[0-9]+n1$\n").unwrap());
+    let desired = build_cache(&cache);
+    let container = agent(&desired.daemon_set);
+    let dev = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.mount_path == "/dev")
+        .unwrap();
+    assert_eq!(dev.read_only, Some(true));
+    assert_eq!(container.security_context.as_ref().unwrap().privileged, Some(true));
+    assert_eq!(
+        parsed_config(&desired).cache.device_filter.as_deref(),
+        Some("^nvme[0-9]+n1$")
+    );
+}
+
+#[test]
+fn every_object_is_owned_and_labelled() {
+    let cache = load("production-nvme.yaml");
+    let desired = build_cache(&cache);
+    for value in desired.to_values().unwrap() {
+        let meta: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta =
+            serde_json::from_value(value["metadata"].clone()).unwrap();
+        let owner = &meta.owner_references.as_ref().unwrap()[0];
+        assert_eq!(owner.kind, "SliceCache");
+        assert_eq!(owner.api_version, "slicecache.io/v1alpha1");
+        assert_eq!(owner.name, "video-edge");
+        assert_eq!(owner.uid, "5f0c3c1e-0000-4000-8000-000000000001");
+        assert_eq!(owner.controller, Some(true));
+        let labels = meta.labels.as_ref().unwrap();
+        assert_eq!(labels["app.kubernetes.io/instance"], "video-edge");
+        assert_eq!(labels["app.kubernetes.io/managed-by"], "slicecache-operator");
+        assert_eq!(meta.namespace.as_deref(), Some("media"));
+        assert!(meta.annotations.as_ref().unwrap().contains_key(DESIRED_HASH));
+    }
+}
+
+#[test]
+fn rollout_settings_reach_the_daemon_set() {
+    let desired = build_cache(&load("production-nvme.yaml"));
+    let spec = desired.daemon_set.spec.as_ref().unwrap();
+    let rolling = spec.update_strategy.as_ref().unwrap().rolling_update.as_ref().unwrap();
+    assert_eq!(
+        rolling.max_unavailable,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
+    );
+    assert_eq!(spec.min_ready_seconds, Some(300));
+    let container = agent(&desired.daemon_set);
+    assert_eq!(
+        container.args.as_deref().unwrap(),
+        ["run", "--config", "/etc/slicecache/agent.yaml"]
+    );
+    let probe = container.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
+    assert_eq!(probe.path.as_deref(), Some("/readyz"));
+}
