@@ -1,0 +1,585 @@
+//! Reconcile scenarios against a mocked API server (kube-rs's
+//! `ApiServerVerifier` pattern): each test drives `reconcile` and asserts the
+//! method, path and body of every API call it makes, in order, and that it
+//! makes no other.
+#![allow(clippy::unwrap_used)]
+
+use std::{sync::Arc, time::Duration};
+
+use http::{Request, Response};
+use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus};
+use kube::{client::Body, runtime::controller::Action, Client};
+use serde_json::{json, Value};
+use slicecache_api::{SliceCache, ValidatedSliceCache};
+use slicecache_operator::{
+    controller::{
+        self,
+        build::{self, BuildDefaults, DesiredState, Owner},
+        error_policy, reconcile, Context, FINALIZER,
+    },
+    metrics::Metrics,
+};
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+const NS: &str = "default";
+const SA: &str = "/api/v1/namespaces/default/serviceaccounts/media-agent";
+const CM: &str = "/api/v1/namespaces/default/configmaps/media-agent-config";
+const SVC: &str = "/api/v1/namespaces/default/services/media";
+const PEERS: &str = "/api/v1/namespaces/default/services/media-peers";
+const PDB: &str = "/apis/policy/v1/namespaces/default/poddisruptionbudgets/media-agent";
+const DS: &str = "/apis/apps/v1/namespaces/default/daemonsets/media-agent";
+const CACHE: &str = "/apis/slicecache.io/v1alpha1/namespaces/default/slicecaches/media";
+const STATUS: &str = "/apis/slicecache.io/v1alpha1/namespaces/default/slicecaches/media/status";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
+
+fn context() -> (Arc<Context>, Handle) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, NS);
+    let metrics = Arc::new(Metrics::new().unwrap());
+    let ctx = Context::new(client, metrics, BuildDefaults::default(), Some("test".into()));
+    (Arc::new(ctx), handle)
+}
+
+fn cache(spec_yaml: &str) -> SliceCache {
+    let mut cache: SliceCache = serde_yaml_ng::from_str(&format!(
+        "apiVersion: slicecache.io/v1alpha1\nkind: SliceCache\nmetadata:\n  name: media\n  namespace: default\nspec:\n{spec_yaml}"
+    ))
+    .unwrap();
+    cache.metadata.uid = Some("uid-1".into());
+    cache.metadata.generation = Some(1);
+    cache.metadata.finalizers = Some(vec![FINALIZER.into()]);
+    cache
+}
+
+const MINIMAL: &str = "  origin:\n    url: https://media.example.com\n";
+
+fn desired(cache: &SliceCache) -> DesiredState {
+    let validated = ValidatedSliceCache::new(&cache.spec).unwrap();
+    build::build(&validated, &Owner::of(cache, NS), &BuildDefaults::default()).unwrap()
+}
+
+/// One API call as the mock saw it.
+struct Call {
+    method: String,
+    path: String,
+    query: String,
+    content_type: String,
+    body: Value,
+}
+
+async fn next(handle: &mut Handle) -> (Call, tower_test::mock::SendResponse<Response<Body>>) {
+    let (request, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
+        .await
+        .expect("timed out waiting for an API call")
+        .expect("the client went away");
+    let method = request.method().to_string();
+    let path = request.uri().path().to_string();
+    let query = request.uri().query().unwrap_or("").to_string();
+    let content_type = request
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let bytes = request.into_body().collect_bytes().await.unwrap();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    (
+        Call {
+            method,
+            path,
+            query,
+            content_type,
+            body,
+        },
+        send,
+    )
+}
+
+fn respond(send: tower_test::mock::SendResponse<Response<Body>>, code: u16, body: &Value) {
+    send.send_response(
+        Response::builder()
+            .status(code)
+            .body(Body::from(serde_json::to_vec(body).unwrap()))
+            .unwrap(),
+    );
+}
+
+fn not_found() -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "message": "not found", "reason": "NotFound", "code": 404})
+}
+
+/// Expects `method path`, answers `code` with `body` (`None`: echo the request body).
+async fn expect(handle: &mut Handle, method: &str, path: &str, code: u16, body: Option<Value>) -> Call {
+    let (call, send) = next(handle).await;
+    assert_eq!(
+        (call.method.as_str(), call.path.as_str()),
+        (method, path),
+        "unexpected call {} {}?{}",
+        call.method,
+        call.path,
+        call.query
+    );
+    let reply = body.unwrap_or_else(|| call.body.clone());
+    respond(send, code, &reply);
+    call
+}
+
+/// Expects a server-side apply by the operator's field manager.
+async fn expect_apply(handle: &mut Handle, path: &str, reply: Option<Value>) -> Call {
+    let call = expect(handle, "PATCH", path, 200, reply).await;
+    assert_eq!(call.content_type, "application/apply-patch+yaml", "{path}");
+    assert!(
+        call.query.contains("fieldManager=slicecache-operator"),
+        "{}",
+        call.query
+    );
+    assert!(call.query.contains("force=true"), "{}", call.query);
+    call
+}
+
+async fn expect_event(handle: &mut Handle, type_: &str, reason: &str) -> Call {
+    let call = expect(handle, "POST", EVENTS, 201, None).await;
+    assert_eq!(call.body["reason"], reason, "{}", call.body);
+    assert_eq!(call.body["type"], type_, "{}", call.body);
+    assert_eq!(call.body["regarding"]["name"], "media");
+    assert_eq!(call.body["regarding"]["kind"], "SliceCache");
+    call
+}
+
+async fn expect_no_more_calls(handle: &mut Handle) {
+    let more = tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await;
+    if let Ok(Some((request, _))) = more {
+        panic!("unexpected extra call {} {}", request.method(), request.uri());
+    }
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
+}
+
+fn with_status(cache: &SliceCache, status: &Value) -> Value {
+    let mut v = serde_json::to_value(cache).unwrap();
+    v["status"] = status.clone();
+    v
+}
+
+fn settled(mut ds: DaemonSet, nodes: i32) -> DaemonSet {
+    ds.metadata.generation = Some(1);
+    ds.status = Some(DaemonSetStatus {
+        current_number_scheduled: nodes,
+        desired_number_scheduled: nodes,
+        number_ready: nodes,
+        updated_number_scheduled: Some(nodes),
+        number_available: Some(nodes),
+        number_misscheduled: 0,
+        observed_generation: Some(1),
+        ..DaemonSetStatus::default()
+    });
+    ds
+}
+
+/// Runs `reconcile` while `verify` plays the API server.
+async fn run<F, Fut>(
+    cache: SliceCache,
+    ctx: Arc<Context>,
+    handle: Handle,
+    verify: F,
+) -> Result<Action, controller::Error>
+where
+    F: FnOnce(Handle) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Handle> + Send,
+{
+    let verifier = tokio::spawn(async move {
+        let mut handle = verify(handle).await;
+        expect_no_more_calls(&mut handle).await;
+    });
+    let result = reconcile(Arc::new(cache), ctx).await;
+    tokio::time::timeout(Duration::from_secs(10), verifier)
+        .await
+        .expect("verifier timed out")
+        .expect("verifier failed");
+    result
+}
+
+#[tokio::test]
+async fn first_reconcile_creates_everything_and_reports_progress() {
+    let (ctx, handle) = context();
+    let cache = cache(MINIMAL);
+    let c = cache.clone();
+    let result = run(cache, ctx, handle, move |mut h| async move {
+        for (path, kind) in [
+            (SA, "ServiceAccount"),
+            (CM, "ConfigMap"),
+            (SVC, "Service"),
+            (PEERS, "Service"),
+            (PDB, "PodDisruptionBudget"),
+            (DS, "DaemonSet"),
+        ] {
+            expect(&mut h, "GET", path, 404, Some(not_found())).await;
+            let call = expect_apply(&mut h, path, None).await;
+            assert_eq!(call.body["kind"], kind);
+            assert_eq!(call.body["metadata"]["ownerReferences"][0]["uid"], "uid-1");
+            assert_eq!(call.body["metadata"]["ownerReferences"][0]["controller"], true);
+        }
+        let call = expect_apply(&mut h, STATUS, Some(with_status(&c, &json!({})))).await;
+        let status = &call.body["status"];
+        assert_eq!(call.body["kind"], "SliceCache");
+        assert_eq!(status["observedGeneration"], 1);
+        assert_eq!(condition(status, "Ready")["status"], "False");
+        assert_eq!(condition(status, "Ready")["reason"], "Reconciling");
+        assert_eq!(condition(status, "Progressing")["status"], "True");
+        assert_eq!(condition(status, "Progressing")["reason"], "RollingOut");
+        assert_eq!(condition(status, "Degraded")["status"], "False");
+        assert_eq!(condition(status, "TuningActive")["reason"], "TuningOff");
+        assert_eq!(status["effective"]["sliceSize"], "1Mi");
+        assert_eq!(status["effective"]["concurrency"], 4);
+        let event = expect_event(&mut h, "Normal", "Created").await;
+        assert!(event.body["note"].as_str().unwrap().contains("DaemonSet media-agent"));
+        h
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(controller::ROLLOUT_POLL));
+}
+
+#[tokio::test]
+async fn settled_reconcile_makes_no_writes() {
+    let cache = cache(MINIMAL);
+    let d = desired(&cache);
+    let live = (
+        serde_json::to_value(&d.service_account).unwrap(),
+        serde_json::to_value(&d.config_map).unwrap(),
+        serde_json::to_value(&d.client_service).unwrap(),
+        serde_json::to_value(&d.peer_service).unwrap(),
+        serde_json::to_value(d.pod_disruption_budget.as_ref().unwrap()).unwrap(),
+        serde_json::to_value(settled(d.daemon_set.clone(), 3)).unwrap(),
+    );
+    let reads = move |live: (Value, Value, Value, Value, Value, Value)| {
+        move |mut h: Handle| async move {
+            expect(&mut h, "GET", SA, 200, Some(live.0)).await;
+            expect(&mut h, "GET", CM, 200, Some(live.1)).await;
+            expect(&mut h, "GET", SVC, 200, Some(live.2)).await;
+            expect(&mut h, "GET", PEERS, 200, Some(live.3)).await;
+            expect(&mut h, "GET", PDB, 200, Some(live.4)).await;
+            expect(&mut h, "GET", DS, 200, Some(live.5)).await;
+            h
+        }
+    };
+
+    // Pass 1: objects are in place, the status is not: only the status is written.
+    let (ctx, handle) = context();
+    let written = Arc::new(std::sync::Mutex::new(Value::Null));
+    let (w, c, l) = (written.clone(), cache.clone(), live.clone());
+    let result = run(cache.clone(), ctx, handle, move |h| async move {
+        let mut h = reads(l)(h).await;
+        let call = expect_apply(&mut h, STATUS, Some(with_status(&c, &json!({})))).await;
+        let status = call.body["status"].clone();
+        assert_eq!(condition(&status, "Ready")["status"], "True");
+        assert_eq!(condition(&status, "Ready")["reason"], "AllAgentsReady");
+        assert_eq!(condition(&status, "Progressing")["reason"], "RolloutComplete");
+        assert_eq!(status["nodes"], json!({"desired": 3, "ready": 3, "updated": 3}));
+        *w.lock().unwrap() = status;
+        h
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(controller::RESYNC));
+
+    // Pass 2: the SliceCache now carries that status: reads only, no writes.
+    let mut cache = cache;
+    cache.status = Some(serde_json::from_value(written.lock().unwrap().clone()).unwrap());
+    let (ctx, handle) = context();
+    let result = run(cache, ctx, handle, move |h| reads(live)(h)).await;
+    assert_eq!(result.unwrap(), Action::requeue(controller::RESYNC));
+}
+
+#[tokio::test]
+async fn tunable_change_patches_only_the_config_map() {
+    let old = cache(&format!("{MINIMAL}  slicing:\n    concurrency: 4\n"));
+    let mut new = cache(&format!("{MINIMAL}  slicing:\n    concurrency: 16\n"));
+    new.metadata.generation = Some(2);
+    let d = desired(&old);
+    let (ctx, handle) = context();
+    let c = new.clone();
+    let result = run(new, ctx, handle, move |mut h| async move {
+        expect(
+            &mut h,
+            "GET",
+            SA,
+            200,
+            Some(serde_json::to_value(&d.service_account).unwrap()),
+        )
+        .await;
+        expect(
+            &mut h,
+            "GET",
+            CM,
+            200,
+            Some(serde_json::to_value(&d.config_map).unwrap()),
+        )
+        .await;
+        let call = expect_apply(&mut h, CM, None).await;
+        let agent_yaml = call.body["data"]["agent.yaml"].as_str().unwrap();
+        assert!(agent_yaml.contains("concurrency: 16"), "{agent_yaml}");
+        assert_eq!(
+            call.body["metadata"]["annotations"]["slicecache.io/config-generation"],
+            "2"
+        );
+        expect(
+            &mut h,
+            "GET",
+            SVC,
+            200,
+            Some(serde_json::to_value(&d.client_service).unwrap()),
+        )
+        .await;
+        expect(
+            &mut h,
+            "GET",
+            PEERS,
+            200,
+            Some(serde_json::to_value(&d.peer_service).unwrap()),
+        )
+        .await;
+        let pdb = serde_json::to_value(d.pod_disruption_budget.as_ref().unwrap()).unwrap();
+        expect(&mut h, "GET", PDB, 200, Some(pdb)).await;
+        // The DaemonSet is read, found current, and not written.
+        let ds = serde_json::to_value(settled(d.daemon_set.clone(), 2)).unwrap();
+        expect(&mut h, "GET", DS, 200, Some(ds)).await;
+        let call = expect_apply(&mut h, STATUS, Some(with_status(&c, &json!({})))).await;
+        assert_eq!(call.body["status"]["effective"]["concurrency"], 16);
+        assert_eq!(call.body["status"]["observedGeneration"], 2);
+        expect_event(&mut h, "Normal", "ConfigUpdated").await;
+        h
+    })
+    .await;
+    assert!(result.is_ok());
+}
+
+#[tokio::test]
+async fn invalid_spec_reports_degraded_and_a_warning_event() {
+    let cache = cache(&format!("{MINIMAL}  slicing:\n    sliceSize: 3Mi\n"));
+    let (ctx, handle) = context();
+    let c = cache.clone();
+    let result = run(cache, ctx, handle, move |mut h| async move {
+        let call = expect_apply(&mut h, STATUS, Some(with_status(&c, &json!({})))).await;
+        let degraded = condition(&call.body["status"], "Degraded");
+        assert_eq!(degraded["status"], "True");
+        assert_eq!(degraded["reason"], "InvalidSpec");
+        assert!(degraded["message"].as_str().unwrap().contains("spec.slicing.sliceSize"));
+        let event = expect_event(&mut h, "Warning", "InvalidSpec").await;
+        assert!(event.body["note"].as_str().unwrap().contains("sliceSize"));
+        h
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::await_change());
+}
+
+#[tokio::test]
+async fn paused_writes_only_its_status() {
+    let cache = cache(&format!("{MINIMAL}  paused: true\n"));
+    let (ctx, handle) = context();
+    let c = cache.clone();
+    let result = run(cache, ctx, handle, move |mut h| async move {
+        let call = expect_apply(&mut h, STATUS, Some(with_status(&c, &json!({})))).await;
+        let progressing = condition(&call.body["status"], "Progressing");
+        assert_eq!(progressing["status"], "False");
+        assert_eq!(progressing["reason"], "Paused");
+        expect_event(&mut h, "Normal", "Paused").await;
+        h
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::await_change());
+}
+
+#[tokio::test]
+async fn delete_without_confirmation_keeps_devices_and_removes_the_finalizer() {
+    let mut cache = cache(&format!(
+        "{MINIMAL}  cache:\n    disk:\n      devices: [/dev/disk/by-id/nvme-a]\n  cleanup:\n    wipeDevicesOnDelete: true\n"
+    ));
+    cache.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap(),
+    ));
+    let (ctx, handle) = context();
+    let reply = serde_json::to_value(&cache).unwrap();
+    let result = run(cache, ctx, handle, move |mut h| async move {
+        let event = expect_event(&mut h, "Normal", "CleanedUp").await;
+        assert!(event.body["note"].as_str().unwrap().contains("keep their data"));
+        let call = expect(&mut h, "PATCH", CACHE, 200, Some(reply)).await;
+        assert_eq!(call.content_type, "application/json-patch+json");
+        assert_eq!(call.body[1], json!({"op": "remove", "path": "/metadata/finalizers/0"}));
+        h
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::await_change());
+}
+
+#[tokio::test]
+async fn delete_with_confirmation_stops_agents_then_wipes_each_node() {
+    let mut cache = cache(&format!(
+        "{MINIMAL}  cache:\n    disk:\n      devices: [/dev/disk/by-id/nvme-a]\n  cleanup:\n    wipeDevicesOnDelete: true\n    confirmation: yes-really-wipe-cache-devices\n"
+    ));
+    cache.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap(),
+    ));
+    let jobs = "/apis/batch/v1/namespaces/default/jobs";
+    let d = desired(&cache);
+
+    // Pass 1: the agents still run: their DaemonSet is deleted first.
+    let (ctx, handle) = context();
+    let ds = serde_json::to_value(settled(d.daemon_set.clone(), 1)).unwrap();
+    let c = cache.clone();
+    let result = run(cache.clone(), ctx.clone(), handle, move |mut h| async move {
+        expect(&mut h, "GET", DS, 200, Some(ds.clone())).await;
+        let call = expect(&mut h, "DELETE", DS, 200, Some(ds)).await;
+        assert_eq!(call.body["propagationPolicy"], "Foreground");
+        let call = expect_apply(&mut h, STATUS, Some(with_status(&c, &json!({})))).await;
+        let progressing = condition(&call.body["status"], "Progressing");
+        assert_eq!(progressing["reason"], "CleaningUp");
+        assert!(progressing["message"].as_str().unwrap().contains("to stop"));
+        expect_event(&mut h, "Normal", "WaitingForAgentsToStop").await;
+        h
+    })
+    .await;
+    let error = result.unwrap_err();
+    assert_eq!(error.reason(), "WaitingForAgentsToStop");
+    assert_eq!(
+        error_policy(Arc::new(cache.clone()), &error, ctx),
+        Action::requeue(controller::CLEANUP_POLL)
+    );
+
+    // Pass 2: agents gone: one wipe Job per node.
+    let (ctx, handle) = context();
+    let c = cache.clone();
+    let result = run(cache.clone(), ctx, handle, move |mut h| async move {
+        expect(&mut h, "GET", DS, 404, Some(not_found())).await;
+        let call = expect(
+            &mut h,
+            "GET",
+            jobs,
+            200,
+            Some(json!({"kind": "JobList", "apiVersion": "batch/v1", "metadata": {}, "items": []})),
+        )
+        .await;
+        assert!(
+            call.query.contains("component%3Ddevice-wipe") || call.query.contains("component=device-wipe"),
+            "{}",
+            call.query
+        );
+        let nodes = json!({"kind": "NodeList", "apiVersion": "v1", "metadata": {}, "items": [
+            {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-a"}}]});
+        expect(&mut h, "GET", "/api/v1/nodes", 200, Some(nodes)).await;
+        let call = expect_apply(&mut h, &format!("{jobs}/{}", job_name()), None).await;
+        let pod = &call.body["spec"]["template"]["spec"];
+        assert_eq!(pod["nodeName"], "node-a");
+        assert_eq!(pod["restartPolicy"], "Never");
+        assert_eq!(pod["containers"][0]["args"][0], "wipe");
+        assert_eq!(pod["containers"][0]["securityContext"]["privileged"], true);
+        assert_eq!(pod["volumes"][2]["hostPath"]["type"], "BlockDevice");
+        let call = expect_apply(&mut h, STATUS, Some(with_status(&c, &json!({})))).await;
+        assert!(condition(&call.body["status"], "Progressing")["message"]
+            .as_str()
+            .unwrap()
+            .contains("0/1 node Jobs succeeded"));
+        expect_event(&mut h, "Normal", "WipeInProgress").await;
+        h
+    })
+    .await;
+    assert_eq!(result.unwrap_err().reason(), "WipeInProgress");
+
+    // Pass 3: the Job succeeded: the finalizer goes.
+    let (ctx, handle) = context();
+    let reply = serde_json::to_value(&cache).unwrap();
+    let result = run(cache, ctx, handle, move |mut h| async move {
+        expect(&mut h, "GET", DS, 404, Some(not_found())).await;
+        let done = json!({"kind": "JobList", "apiVersion": "batch/v1", "metadata": {}, "items": [
+            {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": job_name(), "annotations": {"slicecache.io/wipe-node": "node-a"}},
+             "status": {"succeeded": 1}}]});
+        expect(&mut h, "GET", jobs, 200, Some(done)).await;
+        let event = expect_event(&mut h, "Normal", "CleanedUp").await;
+        assert!(event.body["note"].as_str().unwrap().contains("wiped on 1 node"));
+        expect(&mut h, "PATCH", CACHE, 200, Some(reply)).await;
+        h
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::await_change());
+}
+
+fn job_name() -> String {
+    let cache = cache(&format!(
+        "{MINIMAL}  cache:\n    disk:\n      devices: [/dev/disk/by-id/nvme-a]\n"
+    ));
+    let validated = ValidatedSliceCache::new(&cache.spec).unwrap();
+    build::wipe_job(&validated, &Owner::of(&cache, NS), &BuildDefaults::default(), "node-a")
+        .unwrap()
+        .metadata
+        .name
+        .unwrap()
+}
+
+#[tokio::test]
+async fn server_error_is_returned_reported_and_backed_off() {
+    let cache = cache(MINIMAL);
+    let (ctx, handle) = context();
+    let c = cache.clone();
+    let result = run(cache.clone(), ctx.clone(), handle, move |mut h| async move {
+        expect(&mut h, "GET", SA, 404, Some(not_found())).await;
+        let failure = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                             "message": "etcdserver: request timed out", "reason": "InternalError", "code": 500});
+        expect(&mut h, "PATCH", SA, 500, Some(failure)).await;
+        let call = expect_apply(&mut h, STATUS, Some(with_status(&c, &json!({})))).await;
+        let degraded = condition(&call.body["status"], "Degraded");
+        assert_eq!(degraded["status"], "True");
+        assert_eq!(degraded["reason"], "ApplyFailed");
+        assert!(degraded["message"]
+            .as_str()
+            .unwrap()
+            .contains("ServiceAccount media-agent"));
+        expect_event(&mut h, "Warning", "ApplyFailed").await;
+        h
+    })
+    .await;
+    let error = result.unwrap_err();
+    assert_eq!(error.reason(), "ApplyFailed");
+    let cache = Arc::new(cache);
+    assert_eq!(
+        error_policy(cache.clone(), &error, ctx.clone()),
+        Action::requeue(Duration::from_secs(5))
+    );
+    assert_eq!(
+        error_policy(cache.clone(), &error, ctx.clone()),
+        Action::requeue(Duration::from_secs(10))
+    );
+    assert_eq!(
+        error_policy(cache, &error, ctx.clone()),
+        Action::requeue(Duration::from_secs(20))
+    );
+    let metrics = ctx.metrics.render();
+    assert!(
+        metrics.contains("slicecache_operator_reconcile_errors_total{reason=\"ApplyFailed\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_new_slice_cache_gets_the_finalizer_first() {
+    let mut cache = cache(MINIMAL);
+    cache.metadata.finalizers = None;
+    let (ctx, handle) = context();
+    let reply = serde_json::to_value(&cache).unwrap();
+    let result = run(cache, ctx, handle, move |mut h| async move {
+        let call = expect(&mut h, "PATCH", CACHE, 200, Some(reply)).await;
+        assert_eq!(call.body[1]["value"], json!([FINALIZER]));
+        h
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::await_change());
+}
