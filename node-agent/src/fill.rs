@@ -88,6 +88,8 @@ pub struct FillSpec {
 struct Fill {
     chunks: Mutex<Vec<Bytes>>,
     state: watch::Sender<FillState>,
+    /// Version of the object the fill is guarded by (`If-Match`), if any.
+    guard: Option<u64>,
 }
 
 impl Fill {
@@ -199,7 +201,14 @@ impl Fills {
     /// Returns the reader and whether it joined an existing fill.
     pub fn join(self: &Arc<Self>, spec: FillSpec, settings: FillSettings) -> (FillReader, bool) {
         let mut inflight = self.inflight();
-        if let Some(fill) = inflight.get(&spec.key) {
+        let guard = spec.expected.as_ref().map(|m| m.version());
+        // A fill guarded by another version than the one this reader serves
+        // ends in a 412: start a fresh one instead (it replaces the entry;
+        // the old fill goes on for its own readers).
+        if let Some(fill) = inflight
+            .get(&spec.key)
+            .filter(|f| f.guard.is_none() || f.guard == guard)
+        {
             let rx = fill.state.subscribe();
             return (
                 FillReader {
@@ -214,6 +223,7 @@ impl Fills {
         let fill = Arc::new(Fill {
             chunks: Mutex::new(Vec::new()),
             state: tx,
+            guard,
         });
         inflight.insert(spec.key, fill.clone());
         drop(inflight);
@@ -236,7 +246,12 @@ impl Fills {
             }
             // Cache first, then leave the registry, so a newcomer either joins
             // this fill or finds the slice cached.
-            fills.inflight().remove(&key);
+            {
+                let mut inflight = fills.inflight();
+                if inflight.get(&key).is_some_and(|f| Arc::ptr_eq(f, &fill)) {
+                    inflight.remove(&key);
+                }
+            }
             fill.state.send_modify(|s| s.done = Some(result));
         });
         (reader, false)
@@ -333,8 +348,13 @@ impl Fills {
             }
             412 => {
                 resp.release().await;
-                self.cache.remove(spec.key.object).await;
-                self.metrics.object_invalidations.inc();
+                // Drop the cached object only if it is still the version this
+                // fetch was guarded by, not a newer one learned meanwhile.
+                let current = self.cache.meta(spec.key.object).await;
+                if current.is_some_and(|m| guard.as_ref().is_none_or(|g| g.same_version(&m))) {
+                    self.cache.remove(spec.key.object).await;
+                    self.metrics.object_invalidations.inc();
+                }
                 Err(AttemptError::Final(FillError::Changed))
             }
             416 => self.unsatisfiable(fill, spec, settings, progress, resp, guard).await,
