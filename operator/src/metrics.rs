@@ -134,3 +134,29 @@ pub fn respond(method: &str, path: &str, metrics: &Metrics, ready: bool) -> (&'s
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn routes_and_metric_names() {
+        let metrics = Metrics::new().unwrap();
+        metrics.observe_reconcile(Duration::from_millis(20), None);
+        metrics.observe_reconcile(Duration::from_millis(20), Some("ApplyFailed"));
+        let (code, _, body) = respond("GET", "/metrics", &metrics, false);
+        assert_eq!(code, "200 OK");
+        assert!(
+            body.contains("slicecache_operator_reconciliations_total{result=\"ok\"} 1"),
+            "{body}"
+        );
+        assert!(body.contains("slicecache_operator_reconcile_errors_total{reason=\"ApplyFailed\"} 1"));
+        assert!(body.contains("slicecache_operator_reconcile_duration_seconds_count 2"));
+        assert_eq!(respond("GET", "/healthz", &metrics, false).0, "200 OK");
+        assert_eq!(respond("GET", "/readyz", &metrics, false).0, "503 Service Unavailable");
+        assert_eq!(respond("GET", "/readyz", &metrics, true).0, "200 OK");
+        assert_eq!(respond("POST", "/metrics", &metrics, true).0, "405 Method Not Allowed");
+        assert_eq!(respond("GET", "/", &metrics, true).0, "404 Not Found");
+    }
+}
