@@ -25,6 +25,19 @@ enum Command {
     Run(RunArgs),
     /// Run a self-contained local demo: embedded origin, agent, workload.
     Demo,
+    /// Erase the slicecache superblock of every configured device, releasing
+    /// it. Devices that carry anyone else's signature are refused.
+    Wipe(WipeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct WipeArgs {
+    /// Agent config naming the devices (as for `run`).
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// A device to wipe (instead of, or besides, the config's).
+    #[arg(long)]
+    device: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -63,6 +76,7 @@ fn main() -> std::process::ExitCode {
     init_logging(cli.log_json);
     let result = match cli.command {
         Command::Run(args) => run_agent(args),
+        Command::Wipe(args) => wipe_devices(args),
         Command::Demo => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -107,6 +121,25 @@ fn run_agent(args: RunArgs) -> anyhow::Result<()> {
             overrides,
         },
     )
+}
+
+fn wipe_devices(args: WipeArgs) -> anyhow::Result<()> {
+    let mut cfg = match &args.config {
+        Some(path) => config::load_file(path)?,
+        None => AgentConfig::for_origin("http://unused"),
+    };
+    if let Some(device) = args.device {
+        cfg.cache.devices.push(slicecache_api::agent_config::DeviceConfig {
+            path: device,
+            size: None,
+            format: Default::default(),
+        });
+    }
+    anyhow::ensure!(
+        !cfg.cache.devices.is_empty() || cfg.cache.device_filter.is_some() || cfg.cache.use_all_devices,
+        "no devices to wipe: pass --config with devices or --device PATH"
+    );
+    run::wipe(&cfg)
 }
 
 fn init_logging(json: bool) {

@@ -130,8 +130,8 @@ pub fn run(cfg: AgentConfig, source: ConfigSource) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens every configured and discovered device as one disk tier.
-fn open_devices(cfg: &AgentConfig, metrics: &Metrics) -> anyhow::Result<Option<ShardedStore>> {
+/// The devices a config names: explicit ones, then discovered ones.
+pub fn device_options(cfg: &AgentConfig) -> anyhow::Result<Vec<DiskOptions>> {
     let mut wanted: Vec<DiskOptions> = cfg
         .cache
         .devices
@@ -162,6 +162,33 @@ fn open_devices(cfg: &AgentConfig, metrics: &Metrics) -> anyhow::Result<Option<S
             wanted.push(o);
         }
     }
+    Ok(wanted)
+}
+
+/// Erases the slicecache superblock of every device the config names.
+/// Foreign devices are refused and reported; the others are still wiped.
+pub fn wipe(cfg: &AgentConfig) -> anyhow::Result<()> {
+    let mut failed = Vec::new();
+    for opts in device_options(cfg)? {
+        let path = opts.path.display().to_string();
+        match crate::store::disk::wipe::wipe(&opts.path) {
+            Ok(outcome) => info!(device = %path, ?outcome, "wipe"),
+            Err(e) => {
+                tracing::error!(device = %path, error = %e, "wipe refused");
+                failed.push(path);
+            }
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("not wiped: {}", failed.join(", "))
+    }
+}
+
+/// Opens every configured and discovered device as one disk tier.
+fn open_devices(cfg: &AgentConfig, metrics: &Metrics) -> anyhow::Result<Option<ShardedStore>> {
+    let wanted = device_options(cfg)?;
     let mut shards = Vec::new();
     for opts in wanted {
         let path = opts.path.display().to_string();

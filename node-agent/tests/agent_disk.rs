@@ -289,3 +289,39 @@ async fn filling_the_device_far_past_its_size_keeps_serving() {
     let used = agent.metric("slicecache_disk_used_bytes", &[]).await;
     assert!(used <= (64 << 20) as f64, "used {used}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wipe_releases_our_device_and_refuses_a_foreign_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = dir.path().join("cache.dev");
+    let origin = DemoOrigin::start().await.unwrap();
+    let objs = objects(&origin, "wipe", 2, 7);
+    let agent = Agent::start(&origin.url(), &device, dir.path(), 1).await;
+    fetch_all(&agent, &objs).await;
+    agent.stop();
+
+    let wipe = |path: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_slicecache-agent"))
+            .args(["wipe", "--device", &path.to_string_lossy()])
+            .output()
+            .unwrap()
+    };
+    let out = wipe(&device);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let head = std::fs::read(&device).unwrap();
+    assert!(
+        head[..64 << 10].iter().all(|&b| b == 0),
+        "the superblock must be erased"
+    );
+
+    let foreign = dir.path().join("foreign.img");
+    let data = pattern(2 << 20, 99);
+    std::fs::write(&foreign, &data).unwrap();
+    let out = wipe(&foreign);
+    assert!(!out.status.success(), "a foreign device must be refused");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("foreign.img"));
+    assert!(
+        std::fs::read(&foreign).unwrap() == data,
+        "a foreign device is never written"
+    );
+}

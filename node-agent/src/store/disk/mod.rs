@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod recovery;
 pub mod region;
 pub mod superblock;
+pub mod wipe;
 
 use aligned::{align_down, AlignedBuf, RegionBuf, ALIGN};
 use entry::{entry_size, EntryKey, HEADER_LEN, REGION_HEADER_LEN};
