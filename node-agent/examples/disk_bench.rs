@@ -47,8 +47,7 @@ fn open(opts: &DiskOptions) -> anyhow::Result<DiskStore> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let path =
-        arg(1).ok_or_else(|| anyhow::anyhow!("usage: disk_bench PATH SIZE [REGION] [EXTENT]"))?;
+    let path = arg(1).ok_or_else(|| anyhow::anyhow!("usage: disk_bench PATH SIZE [REGION] [EXTENT]"))?;
     let size = num(2, 1 << 30)?;
     let region = num(3, 16 << 20)? as u32;
     let extent = num(4, 1 << 20)? as u32;
@@ -76,10 +75,7 @@ async fn main() -> anyhow::Result<()> {
     // Random reads from disk (fresh open: nothing resident).
     let started = Instant::now();
     let store = Arc::new(open(&opts)?);
-    println!(
-        "checkpoint_open_seconds={:.3}",
-        started.elapsed().as_secs_f64()
-    );
+    println!("checkpoint_open_seconds={:.3}", started.elapsed().as_secs_f64());
     let concurrency = 8;
     let reads_per_task = (count / 2 / concurrency).clamp(50, 2000);
     let started = Instant::now();
@@ -111,17 +107,13 @@ async fn main() -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed();
     lat.sort();
-    let pct =
-        |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e3;
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e3;
     println!("read_count={}", lat.len());
     println!("read_hit_bytes={bytes}");
     println!("read_mb_per_s={:.1}", mbps(bytes, elapsed));
     println!("read_p50_ms={:.3}", pct(0.50));
     println!("read_p99_ms={:.3}", pct(0.99));
-    println!(
-        "index_bytes_per_entry={:.1}",
-        store.stats().index_bytes_per_entry
-    );
+    println!("index_bytes_per_entry={:.1}", store.stats().index_bytes_per_entry);
     // Crash: drop without close (the checkpoint was invalidated at open).
     drop(store);
 
@@ -173,18 +165,9 @@ async fn main() -> anyhow::Result<()> {
         "churn_region_reclaims={}",
         after.region_reclaims - before.region_reclaims
     );
-    println!(
-        "churn_reinsertions={}",
-        after.reinsertions - before.reinsertions
-    );
-    println!(
-        "churn_hot_hit_ratio={:.3}",
-        hot_hits as f64 / hot_reads.max(1) as f64
-    );
-    println!(
-        "churn_index_bytes_per_entry={:.1}",
-        after.index_bytes_per_entry
-    );
+    println!("churn_reinsertions={}", after.reinsertions - before.reinsertions);
+    println!("churn_hot_hit_ratio={:.3}", hot_hits as f64 / hot_reads.max(1) as f64);
+    println!("churn_index_bytes_per_entry={:.1}", after.index_bytes_per_entry);
     store.close().await?;
     Ok(())
 }
