@@ -256,10 +256,8 @@ async fn conditionals_head_and_methods() {
         let resp = fresh.get("/no/such/object", &[("Range", "bytes=0-1")]).await.unwrap();
         assert_eq!(resp.status, 404);
     }
-    let seen404 = f
-        ._origin
-        .state
-        .seen()
+    let seen404 = common::settled(&f._origin)
+        .await
         .iter()
         .filter(|r| r.path == "/no/such/object")
         .count();

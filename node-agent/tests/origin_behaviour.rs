@@ -10,7 +10,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use slicecache_agent::demo::origin::{pattern, DemoOrigin, OriginObject};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -53,7 +52,7 @@ async fn concurrent_clients_share_one_fetch_per_slice() {
     for t in tasks {
         t.await.unwrap();
     }
-    let seen = origin.state.seen();
+    let seen = common::settled(&origin).await;
     assert_aligned(&seen, S);
     let mut per_range: HashMap<String, usize> = HashMap::new();
     for r in &seen {
@@ -105,7 +104,7 @@ async fn object_changed_mid_response_never_mixes_versions() {
         &version[..got.len()],
         &format!("body of {etag} (mixed versions?)"),
     );
-    let seen = origin.state.seen();
+    let seen = common::settled(&origin).await;
     assert!(
         seen.iter().any(|r| r.status == 412),
         "the change was caught by If-Match: {seen:?}"
@@ -125,7 +124,7 @@ async fn object_changed_mid_response_never_mixes_versions() {
         assert_eq!(resp.header("etag"), Some("\"v2\""), "{pass}");
         assert_bytes(&resp.body, &new, pass);
     }
-    assert_aligned(&origin.state.seen(), S);
+    assert_aligned(&common::settled(&origin).await, S);
 }
 
 /// Slices of the old version cached before a change are never served once
@@ -169,7 +168,7 @@ async fn old_slices_are_not_served_after_a_change() {
     origin.state.clear_seen();
     let resp = c.get("/b.bin", &[]).await.unwrap();
     assert_bytes(&resp.body, &old, "v1 revalidated");
-    let seen = origin.state.seen();
+    let seen = common::settled(&origin).await;
     assert_eq!(
         seen.iter().map(|r| r.status).collect::<Vec<_>>(),
         vec![304],
@@ -213,7 +212,7 @@ async fn origin_without_range_support() {
         Some("bytes"),
         "the agent serves ranges anyway"
     );
-    let seen = origin.state.seen();
+    let seen = common::settled(&origin).await;
     assert_eq!(seen.len(), 1, "one origin request: {seen:?}");
     assert_eq!((seen[0].status, seen[0].body_bytes), (200, len as u64));
     // The agent waits for the whole body to be cached in the background.
@@ -230,19 +229,23 @@ async fn origin_without_range_support() {
             .unwrap();
         assert_partial(&resp, &body, a, b, "warm range");
     }
-    assert!(origin.state.seen().is_empty(), "warm pass reached the origin");
+    assert!(
+        common::settled(&origin).await.is_empty(),
+        "warm pass reached the origin"
+    );
     assert_eq!(origin.state.body_bytes.load(Ordering::Relaxed), 0);
 
     // A cold whole-object read is exact too, and cached whole.
     origin.state.clear_seen();
     let resp = c.get("/norange2.bin", &[]).await.unwrap();
     assert_bytes(&resp.body, &body2, "cold whole");
-    let cold_fetches = origin.state.seen().len();
+    let cold_fetches = common::settled(&origin).await.len();
     assert!(cold_fetches >= 1);
     tokio::time::sleep(Duration::from_millis(200)).await;
     origin.state.clear_seen();
     let resp = c.get("/norange2.bin", &[]).await.unwrap();
     assert_bytes(&resp.body, &body2, "warm whole");
+    common::settled(&origin).await;
     assert_eq!(
         origin.state.body_bytes.load(Ordering::Relaxed),
         0,
@@ -266,7 +269,7 @@ async fn origin_429_is_retried() {
     let resp = c.get("/busy.bin", &[]).await.unwrap();
     assert_eq!(resp.status, 200);
     assert_bytes(&resp.body, &body, "after one 429");
-    let seen = origin.state.seen();
+    let seen = common::settled(&origin).await;
     assert_eq!(seen[0].status, 429, "{seen:?}");
     assert_eq!(seen.iter().filter(|r| r.status == 429).count(), 1);
     assert!(agent.metric("slicecache_origin_retries_total", &[]).await >= 1.0);
@@ -327,7 +330,7 @@ async fn client_abort_is_harmless() {
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     agent.assert_alive();
-    let fetched = origin.state.seen().len();
+    let fetched = common::settled(&origin).await.len();
     assert!(
         fetched < 3 * 16,
         "the origin kept being asked for slices nobody wanted: {fetched} fetches"
@@ -344,7 +347,69 @@ async fn client_abort_is_harmless() {
     assert_partial(&resp, &body, 100, 200, "after aborts");
     let resp = c.get("/big2.bin", &[]).await.unwrap();
     assert_eq!(resp.status, 200);
-    assert_bytes(&resp.body, &Bytes::from(body.clone()), "whole after aborts");
+    assert_bytes(&resp.body, &body, "whole after aborts");
     assert_eq!(agent.admin_client().get("/healthz", &[]).await.unwrap().status, 200);
     agent.assert_alive();
+}
+
+/// After the agent has learned a new version of an object, a response of
+/// that new version must not join an origin fetch still in flight for the
+/// old version (guarded by the old `If-Match`): that fetch ends in 412, and
+/// the new response would be cut short although nothing changed for it.
+#[tokio::test(flavor = "multi_thread")]
+async fn new_version_response_does_not_join_an_old_version_fetch() {
+    let origin = DemoOrigin::start().await.unwrap();
+    let len = 8 * S as usize;
+    let old = pattern(len, 61);
+    let new = pattern(len, 62);
+    origin.state.put("/swap.bin", OriginObject::new(old.clone(), "w1"));
+    let agent = AgentBuilder::new(&origin.url()).start().await;
+    let mut c = agent.client();
+    let resp = c.get("/swap.bin", &[("Range", "bytes=0-9")]).await.unwrap();
+    assert_partial(&resp, &old, 0, 9, "v1 slice 0 warm");
+
+    // A: a miss on slice 3 of v1, guarded by If-Match v1, slow at the origin.
+    origin.state.latency_ms.store(1500, Ordering::Relaxed);
+    let listen = agent.listen;
+    let a = tokio::spawn(async move {
+        let range = format!("bytes={}-{}", 3 * S, 3 * S + 9);
+        raw_get(listen, "/swap.bin", &[("Range", range.as_str())]).await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The object changes; B's miss on slice 5 meets it (412), and the agent
+    // learns v2 while A's fetch is still in flight.
+    origin.state.put("/swap.bin", OriginObject::new(new.clone(), "w2"));
+    origin.state.latency_ms.store(0, Ordering::Relaxed);
+    let resp = c
+        .get("/swap.bin", &[("Range", &format!("bytes={}-{}", 5 * S, 5 * S + 9))])
+        .await
+        .unwrap();
+    assert_partial(&resp, &new, 5 * S, 5 * S + 9, "B: v2 after the change");
+    assert_eq!(resp.header("etag"), Some("\"w2\""));
+
+    // D: the whole object, now v2 from the start. Its slice 3 must not be
+    // taken from A's v1-guarded fetch.
+    let mut d = agent.client();
+    let resp = d.get("/swap.bin", &[]).await;
+    let resp = resp.unwrap_or_else(|e| panic!("D: v2 response cut short: {e}"));
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("etag"), Some("\"w2\""));
+    assert_bytes(&resp.body, &new, "D: whole v2");
+
+    // A, whatever it got, never mixed versions.
+    let (_, headers, got) = a.await.unwrap();
+    let version = if header(&headers, "etag") == Some("\"w2\"") {
+        &new
+    } else {
+        &old
+    };
+    let first = 3 * S as usize;
+    assert_bytes(&got, &version[first..first + got.len()], "A");
+
+    // And v2 stays cached: the late 412 of A's fetch does not throw it away.
+    origin.state.clear_seen();
+    let resp = d.get("/swap.bin", &[]).await.unwrap();
+    assert_bytes(&resp.body, &new, "v2 again");
+    common::settled(&origin).await;
+    assert_eq!(origin.state.body_bytes.load(Ordering::Relaxed), 0, "v2 still cached");
 }

@@ -189,7 +189,7 @@ async fn random_ranges_are_exact_aligned_and_cached() {
     let cases = Arc::new(random_cases(2000, 42));
 
     run_cases_concurrently(&agent, &cases, &bodies, 4).await;
-    let seen = origin.state.seen();
+    let seen = common::settled(&origin).await;
     assert_aligned(&seen, S);
     for r in &seen {
         assert_eq!(r.status, 206, "origin answered {r:?}");
@@ -216,12 +216,12 @@ async fn random_ranges_are_exact_aligned_and_cached() {
 
     origin.state.clear_seen();
     run_cases_concurrently(&agent, &cases, &bodies, 4).await;
+    let seen = common::settled(&origin).await;
     assert_eq!(
         origin.state.body_bytes.load(Ordering::Relaxed),
         0,
         "warm pass fetched body bytes from the origin"
     );
-    let seen = origin.state.seen();
     assert!(seen.is_empty(), "warm pass reached the origin: {seen:?}");
     let hits = agent.metric("slicecache_slices_total", &[("result", "hit")]).await;
     assert!(hits > 2000.0, "slice hits counted: {hits}");
@@ -306,7 +306,7 @@ async fn slice_boundary_sweep() {
         failures.join("\n"),
         agent.log()
     );
-    let seen = origin.state.seen();
+    let seen = common::settled(&origin).await;
     assert_aligned(&seen, S);
     let counts = origin_fetch_counts(&seen);
     let dups: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
@@ -384,7 +384,7 @@ fn proptest_single_ranges_match_the_model() {
     if let Err(e) = result {
         panic!("{e}");
     }
-    assert_aligned(&origin.state.seen(), S);
+    assert_aligned(&rt.block_on(common::settled(&origin)), S);
     // Sanity: the helper agrees with itself on a direct check too.
     let resp = rt
         .block_on(agent.client().get(PATHS[3], &[("Range", "bytes=65530-65545")]))

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use slicecache_agent::demo::client::{ClientResponse, HttpClient};
-use slicecache_agent::demo::origin::SeenRequest;
+use slicecache_agent::demo::origin::{DemoOrigin, SeenRequest};
 
 /// The slice size the tests run with unless they say otherwise.
 pub const S: u64 = 64 << 10;
@@ -247,6 +247,24 @@ where
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// What the origin has seen, once it has finished recording: the origin
+/// records a request (and counts its body bytes) only after writing the
+/// response, so a client can hold every byte a moment before that.
+pub async fn settled(origin: &DemoOrigin) -> Vec<SeenRequest> {
+    let mut last = origin.state.seen().len();
+    let mut stable = 0;
+    while stable < 3 {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let now = origin.state.seen().len();
+        if now == last {
+            stable += 1;
+        } else {
+            (last, stable) = (now, 0);
+        }
+    }
+    origin.state.seen()
 }
 
 /// Parses an origin-side `Range: bytes=a-b` value.
