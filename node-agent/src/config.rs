@@ -86,14 +86,22 @@ impl Overrides {
 
 /// Parses a config file.
 pub fn load_file(path: &Path) -> Result<AgentConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    load_file_bytes(path).map(|(cfg, _)| cfg)
+}
+
+/// Parses a config file and returns the bytes it parsed, which the reload
+/// watcher starts from (so an edit right after start is never missed).
+pub fn load_file_bytes(path: &Path) -> Result<(AgentConfig, Vec<u8>), ConfigError> {
+    let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    parse(&text).map_err(|message| ConfigError::Parse {
+    let text = String::from_utf8_lossy(&bytes);
+    let cfg = parse(&text).map_err(|message| ConfigError::Parse {
         path: path.to_path_buf(),
         message,
-    })
+    })?;
+    Ok((cfg, bytes))
 }
 
 /// Parses config YAML; the message carries the line and column.
@@ -201,13 +209,14 @@ impl LiveTunables {
 /// a cheap periodic read does.
 pub async fn watch_file(
     path: PathBuf,
+    loaded: Option<Vec<u8>>,
     overrides: Overrides,
     live: Arc<LiveTunables>,
     metrics: Arc<Metrics>,
     interval: Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut last = std::fs::read(&path).ok();
+    let mut last = loaded.or_else(|| std::fs::read(&path).ok());
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}

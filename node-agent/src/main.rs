@@ -103,14 +103,17 @@ fn run_agent(args: RunArgs) -> anyhow::Result<()> {
         slice_size: args.slice_size,
         concurrency: args.concurrency,
     };
-    let mut cfg = match &args.config {
-        Some(path) => config::load_file(path)?,
+    let (mut cfg, loaded) = match &args.config {
+        Some(path) => {
+            let (cfg, bytes) = config::load_file_bytes(path)?;
+            (cfg, Some(bytes))
+        }
         None => {
             let origin = overrides
                 .origin
                 .clone()
                 .context("no origin: pass --origin URL or --config FILE")?;
-            AgentConfig::for_origin(origin)
+            (AgentConfig::for_origin(origin), None)
         }
     };
     overrides.apply(&mut cfg);
@@ -118,6 +121,7 @@ fn run_agent(args: RunArgs) -> anyhow::Result<()> {
         cfg,
         ConfigSource {
             file: args.config,
+            loaded,
             overrides,
         },
     )

@@ -34,6 +34,8 @@ use crate::store::ExtentStore;
 #[derive(Debug, Clone)]
 pub struct ConfigSource {
     pub file: Option<PathBuf>,
+    /// The file's bytes as parsed at start.
+    pub loaded: Option<Vec<u8>>,
     pub overrides: Overrides,
 }
 
@@ -110,6 +112,7 @@ pub fn run(cfg: AgentConfig, source: ConfigSource) -> anyhow::Result<()> {
             "config watcher",
             ConfigWatcher {
                 file,
+                loaded: source.loaded,
                 overrides: source.overrides,
                 live,
                 metrics,
@@ -206,6 +209,7 @@ fn open_devices(cfg: &AgentConfig, metrics: &Metrics) -> anyhow::Result<Option<S
 
 struct ConfigWatcher {
     file: PathBuf,
+    loaded: Option<Vec<u8>>,
     overrides: Overrides,
     live: Arc<LiveTunables>,
     metrics: Arc<Metrics>,
@@ -216,6 +220,7 @@ impl BackgroundService for ConfigWatcher {
     async fn start(&self, shutdown: ShutdownWatch) {
         config::watch_file(
             self.file.clone(),
+            self.loaded.clone(),
             self.overrides.clone(),
             self.live.clone(),
             self.metrics.clone(),
