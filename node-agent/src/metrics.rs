@@ -9,6 +9,15 @@ use prometheus::{
     TextEncoder,
 };
 
+/// The `slicecache_slices_total` series, one per result.
+#[derive(Debug)]
+pub struct SliceCounters {
+    pub hit_memory: IntCounter,
+    pub hit_disk: IntCounter,
+    pub miss: IntCounter,
+    pub coalesced: IntCounter,
+}
+
 /// Every metric the agent exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -19,6 +28,8 @@ pub struct Metrics {
     pub origin_requests: IntCounterVec,
     pub origin_retries: IntCounter,
     pub slices: IntCounterVec,
+    /// `slices` children resolved once: they move on every slice.
+    pub slice_counters: SliceCounters,
     pub client_ttfb: Histogram,
     pub origin_ttfb: Histogram,
     pub slice_fetch_duration: Histogram,
@@ -63,8 +74,25 @@ impl Metrics {
             registry.register(Box::new(h.clone()))?;
             Ok(h)
         };
+        let slices = counter_vec(
+            "slicecache_slices_total",
+            "Slices served, by result: hit (memory or disk), miss (fetched) or coalesced (joined an in-flight fetch).",
+            &["result", "tier"],
+        )?;
+        let slice_counters = SliceCounters {
+            hit_memory: slices.with_label_values(&["hit", "memory"]),
+            hit_disk: slices.with_label_values(&["hit", "disk"]),
+            miss: slices.with_label_values(&["miss", "origin"]),
+            coalesced: slices.with_label_values(&["coalesced", "origin"]),
+        };
         Ok(Self {
-            requests: counter_vec("slicecache_requests_total", "Client requests by method and response status.", &["method", "status"])?,
+            slices,
+            slice_counters,
+            requests: counter_vec(
+                "slicecache_requests_total",
+                "Client requests by method and response status.",
+                &["method", "status"],
+            )?,
             client_bytes: counter("slicecache_client_bytes_total", "Body bytes sent to clients.")?,
             origin_bytes: counter("slicecache_origin_bytes_total", "Body bytes received from the origin.")?,
             origin_requests: counter_vec(
@@ -72,26 +100,50 @@ impl Metrics {
                 "Origin subrequests by response status (or error kind).",
                 &["status"],
             )?,
-            origin_retries: counter("slicecache_origin_retries_total", "Slice fetches retried after an origin failure.")?,
-            slices: counter_vec(
-                "slicecache_slices_total",
-                "Slices served, by result: hit (memory or disk), miss (fetched) or coalesced (joined an in-flight fetch).",
-                &["result", "tier"],
+            origin_retries: counter(
+                "slicecache_origin_retries_total",
+                "Slice fetches retried after an origin failure.",
             )?,
-            client_ttfb: histogram("slicecache_client_ttfb_seconds", "Time from request to response header sent.")?,
-            origin_ttfb: histogram("slicecache_origin_ttfb_seconds", "Time from origin subrequest to its response header.")?,
-            slice_fetch_duration: histogram("slicecache_slice_fetch_duration_seconds", "Time to fetch one slice from the origin.")?,
+            client_ttfb: histogram(
+                "slicecache_client_ttfb_seconds",
+                "Time from request to response header sent.",
+            )?,
+            origin_ttfb: histogram(
+                "slicecache_origin_ttfb_seconds",
+                "Time from origin subrequest to its response header.",
+            )?,
+            slice_fetch_duration: histogram(
+                "slicecache_slice_fetch_duration_seconds",
+                "Time to fetch one slice from the origin.",
+            )?,
             queue_wait: histogram(
                 "slicecache_subrequest_queue_wait_seconds",
                 "Time a slice fetch waited for an origin subrequest slot.",
             )?,
-            subrequests_in_flight: gauge("slicecache_origin_subrequests_in_flight", "Origin subrequests in flight.")?,
-            memory_used: gauge("slicecache_memory_used_bytes", "Bytes of slices held in the memory tier.")?,
+            subrequests_in_flight: gauge(
+                "slicecache_origin_subrequests_in_flight",
+                "Origin subrequests in flight.",
+            )?,
+            memory_used: gauge(
+                "slicecache_memory_used_bytes",
+                "Bytes of slices held in the memory tier.",
+            )?,
             memory_capacity: gauge("slicecache_memory_capacity_bytes", "Capacity of the memory tier.")?,
             slice_size: gauge("slicecache_slice_size_bytes", "Slice size in force.")?,
-            concurrency: gauge("slicecache_concurrency", "Origin subrequests per client request in force.")?,
-            config_reloads: counter_vec("slicecache_config_reloads_total", "Config file reloads by result.", &["result"])?,
-            purges: counter_vec("slicecache_purges_total", "Purge requests by kind (url, prefix).", &["kind"])?,
+            concurrency: gauge(
+                "slicecache_concurrency",
+                "Origin subrequests per client request in force.",
+            )?,
+            config_reloads: counter_vec(
+                "slicecache_config_reloads_total",
+                "Config file reloads by result.",
+                &["result"],
+            )?,
+            purges: counter_vec(
+                "slicecache_purges_total",
+                "Purge requests by kind (url, prefix).",
+                &["kind"],
+            )?,
             object_changes: counter(
                 "slicecache_object_changes_total",
                 "Objects found changed at the origin while being served or revalidated.",
@@ -100,7 +152,10 @@ impl Metrics {
                 "slicecache_object_invalidations_total",
                 "Cached object versions dropped because a new version replaced them.",
             )?,
-            promotions: counter("slicecache_promotions_total", "Disk-tier hits admitted into the memory tier.")?,
+            promotions: counter(
+                "slicecache_promotions_total",
+                "Disk-tier hits admitted into the memory tier.",
+            )?,
             registry,
         })
     }

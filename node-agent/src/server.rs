@@ -464,13 +464,24 @@ impl Agent {
             .map_err(|e| ServeError::Client(e.to_string()))
     }
 
-    async fn write_body(&self, session: &mut ServerSession, data: Bytes) -> Result<(), ServeError> {
-        let len = data.len() as u64;
-        session
-            .write_response_body(data, false)
-            .await
-            .map_err(|e| ServeError::Client(e.to_string()))?;
-        self.metrics.client_bytes.inc_by(len);
+    /// Writes body bytes in pieces of at most [`WRITE_PIECE`], yielding
+    /// between pieces: a loopback socket rarely pushes back, so without the
+    /// yield one large hit would hold its worker until the whole range is
+    /// written while other connections wait (a p99 problem, not a
+    /// throughput one).
+    async fn write_body(&self, session: &mut ServerSession, mut data: Bytes) -> Result<(), ServeError> {
+        while !data.is_empty() {
+            let piece = data.split_to(data.len().min(WRITE_PIECE));
+            let len = piece.len() as u64;
+            session
+                .write_response_body(piece, false)
+                .await
+                .map_err(|e| ServeError::Client(e.to_string()))?;
+            self.metrics.client_bytes.inc_by(len);
+            if !data.is_empty() {
+                tokio::task::yield_now().await;
+            }
+        }
         Ok(())
     }
 
@@ -544,9 +555,18 @@ impl Agent {
     }
 
     fn count_slice(&self, result: &str, tier: &str) {
-        self.metrics.slices.with_label_values(&[result, tier]).inc();
+        let c = &self.metrics.slice_counters;
+        match (result, tier) {
+            ("hit", "memory") => c.hit_memory.inc(),
+            ("hit", _) => c.hit_disk.inc(),
+            ("coalesced", _) => c.coalesced.inc(),
+            _ => c.miss.inc(),
+        }
     }
 }
+
+/// Largest single write to a client socket.
+const WRITE_PIECE: usize = 256 << 10;
 
 /// Small objects (up to `minObjectSize`) are one slice.
 fn slice_size_for(meta: &ObjectMeta, tunables: &RuntimeTunables) -> u64 {
