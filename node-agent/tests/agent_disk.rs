@@ -41,6 +41,7 @@ impl Agent {
             .args(["--device", &device.to_string_lossy(), "--device-size", "64Mi"])
             .args(["--memory-cache", "1Mi", "--slice-size", "256Ki", "--concurrency", "4"])
             .env("RUST_LOG", "info")
+            .env("SLICECACHE_PURGE_TOKEN", "t0ken")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -324,4 +325,54 @@ async fn wipe_releases_our_device_and_refuses_a_foreign_one() {
         std::fs::read(&foreign).unwrap() == data,
         "a foreign device is never written"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn purge_reaches_the_disk_tier_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = dir.path().join("cache.dev");
+    let origin = DemoOrigin::start().await.unwrap();
+    let objs = objects(&origin, "purge", 3, 77);
+    let agent = Agent::start(&origin.url(), &device, dir.path(), 1).await;
+    fetch_all(&agent, &objs).await;
+
+    let purged = &objs[0].0;
+    let r = HttpClient::new(agent.admin)
+        .request(
+            "POST",
+            &format!("/purge?url={purged}"),
+            &[("Authorization", "Bearer t0ken")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    origin.state.clear_seen();
+    fetch_all(&agent, &objs).await;
+    let seen: Vec<String> = origin.state.seen().iter().map(|s| s.path.clone()).collect();
+    assert!(
+        seen.iter().all(|p| p == purged),
+        "only the purged object is refetched: {seen:?}"
+    );
+    assert!(!seen.is_empty(), "the purged object must come from the origin again");
+
+    // Purge it again and restart: the tombstone keeps it gone from the disk.
+    let r = HttpClient::new(agent.admin)
+        .request(
+            "POST",
+            &format!("/purge?url={purged}"),
+            &[("Authorization", "Bearer t0ken")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    agent.stop();
+    origin.state.clear_seen();
+    let agent = Agent::start(&origin.url(), &device, dir.path(), 2).await;
+    fetch_all(&agent, &objs).await;
+    let seen: Vec<String> = origin.state.seen().iter().map(|s| s.path.clone()).collect();
+    assert!(
+        seen.iter().all(|p| p == purged),
+        "after restart only the purged object is refetched: {seen:?}"
+    );
+    assert!(!seen.is_empty(), "a purge must survive a restart");
 }
