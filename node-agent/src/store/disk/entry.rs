@@ -430,6 +430,14 @@ mod tests {
     }
 
     proptest! {
+        // A committed seed: CI explores the same 4096 inputs every run, and a
+        // failure reproduces exactly. Change the seed to explore further.
+        #![proptest_config(ProptestConfig {
+            cases: 4096,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x5EED_E47E),
+            ..ProptestConfig::default()
+        })]
+
         #[test]
         fn header_decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = EntryHeader::decode(&bytes);

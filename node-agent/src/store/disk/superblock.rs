@@ -340,6 +340,14 @@ mod tests {
     }
 
     proptest! {
+        // A committed seed: CI explores the same 4096 inputs every run, and a
+        // failure reproduces exactly. Change the seed to explore further.
+        #![proptest_config(ProptestConfig {
+            cases: 4096,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x5EED_5B10),
+            ..ProptestConfig::default()
+        })]
+
         #[test]
         fn decode_and_probe_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..9000)) {
             let _ = Superblock::decode(&bytes);
