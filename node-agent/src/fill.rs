@@ -379,12 +379,7 @@ impl Fills {
         resp: OriginResponse,
         guard: Option<Arc<ObjectMeta>>,
     ) -> Result<(), AttemptError> {
-        let cr = resp
-            .header
-            .headers
-            .get(http::header::CONTENT_RANGE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_content_range);
+        let cr = content_range(&resp).and_then(parse_content_range);
         let Some((range, Some(total))) = cr else {
             resp.release().await;
             return Err(AttemptError::Retry("206 without a valid Content-Range".into()));
@@ -487,11 +482,7 @@ impl Fills {
         resp: OriginResponse,
         guard: Option<Arc<ObjectMeta>>,
     ) -> Result<(), AttemptError> {
-        let total = resp
-            .header
-            .headers
-            .get(http::header::CONTENT_RANGE)
-            .and_then(|v| v.to_str().ok())
+        let total = content_range(&resp)
             .and_then(|v| v.trim().strip_prefix("bytes */"))
             .and_then(|t| t.trim().parse::<u64>().ok());
         resp.release().await;
@@ -600,6 +591,10 @@ struct FillProgress {
 enum AttemptError {
     Retry(String),
     Final(FillError),
+}
+
+fn content_range(resp: &OriginResponse) -> Option<&str> {
+    resp.header.headers.get(http::header::CONTENT_RANGE)?.to_str().ok()
 }
 
 fn backoff(attempt: u32) -> Duration {

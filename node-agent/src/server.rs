@@ -491,15 +491,7 @@ impl Agent {
         resp: ResponseHeader,
         started: Instant,
     ) -> Result<(), ServeError> {
-        let status = resp.status.as_u16();
-        let method = session.req_header().method.clone();
-        self.write_header(session, resp, true).await?;
-        self.metrics.client_ttfb.observe(started.elapsed().as_secs_f64());
-        self.count_request(&method, status);
-        session
-            .finish_body()
-            .await
-            .map_err(|e| ServeError::Client(e.to_string()))
+        self.send_simple(session, resp, "", started).await
     }
 
     async fn send_simple(
