@@ -1,0 +1,537 @@
+//! The control law: signals in, one [`TuningDecision`] out, no I/O.
+//!
+//! [`Tuner`] is a small state machine. Its state is the history the law
+//! needs, kept explicit: the change each knob has wanted for how many
+//! intervals in a row, when the last change happened, the origin TTFB seen
+//! as normal, and a concurrency ceiling learned from origin pressure.
+//!
+//! **Concurrency** (subrequests per client request) moves
+//! additive-increase / multiplicative-decrease:
+//! - origin 429/503 above `throttle_max` of subrequests: halve at once,
+//!   ignoring hysteresis and cooldown (the origin is asking us to stop);
+//! - origin errors (5xx, connect, timeout, io, protocol) above `error_max`:
+//!   halve;
+//! - origin TTFB p90 above `ttfb_rise` times its normal level, or queue wait
+//!   for the agent's origin connections above `queue_wait_max`: minus one.
+//!   These are delay signals, early warnings rather than losses, so they
+//!   step back gently instead of halving (as delay-based TCP variants do);
+//! - otherwise, with origin traffic to learn from: plus one.
+//!
+//! Every decrease remembers a ceiling just below the level that caused it;
+//! increases stop there until `reprobe_after` has passed. Without it AIMD
+//! saws between the knee and half of it forever.
+//!
+//! **Slice size** moves by powers of two between two costs:
+//! - amplification (origin bytes per client byte on misses) above
+//!   `amplification_max`: slices are large for the ranges clients read;
+//!   halve;
+//! - share of fetch time spent before the first byte above `ttfb_share_max`,
+//!   and amplification low enough that doubling keeps it under
+//!   `amplification_max` with a margin: per-subrequest overhead dominates;
+//!   double.
+//!
+//! The dead band between the two (doubling needs amplification at most
+//! `amplification_max / 2.5`) keeps slice size from flipping.
+//!
+//! **Hysteresis**: a change must be wanted in `required_intervals`
+//! consecutive steps, at least `cooldown` after the previous change, and at
+//! most one knob moves one step per interval, so each change is measured
+//! before the next. A missing signal holds the knob that needs it.
+
+use std::time::{Duration, Instant};
+
+use slicecache_api::quantity::format_bytes;
+
+use super::{
+    decision::{HoldReason, Tunables, TuningDecision},
+    prometheus::QueryError,
+    signals::Signals,
+};
+
+/// Where the tuner may move the tunables (from `spec.tuning`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    pub min_slice_size: u64,
+    pub max_slice_size: u64,
+    pub min_concurrency: u32,
+    pub max_concurrency: u32,
+}
+
+impl Default for Bounds {
+    /// The API's defaults: 64Ki-64Mi, 1-64.
+    fn default() -> Self {
+        Self {
+            min_slice_size: 64 << 10,
+            max_slice_size: 64 << 20,
+            min_concurrency: 1,
+            max_concurrency: 64,
+        }
+    }
+}
+
+impl Bounds {
+    fn clamp(&self, t: Tunables) -> Tunables {
+        let slice = t
+            .slice_size
+            .clamp(self.min_slice_size, self.max_slice_size.max(self.min_slice_size));
+        // Round down to a power of two, never below the minimum.
+        let slice = if slice.is_power_of_two() {
+            slice
+        } else {
+            (1u64 << (63 - slice.leading_zeros())).max(self.min_slice_size)
+        };
+        Tunables {
+            slice_size: slice,
+            concurrency: t
+                .concurrency
+                .clamp(self.min_concurrency, self.max_concurrency.max(self.min_concurrency)),
+        }
+    }
+}
+
+/// Thresholds and timing of the law.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LawConfig {
+    /// Consecutive intervals a change must be wanted before it happens.
+    pub required_intervals: u32,
+    /// Least time between two changes (fast back-off excepted).
+    pub cooldown: Duration,
+    /// Share of origin subrequests answered 429/503 that triggers fast back-off.
+    pub throttle_max: f64,
+    /// Share of origin subrequests failing (5xx or transport) that halves concurrency.
+    pub error_max: f64,
+    /// Origin TTFB p90 over its normal level by this factor: concurrency - 1.
+    pub ttfb_rise: f64,
+    /// Queue wait p90 for an origin connection above this: concurrency - 1.
+    pub queue_wait_max: Duration,
+    /// Amplification above this halves the slice size.
+    pub amplification_max: f64,
+    /// TTFB share of fetch time above this doubles the slice size.
+    pub ttfb_share_max: f64,
+    /// Fewer origin subrequests per second than this: nothing to learn from.
+    pub min_request_rate: f64,
+    /// How long a concurrency ceiling learned from pressure lasts.
+    pub reprobe_after: Duration,
+}
+
+impl Default for LawConfig {
+    fn default() -> Self {
+        Self {
+            required_intervals: 2,
+            cooldown: slicecache_api::validate::DEFAULT_TUNING_COOLDOWN,
+            throttle_max: 0.01,
+            error_max: 0.05,
+            ttfb_rise: 1.5,
+            queue_wait_max: Duration::from_millis(250),
+            amplification_max: 3.0,
+            ttfb_share_max: 0.5,
+            min_request_rate: 0.05,
+            reprobe_after: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Doubling needs amplification at most `amplification_max / DOUBLE_MARGIN`.
+const DOUBLE_MARGIN: f64 = 2.5;
+/// How fast the normal TTFB follows a higher one, per interval.
+const BASELINE_RISE: f64 = 0.05;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dir {
+    Up,
+    Down,
+}
+
+/// A wanted change of one knob.
+#[derive(Clone, Debug)]
+struct Want<T> {
+    dir: Dir,
+    to: T,
+    why: String,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Streak {
+    dir: Option<Dir>,
+    count: u32,
+}
+
+impl Streak {
+    fn observe(&mut self, dir: Option<Dir>) -> u32 {
+        if dir.is_some() && dir == self.dir {
+            self.count += 1;
+        } else {
+            self.dir = dir;
+            self.count = u32::from(dir.is_some());
+        }
+        self.count
+    }
+}
+
+/// The tuner for one SliceCache.
+#[derive(Clone, Debug)]
+pub struct Tuner {
+    config: LawConfig,
+    bounds: Bounds,
+    slice_streak: Streak,
+    concurrency_streak: Streak,
+    last_change: Option<Instant>,
+    ttfb_baseline: Option<f64>,
+    ceiling: Option<(u32, Instant)>,
+}
+
+impl Tuner {
+    pub fn new(config: LawConfig, bounds: Bounds) -> Self {
+        Self {
+            config,
+            bounds,
+            slice_streak: Streak::default(),
+            concurrency_streak: Streak::default(),
+            last_change: None,
+            ttfb_baseline: None,
+            ceiling: None,
+        }
+    }
+
+    pub fn config(&self) -> &LawConfig {
+        &self.config
+    }
+
+    pub fn bounds(&self) -> Bounds {
+        self.bounds
+    }
+
+    /// New bounds (the spec changed); the history stays.
+    pub fn set_bounds(&mut self, bounds: Bounds) {
+        self.bounds = bounds;
+    }
+
+    /// One interval: `current` tunables in force, what Prometheus said.
+    pub fn step(&mut self, now: Instant, current: Tunables, observed: Result<&Signals, &QueryError>) -> TuningDecision {
+        let signals = match observed {
+            Ok(s) => s,
+            Err(e) => {
+                let hold = match e {
+                    QueryError::Unreachable(_) => HoldReason::PrometheusUnreachable,
+                    QueryError::Timeout(_) => HoldReason::QueryTimeout,
+                    _ => HoldReason::PrometheusError,
+                };
+                self.reset_streaks();
+                return hold_decision(current, hold, format!("holding: {e}"), Default::default());
+            }
+        };
+        let metrics = signals.snapshot();
+        if signals.is_empty() {
+            self.reset_streaks();
+            return hold_decision(
+                current,
+                HoldReason::NoData,
+                "holding: no agent series in Prometheus (is anything scraping the agents?)".into(),
+                metrics,
+            );
+        }
+
+        // Bounds first: a spec change may have moved them past the values in force.
+        let clamped = self.bounds.clamp(current);
+        if clamped != current {
+            self.changed(now);
+            return TuningDecision {
+                from: current,
+                to: clamped,
+                reason: format!("{current} is outside the bounds: {clamped}"),
+                held_because: None,
+                metrics,
+            };
+        }
+
+        if let Some((_, since)) = self.ceiling {
+            if now.saturating_duration_since(since) >= self.config.reprobe_after {
+                self.ceiling = None;
+            }
+        }
+
+        let active = signals
+            .origin_request_rate
+            .is_some_and(|r| r >= self.config.min_request_rate);
+        let throttle = signals.throttle_ratio.filter(|r| *r > self.config.throttle_max);
+
+        // Fast back-off: the origin says stop, so no waiting for confirmation or cooldown.
+        if let Some(ratio) = throttle {
+            if active && current.concurrency > self.bounds.min_concurrency {
+                let to = (current.concurrency / 2).max(self.bounds.min_concurrency);
+                self.ceiling = Some((current.concurrency - 1, now));
+                self.changed(now);
+                return TuningDecision {
+                    from: current,
+                    to: Tunables {
+                        concurrency: to,
+                        ..current
+                    },
+                    reason: format!(
+                        "origin 429/503 at {:.2}%: concurrency {} -> {to}",
+                        ratio * 100.0,
+                        current.concurrency
+                    ),
+                    held_because: None,
+                    metrics,
+                };
+            }
+        }
+
+        let want_concurrency = if active {
+            self.want_concurrency(current.concurrency, signals)
+        } else {
+            None
+        };
+        let want_slice = if active {
+            self.want_slice(current.slice_size, signals)
+        } else {
+            None
+        };
+        self.update_baseline(signals, want_concurrency.as_ref());
+
+        let c_count = self
+            .concurrency_streak
+            .observe(want_concurrency.as_ref().map(|w| w.dir));
+        let s_count = self.slice_streak.observe(want_slice.as_ref().map(|w| w.dir));
+
+        if !active {
+            return hold_decision(
+                current,
+                HoldReason::Idle,
+                format!(
+                    "holding: origin subrequests at {}/s, below {}/s",
+                    fmt_opt(signals.origin_request_rate, 3),
+                    self.config.min_request_rate
+                ),
+                metrics,
+            );
+        }
+
+        // One knob per interval: backing off first, then slice size, then growth.
+        let candidates = [
+            want_concurrency
+                .as_ref()
+                .filter(|w| w.dir == Dir::Down)
+                .map(|w| (Knob::Concurrency, w.why.clone(), c_count)),
+            want_slice.as_ref().map(|w| (Knob::Slice, w.why.clone(), s_count)),
+            want_concurrency
+                .as_ref()
+                .filter(|w| w.dir == Dir::Up)
+                .map(|w| (Knob::Concurrency, w.why.clone(), c_count)),
+        ];
+        let Some((knob, why, count)) = candidates.into_iter().flatten().next() else {
+            return hold_decision(
+                current,
+                HoldReason::Steady,
+                self.steady_reason(current, signals),
+                metrics,
+            );
+        };
+        if count < self.config.required_intervals {
+            return hold_decision(
+                current,
+                HoldReason::Settling,
+                format!("{why} (wanted {count} of {} intervals)", self.config.required_intervals),
+                metrics,
+            );
+        }
+        if let Some(last) = self.last_change {
+            let since = now.saturating_duration_since(last);
+            if since < self.config.cooldown {
+                return hold_decision(
+                    current,
+                    HoldReason::Cooldown,
+                    format!(
+                        "{why} (cooldown: {}s of {}s since the last change)",
+                        since.as_secs(),
+                        self.config.cooldown.as_secs()
+                    ),
+                    metrics,
+                );
+            }
+        }
+        let to = match knob {
+            Knob::Concurrency => {
+                let w = want_concurrency.as_ref().map_or(current.concurrency, |w| w.to);
+                if w < current.concurrency {
+                    self.ceiling = Some((w.max(self.bounds.min_concurrency), now));
+                }
+                Tunables {
+                    concurrency: w,
+                    ..current
+                }
+            }
+            Knob::Slice => Tunables {
+                slice_size: want_slice.as_ref().map_or(current.slice_size, |w| w.to),
+                ..current
+            },
+        };
+        self.changed(now);
+        TuningDecision {
+            from: current,
+            to,
+            reason: why,
+            held_because: None,
+            metrics,
+        }
+    }
+
+    fn want_concurrency(&self, c: u32, s: &Signals) -> Option<Want<u32>> {
+        let cfg = &self.config;
+        let min = self.bounds.min_concurrency;
+        let down = |to: u32, why: String| {
+            (c > min).then(|| Want {
+                dir: Dir::Down,
+                to: to.max(min),
+                why,
+            })
+        };
+        if let Some(err) = s.error_ratio.filter(|r| *r > cfg.error_max) {
+            return down(
+                c / 2,
+                format!(
+                    "origin errors at {:.2}%: concurrency {c} -> {}",
+                    err * 100.0,
+                    (c / 2).max(min)
+                ),
+            );
+        }
+        if let (Some(ttfb), Some(base)) = (s.origin_ttfb_p90, self.ttfb_baseline) {
+            if ttfb > base * cfg.ttfb_rise {
+                return down(
+                    c - 1,
+                    format!(
+                        "origin TTFB p90 {:.1}ms is {:.1}x its normal {:.1}ms: concurrency {c} -> {}",
+                        ttfb * 1e3,
+                        ttfb / base,
+                        base * 1e3,
+                        (c - 1).max(min)
+                    ),
+                );
+            }
+        }
+        if let Some(wait) = s.queue_wait_p90.filter(|w| *w > cfg.queue_wait_max.as_secs_f64()) {
+            return down(
+                c - 1,
+                format!(
+                    "queue wait p90 {:.0}ms for origin connections: concurrency {c} -> {}",
+                    wait * 1e3,
+                    (c - 1).max(min)
+                ),
+            );
+        }
+        // Growth needs evidence of a healthy origin, not just absent evidence of trouble.
+        s.throttle_ratio?;
+        s.error_ratio?;
+        let limit = match self.ceiling {
+            Some((ceiling, _)) => ceiling.min(self.bounds.max_concurrency),
+            None => self.bounds.max_concurrency,
+        };
+        (c < limit).then(|| Want {
+            dir: Dir::Up,
+            to: c + 1,
+            why: format!("origin healthy: concurrency {c} -> {}", c + 1),
+        })
+    }
+
+    fn want_slice(&self, size: u64, s: &Signals) -> Option<Want<u64>> {
+        let cfg = &self.config;
+        let amp = s.amplification?;
+        if amp > cfg.amplification_max {
+            return (size / 2 >= self.bounds.min_slice_size).then(|| Want {
+                dir: Dir::Down,
+                to: size / 2,
+                why: format!(
+                    "origin amplification {amp:.2} above {:.2}: slice {} -> {}",
+                    cfg.amplification_max,
+                    format_bytes(size),
+                    format_bytes(size / 2)
+                ),
+            });
+        }
+        let share = s.ttfb_share?;
+        if share > cfg.ttfb_share_max && amp <= cfg.amplification_max / DOUBLE_MARGIN {
+            return (size.saturating_mul(2) <= self.bounds.max_slice_size).then(|| Want {
+                dir: Dir::Up,
+                to: size * 2,
+                why: format!(
+                    "time to first byte is {:.0}% of each slice fetch at amplification {amp:.2}: slice {} -> {}",
+                    share * 100.0,
+                    format_bytes(size),
+                    format_bytes(size * 2)
+                ),
+            });
+        }
+        None
+    }
+
+    fn steady_reason(&self, current: Tunables, s: &Signals) -> String {
+        let at_ceiling = self
+            .ceiling
+            .is_some_and(|(c, _)| current.concurrency >= c && c < self.bounds.max_concurrency);
+        format!(
+            "steady: amplification {}, TTFB share {}, origin 429/503 {}, concurrency {}",
+            fmt_opt(s.amplification, 2),
+            fmt_opt(s.ttfb_share, 2),
+            fmt_opt(s.throttle_ratio, 4),
+            if at_ceiling {
+                "at the ceiling learned from origin pressure"
+            } else if current.concurrency >= self.bounds.max_concurrency {
+                "at its bound"
+            } else {
+                "has no evidence to grow"
+            }
+        )
+    }
+
+    /// The normal origin TTFB falls at once and rises slowly, and never
+    /// learns from an interval that is itself a TTFB complaint.
+    fn update_baseline(&mut self, s: &Signals, want: Option<&Want<u32>>) {
+        let Some(ttfb) = s.origin_ttfb_p90.filter(|t| *t > 0.0) else {
+            return;
+        };
+        let complaint = want.is_some_and(|w| w.dir == Dir::Down);
+        self.ttfb_baseline = Some(match self.ttfb_baseline {
+            None => ttfb,
+            Some(base) if ttfb < base => ttfb,
+            Some(base) if !complaint => base + (ttfb - base) * BASELINE_RISE,
+            Some(base) => base,
+        });
+    }
+
+    fn changed(&mut self, now: Instant) {
+        self.last_change = Some(now);
+        self.reset_streaks();
+    }
+
+    fn reset_streaks(&mut self) {
+        self.slice_streak = Streak::default();
+        self.concurrency_streak = Streak::default();
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Knob {
+    Concurrency,
+    Slice,
+}
+
+fn hold_decision(
+    current: Tunables,
+    hold: HoldReason,
+    reason: String,
+    metrics: std::collections::BTreeMap<String, String>,
+) -> TuningDecision {
+    TuningDecision {
+        from: current,
+        to: current,
+        reason,
+        held_because: Some(hold),
+        metrics,
+    }
+}
+
+fn fmt_opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "n/a".to_string(), |v| format!("{v:.digits$}"))
+}
