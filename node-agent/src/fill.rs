@@ -21,7 +21,7 @@ use tracing::{debug, warn};
 use crate::cache::Cache;
 use crate::metrics::Metrics;
 use crate::object::{FreshnessPolicy, ObjectMeta};
-use crate::origin::{content_length, parse_content_range, OriginClient, OriginError, OriginRequest, OriginResponse};
+use crate::origin::{content_length, parse_content_range, OriginClient, OriginRequest, OriginResponse};
 use crate::range::ByteRange;
 use crate::store::ObjectId;
 
@@ -38,8 +38,7 @@ pub enum FillError {
     /// The origin failed (after retries) or sent something invalid.
     #[error("origin failure: {0}")]
     Origin(String),
-    /// The origin does not support ranges and the object is too large to
-    /// fetch whole for one slice.
+    /// Every reader left (client aborts), so the fetch was stopped.
     #[error("fill cancelled")]
     Cancelled,
 }
@@ -395,7 +394,7 @@ impl Fills {
         }
         let meta = ObjectMeta::from_response(&spec.path, &resp.header, total, true, settings.freshness);
         self.accept_head(fill, spec, progress, meta, guard).await?;
-        self.stream_body(fill, progress, resp, end - start, 0).await?;
+        self.stream_body(fill, progress, resp, end - start).await?;
         self.complete(fill, spec, progress);
         Ok(())
     }
@@ -536,7 +535,6 @@ impl Fills {
         progress: &mut FillProgress,
         mut resp: OriginResponse,
         expected: u64,
-        _skip: u64,
     ) -> Result<(), AttemptError> {
         let mut got = 0u64;
         loop {
@@ -632,9 +630,4 @@ impl<F: FnMut()> Drop for ScopeGuard<F> {
 
 fn scopeguard<F: FnMut()>(f: F) -> ScopeGuard<F> {
     ScopeGuard(f)
-}
-
-/// The error kind of an origin failure, for metrics.
-pub fn origin_error_kind(e: &OriginError) -> &'static str {
-    e.kind()
 }
