@@ -18,6 +18,15 @@
 #   RANGE_MIN/RANGE_MAX  range length bounds in bytes (65536 / 4194304)
 #   SEED             wrk request-sequence seed (42)
 #   MEMORY_CACHE     agent memory tier (1Gi); SLICE (1Mi); CONCURRENCY (4)
+#   DISK_TIER        1: also run the disk-tier workload (default), 0: skip it
+#   DISK_OBJECTS     objects in the disk-tier working set (OBJECTS)
+#   DISK_MEMORY_CACHE  memory tier of the second, disk-tier agent (64Mi)
+#   DISK_DEVICE_SIZE   its device file in the work directory (2Gi, sparse)
+#   DISK_FULL_CONNS / DISK_RANGE_CONNS  disk-tier wrk connection counts
+#                    (default: FULL_CONNS / RANGE_CONNS)
+#   DROP_CACHES      1: `sync; echo 3 > /proc/sys/vm/drop_caches` before each
+#                    disk-tier measurement of either cache (needs root);
+#                    0: never; default: 1 when writable
 #   BENCH_OUT        output file (docs/benchmarks.md in the repository)
 #   KEEP_WORK=1      keep the temporary directory (configs, logs, raw output)
 set -euo pipefail
@@ -37,6 +46,18 @@ SLICE=${SLICE:-1Mi}
 CONCURRENCY=${CONCURRENCY:-4}
 BENCH_OUT=${BENCH_OUT:-$ROOT/docs/benchmarks.md}
 OBJECT_BYTES=$((OBJECT_MIB * 1048576))
+DISK_TIER=${DISK_TIER:-1}
+DISK_OBJECTS=${DISK_OBJECTS:-$OBJECTS}
+DISK_MEMORY_CACHE=${DISK_MEMORY_CACHE:-64Mi}
+DISK_DEVICE_SIZE=${DISK_DEVICE_SIZE:-2Gi}
+DISK_FULL_CONNS=${DISK_FULL_CONNS-$FULL_CONNS}
+DISK_RANGE_CONNS=${DISK_RANGE_CONNS-$RANGE_CONNS}
+if [ -z "${DROP_CACHES:-}" ]; then
+  DROP_CACHES=0
+  [ -w /proc/sys/vm/drop_caches ] && DROP_CACHES=1
+fi
+NOBJ=$((DISK_TIER == 1 && DISK_OBJECTS > OBJECTS ? DISK_OBJECTS : OBJECTS))
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -51,8 +72,8 @@ if [ -z "$NGINX" ] || ! command -v wrk >/dev/null || { [ -z "${SLICECACHE_BIN:-}
   bash "$ROOT/scripts/install-deps.sh"
   NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 fi
-for t in curl sha256sum awk ss; do
-  command -v "$t" >/dev/null || { "${sudo_cmd[@]}" apt-get update -qq; "${sudo_cmd[@]}" apt-get install -y -qq curl coreutils gawk iproute2 >/dev/null; break; }
+for t in curl sha256sum awk ss fincore; do
+  command -v "$t" >/dev/null || { "${sudo_cmd[@]}" apt-get update -qq; "${sudo_cmd[@]}" apt-get install -y -qq curl coreutils gawk iproute2 util-linux >/dev/null; break; }
 done
 "$NGINX" -V 2>&1 | grep -q -- --with-http_slice_module || die "$NGINX was built without the slice module"
 
@@ -102,6 +123,11 @@ ORIGIN_PORT_NGINX=$(free_port)   # which cache asked for which bytes
 AGENT_PORT=$(free_port)
 ADMIN_PORT=$(free_port)
 NGINX_PORT=$(free_port)
+ORIGIN_PORT_AGENT_DISK=$(free_port)   # the disk-tier pair has its own origin ports
+ORIGIN_PORT_NGINX_DISK=$(free_port)
+AGENT_DISK_PORT=$(free_port)
+ADMIN_DISK_PORT=$(free_port)
+NGINX_DISK_PORT=$(free_port)
 
 wait_http() { # url: wait until anything answers
   for _ in $(seq 100); do
@@ -112,9 +138,9 @@ wait_http() { # url: wait until anything answers
 }
 
 # ---------------------------------------------------------------- origin
-log "generating $OBJECTS x $OBJECT_MIB MiB objects"
+log "generating $NOBJ x $OBJECT_MIB MiB objects"
 mkdir -p "$WORK/origin/data" "$WORK/origin/tmp"
-for i in $(seq "$OBJECTS"); do
+for i in $(seq "$NOBJ"); do
   head -c "$OBJECT_BYTES" /dev/urandom > "$WORK/origin/data/obj-$i"
 done
 cat > "$WORK/origin/nginx.conf" <<EOF
@@ -137,6 +163,8 @@ http {
   server {
     listen 127.0.0.1:$ORIGIN_PORT_AGENT;
     listen 127.0.0.1:$ORIGIN_PORT_NGINX;
+    listen 127.0.0.1:$ORIGIN_PORT_AGENT_DISK;
+    listen 127.0.0.1:$ORIGIN_PORT_NGINX_DISK;
     root $WORK/origin/data;
   }
 }
@@ -146,31 +174,33 @@ PIDS+=($!); ORIGIN_PID=$!
 wait_http "http://127.0.0.1:$ORIGIN_PORT_AGENT/__ready"
 wait_http "http://127.0.0.1:$ORIGIN_PORT_NGINX/__ready"
 
-# ---------------------------------------------------------------- nginx slice cache (the peer)
-mkdir -p "$WORK/peer/cache" "$WORK/peer/tmp"
-cat > "$WORK/peer/nginx.conf" <<EOF
+# ---------------------------------------------------------------- nginx slice caches (the peers)
+start_peer() { # dir listen-port origin-port max-size; prints the master's pid
+  local dir=$1
+  mkdir -p "$dir/cache" "$dir/tmp"
+  cat > "$dir/nginx.conf" <<EOF
 daemon off;
 worker_processes 2;
-pid $WORK/peer/nginx.pid;
-error_log $WORK/peer/error.log warn;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
 events { worker_connections 8192; }
 http {
   default_type application/octet-stream;
   access_log off;
-  client_body_temp_path $WORK/peer/tmp/client;
-  proxy_temp_path $WORK/peer/tmp/proxy;
-  fastcgi_temp_path $WORK/peer/tmp/fastcgi;
-  uwsgi_temp_path $WORK/peer/tmp/uwsgi;
-  scgi_temp_path $WORK/peer/tmp/scgi;
+  client_body_temp_path $dir/tmp/client;
+  proxy_temp_path $dir/tmp/proxy;
+  fastcgi_temp_path $dir/tmp/fastcgi;
+  uwsgi_temp_path $dir/tmp/uwsgi;
+  scgi_temp_path $dir/tmp/scgi;
   sendfile on;
   keepalive_requests 1000000;
-  proxy_cache_path $WORK/peer/cache levels=1:2 keys_zone=slices:64m max_size=8g inactive=1h use_temp_path=off;
+  proxy_cache_path $dir/cache levels=1:2 keys_zone=slices:64m max_size=$4 inactive=1h use_temp_path=off;
   upstream origin {
-    server 127.0.0.1:$ORIGIN_PORT_NGINX;
+    server 127.0.0.1:$3;
     keepalive 64;
   }
   server {
-    listen 127.0.0.1:$NGINX_PORT;
+    listen 127.0.0.1:$2;
     location / {
       slice 1m;
       proxy_cache slices;
@@ -184,8 +214,11 @@ http {
   }
 }
 EOF
-"$NGINX" -p "$WORK/peer" -c "$WORK/peer/nginx.conf" -e "$WORK/peer/error.log" &
-PIDS+=($!); NGINX_PID=$!
+  "$NGINX" -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" >/dev/null 2>&1 &
+  echo $!
+}
+NGINX_PID=$(start_peer "$WORK/peer" "$NGINX_PORT" "$ORIGIN_PORT_NGINX" 8g)
+PIDS+=("$NGINX_PID")
 
 # ---------------------------------------------------------------- the agent
 "$BIN" run --origin "http://127.0.0.1:$ORIGIN_PORT_AGENT" \
@@ -199,16 +232,50 @@ AGENT="http://127.0.0.1:$AGENT_PORT"
 PEER="http://127.0.0.1:$NGINX_PORT"
 ORIGIN_LOG=$WORK/origin/access.log
 
+# ---------------------------------------------------------------- the disk-tier pair
+# A second agent with a small memory tier and a device file, and a second
+# nginx whose cache directory is on the same filesystem as that file.
+if [ "$DISK_TIER" = 1 ]; then
+  mkdir -p "$WORK/disk"
+  "$BIN" run --origin "http://127.0.0.1:$ORIGIN_PORT_AGENT_DISK" \
+    --listen "127.0.0.1:$AGENT_DISK_PORT" --admin-listen "127.0.0.1:$ADMIN_DISK_PORT" \
+    --memory-cache "$DISK_MEMORY_CACHE" --device "$WORK/disk/agent.dev" --device-size "$DISK_DEVICE_SIZE" \
+    --slice-size "$SLICE" --concurrency "$CONCURRENCY" \
+    > "$WORK/agent-disk.log" 2>&1 &
+  PIDS+=($!); AGENT_DISK_PID=$!
+  NGINX_DISK_PID=$(start_peer "$WORK/disk/peer" "$NGINX_DISK_PORT" "$ORIGIN_PORT_NGINX_DISK" "$((DISK_OBJECTS * OBJECT_MIB * 2))m")
+  PIDS+=("$NGINX_DISK_PID")
+  wait_http "http://127.0.0.1:$ADMIN_DISK_PORT/healthz"
+  wait_http "http://127.0.0.1:$NGINX_DISK_PORT/__ready"
+fi
+
 # ---------------------------------------------------------------- measurement helpers
 log_lines() { wc -l < "$ORIGIN_LOG"; }
 origin_bytes_since() { # line port -> body bytes the origin sent to that port's cache since line
   awk -v from="$1" -v port="$2" 'NR > from && $1 == port { s += $3 } END { printf "%d\n", s }' "$ORIGIN_LOG"
 }
-agent_metric() {
-  curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | awk -v m="$1" '$1 == m { printf "%d\n", $2; f = 1 } END { if (!f) print 0 }'
+agent_metric() { # series [admin port]: a series' value, summed over its labels if given without any
+  curl -s "http://127.0.0.1:${2:-$ADMIN_PORT}/metrics" | awk -v m="$1" '$1 == m || index($1, m "{") == 1 { s += $2; f = 1 } END { printf "%d\n", f ? s : 0 }'
 }
-pids_of() { # the agent, or an nginx master and its workers
-  if [ "$1" = agent ]; then echo "$AGENT_PID"; else echo "$NGINX_PID" $(ps -o pid= --ppid "$NGINX_PID"); fi
+url_of() {
+  case $1 in
+    agent) echo "$AGENT" ;; nginx) echo "$PEER" ;;
+    agent_disk) echo "http://127.0.0.1:$AGENT_DISK_PORT" ;; nginx_disk) echo "http://127.0.0.1:$NGINX_DISK_PORT" ;;
+  esac
+}
+origin_port_of() {
+  case $1 in
+    agent) echo "$ORIGIN_PORT_AGENT" ;; nginx) echo "$ORIGIN_PORT_NGINX" ;;
+    agent_disk) echo "$ORIGIN_PORT_AGENT_DISK" ;; nginx_disk) echo "$ORIGIN_PORT_NGINX_DISK" ;;
+  esac
+}
+pids_of() { # an agent, or an nginx master and its workers
+  case $1 in
+    agent) echo "$AGENT_PID" ;;
+    agent_disk) echo "$AGENT_DISK_PID" ;;
+    nginx) echo "$NGINX_PID" $(ps -o pid= --ppid "$NGINX_PID") ;;
+    nginx_disk) echo "$NGINX_DISK_PID" $(ps -o pid= --ppid "$NGINX_DISK_PID") ;;
+  esac
 }
 reset_peak() { # VmHWM restarts from the current RSS (clear_refs 5)
   local p
@@ -278,29 +345,54 @@ done
 
 # ---------------------------------------------------------------- hit workloads
 ROWS=()
-run_wrk() { # mode conns
-  local mode=$1 conns=$2 name url threads out line0 o res cpu0
+DISK_ROWS=()
+DISK_SRC=()
+drop_caches() { # before each disk-tier measurement of either cache, when enabled
+  [ "$DROP_CACHES" = 1 ] || return 0
+  sync
+  echo 3 > /proc/sys/vm/drop_caches
+}
+resident_mib() { # MiB of a directory's files in the page cache
+  find "$1" -type f -print0 | xargs -0 -r fincore -bno RES 2>/dev/null | awk '{ s += $1 } END { printf "%.0f", s / 1048576 }'  || echo "?"
+}
+run_wrk() { # mode conns [disk]
+  local mode=$1 conns=$2 set=${3:-mem} name url threads out line0 o res cpu0 nobj=$OBJECTS names="agent nginx"
+  local dh0 mh0 dh mh
   threads=$((conns < 2 ? conns : 2))
+  [ "$set" = disk ] && { nobj=$DISK_OBJECTS; names="agent_disk nginx_disk"; }
   local -A R
-  for name in agent nginx; do
-    url=$AGENT; [ $name = nginx ] && url=$PEER
-    out="$WORK/wrk-$mode-$conns-$name.txt"
+  for name in $names; do
+    url=$(url_of $name)
+    out="$WORK/wrk-$set-$mode-$conns-$name.txt"
+    [ "$set" = disk ] && drop_caches
+    [ $name = agent_disk ] && { dh0=$(agent_metric 'slicecache_slices_total{result="hit",tier="disk"}' "$ADMIN_DISK_PORT"); mh0=$(agent_metric 'slicecache_slices_total{result="hit",tier="memory"}' "$ADMIN_DISK_PORT"); }
     log "wrk $mode -c $conns -d ${DURATION}s against $name"
     reset_peak $name
     line0=$(log_lines)
     cpu0=$(cpu_ticks $name)
-    BENCH_MODE=$mode BENCH_OBJECTS=$OBJECTS BENCH_SIZE=$OBJECT_BYTES BENCH_PREFIX=/obj- BENCH_SEED=$SEED \
+    BENCH_MODE=$mode BENCH_OBJECTS=$nobj BENCH_SIZE=$OBJECT_BYTES BENCH_PREFIX=/obj- BENCH_SEED=$SEED \
       BENCH_RMIN=$RANGE_MIN BENCH_RMAX=$RANGE_MAX \
       wrk -t "$threads" -c "$conns" -d "${DURATION}s" --timeout 120s --latency \
       -s "$ROOT/bench/wrk-slices.lua" "$url/" > "$out" 2>&1 || true
     sleep 0.5
     res=$(grep '^RESULT' "$out" || true)
     [ -n "$res" ] || die "wrk printed no result; see $out"
-    o=$(origin_bytes_since "$line0" "$([ $name = agent ] && echo "$ORIGIN_PORT_AGENT" || echo "$ORIGIN_PORT_NGINX")")
+    o=$(origin_bytes_since "$line0" "$(origin_port_of $name)")
     R[$name]="$res origin=$o rss_kib=$(peak_kib $name) cpu_ticks=$(( $(cpu_ticks $name) - cpu0 ))"
     log "  ${R[$name]}"
+    if [ $name = agent_disk ]; then
+      dh=$(( $(agent_metric 'slicecache_slices_total{result="hit",tier="disk"}' "$ADMIN_DISK_PORT") - dh0 ))
+      mh=$(( $(agent_metric 'slicecache_slices_total{result="hit",tier="memory"}' "$ADMIN_DISK_PORT") - mh0 ))
+      log "  agent slice hits during the run: disk $dh, memory $mh"
+      [ "$dh" -gt 0 ] || { CHECKS+=("| $mode $conns clients: agent hits from the disk tier | **NONE** (disk $dh, memory $mh) |"); FAILED=1; }
+    fi
+    [ $name = nginx_disk ] && DISK_SRC+=("$mode $conns $dh $mh $(resident_mib "$WORK/disk/peer/cache") $(du -sm "$WORK/disk/peer/cache" | cut -f1)")
   done
-  ROWS+=("$mode $conns | ${R[agent]} | ${R[nginx]}")
+  if [ "$set" = disk ]; then
+    DISK_ROWS+=("$mode $conns | ${R[agent_disk]} | ${R[nginx_disk]}")
+  else
+    ROWS+=("$mode $conns | ${R[agent]} | ${R[nginx]}")
+  fi
 }
 field() { # key line
   sed -n "s/.* $1=\([0-9-]*\).*/\1/p" <<< " $2"
@@ -338,6 +430,83 @@ ERRLINES=$(grep -c -E '\[(error|crit|alert|emerg)\]' "$WORK/peer/error.log" || t
 AGENT_WARN=$(grep -c -E 'WARN|ERROR' "$WORK/agent.log" || true)
 AGENT_WARN_TEXT=$(sed 's/\x1b\[[0-9;]*m//g' "$WORK/agent.log" | { grep -E ' (WARN|ERROR) ' || true; } | sed 's/^[^ ]* *//' | sort | uniq -c | sort -rn | head -3 | awk '{ n = $1; $1 = ""; printf "%s`%s` (%d)", sep, substr($0, 2), n; sep = "; " }')
 
+# ---------------------------------------------------------------- disk tier
+# A working set larger than the second agent's memory tier, so most hits are
+# device reads; nginx's second peer caches the same set in files on the same
+# filesystem as the agent's device file.
+if [ "$DISK_TIER" = 1 ]; then
+  AD="http://127.0.0.1:$AGENT_DISK_PORT" ND="http://127.0.0.1:$NGINX_DISK_PORT"
+  DISK_WANT=$((DISK_OBJECTS * OBJECT_BYTES))
+  log "disk tier: warm-up, $DISK_OBJECTS x $OBJECT_MIB MiB through the disk-tier agent ($DISK_MEMORY_CACHE memory, $DISK_DEVICE_SIZE device) and the second nginx"
+  declare -A DWARM_S
+  for name in agent_disk nginx_disk; do
+    url=$(url_of $name)
+    start=$(date +%s.%N)
+    for i in $(seq "$DISK_OBJECTS"); do curl -sf -o /dev/null "$url/obj-$i"; done
+    DWARM_S[$name]=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.2f", e - s }')
+  done
+  # slices reach the device in the background: wait until all are written
+  for _ in $(seq 600); do
+    [ "$(agent_metric slicecache_disk_put_bytes_total "$ADMIN_DISK_PORT")" -ge "$DISK_WANT" ] && break
+    sleep 0.1
+  done
+  DISK_PUT=$(agent_metric slicecache_disk_put_bytes_total "$ADMIN_DISK_PORT")
+  [ "$DISK_PUT" -ge "$DISK_WANT" ] || log "WARNING: only $DISK_PUT of $DISK_WANT bytes reached the agent's device"
+  sync
+  log "disk tier: second pass (all hits expected), then correctness through both"
+  line=$(log_lines)
+  dh0=$(agent_metric 'slicecache_slices_total{result="hit",tier="disk"}' "$ADMIN_DISK_PORT")
+  for name in agent_disk nginx_disk; do
+    url=$(url_of $name)
+    for i in $(seq "$DISK_OBJECTS"); do curl -sf -o /dev/null "$url/obj-$i"; done
+  done
+  DWARM2_AGENT=$(origin_bytes_since "$line" "$ORIGIN_PORT_AGENT_DISK")
+  DWARM2_NGINX=$(origin_bytes_since "$line" "$ORIGIN_PORT_NGINX_DISK")
+  DWARM2_DISKHITS=$(( $(agent_metric 'slicecache_slices_total{result="hit",tier="disk"}' "$ADMIN_DISK_PORT") - dh0 ))
+  for name in agent_disk nginx_disk; do
+    url=$(url_of $name)
+    label=${name%_disk}
+    check "obj-1 through the disk-tier $label on a hit (sha256)" "$SUM1" "$(curl -sf "$url/obj-1" | sha256sum | cut -d' ' -f1)"
+    got=$(curl -sf -H "Range: bytes=$RANGE_FIRST-$RANGE_LAST" -w '%{http_code}' -o "$WORK/range.out" "$url/obj-1")
+    check "obj-1 bytes=$RANGE_FIRST-$RANGE_LAST through the disk-tier $label (status, sha256)" "206 $RSUM" "$got $(sha256sum < "$WORK/range.out" | cut -d' ' -f1)"
+  done
+
+  # one client reading the whole working set once, right after the page
+  # cache was dropped: nginx's first reads of its cache files go to the disk
+  declare -A DCOLD_S DCOLD_DH
+  for name in agent_disk nginx_disk; do
+    url=$(url_of $name)
+    drop_caches
+    dh0=$(agent_metric 'slicecache_slices_total{result="hit",tier="disk"}' "$ADMIN_DISK_PORT")
+    start=$(date +%s.%N)
+    for i in $(seq "$DISK_OBJECTS"); do curl -sf -o /dev/null "$url/obj-$i"; done
+    DCOLD_S[$name]=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.3f", e - s }')
+    DCOLD_DH[$name]=$(( $(agent_metric 'slicecache_slices_total{result="hit",tier="disk"}' "$ADMIN_DISK_PORT") - dh0 ))
+  done
+
+  DISK_LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+  for c in $DISK_FULL_CONNS; do run_wrk full "$c" disk; done
+  for c in $DISK_RANGE_CONNS; do run_wrk range "$c" disk; done
+  DISK_LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+  DISK_ORIGIN_AGENT=$(origin_bytes_since 0 "$ORIGIN_PORT_AGENT_DISK")
+  DISK_ORIGIN_NGINX=$(origin_bytes_since 0 "$ORIGIN_PORT_NGINX_DISK")
+  DISK_M_HITS=$(agent_metric slicecache_disk_hits_total "$ADMIN_DISK_PORT")
+  DISK_M_MISSES=$(agent_metric slicecache_disk_misses_total "$ADMIN_DISK_PORT")
+  DISK_M_USED=$(agent_metric slicecache_disk_used_bytes "$ADMIN_DISK_PORT")
+  DISK_M_CAP=$(agent_metric slicecache_disk_capacity_bytes "$ADMIN_DISK_PORT")
+  DISK_M_WRITTEN=$(agent_metric slicecache_disk_device_written_bytes_total "$ADMIN_DISK_PORT")
+  DISK_M_CSUM=$(agent_metric slicecache_disk_checksum_failures_total "$ADMIN_DISK_PORT")
+  DISK_M_IOERR=$(agent_metric slicecache_disk_io_errors_total "$ADMIN_DISK_PORT")
+  DISK_M_RSUM=$(curl -s "http://127.0.0.1:$ADMIN_DISK_PORT/metrics" | awk 'index($1, "slicecache_disk_read_duration_seconds_sum") == 1 { s += $2 } END { print s + 0 }')
+  DISK_M_RCOUNT=$(agent_metric slicecache_disk_read_duration_seconds_count "$ADMIN_DISK_PORT")
+  DISK_MEM_USED=$(agent_metric slicecache_memory_used_bytes "$ADMIN_DISK_PORT")
+  DISK_AGENT_HWM=$(awk '/^VmHWM:/ { print $2 }' "/proc/$AGENT_DISK_PID/status")
+  DISK_PEER_ERR=$(grep -c -E '\[(error|crit|alert|emerg)\]' "$WORK/disk/peer/error.log" || true)
+  DISK_AGENT_WARN=$(grep -c -E 'WARN|ERROR' "$WORK/agent-disk.log" || true)
+  DISK_AGENT_WARN_TEXT=$(sed 's/\x1b\[[0-9;]*m//g' "$WORK/agent-disk.log" | { grep -E ' (WARN|ERROR) ' || true; } | sed 's/^[^ ]* *//' | sort | uniq -c | sort -rn | head -3 | awk '{ n = $1; $1 = ""; printf "%s`%s` (%d)", sep, substr($0, 2), n; sep = "; " }')
+  DISK_DEV_KIB=$(du -k "$WORK/disk/agent.dev" | cut -f1)
+fi
+
 # ---------------------------------------------------------------- the report
 log "writing $BENCH_OUT"
 MEM_TOTAL=$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
@@ -355,9 +524,10 @@ else
 fi
 LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 
-table_rows() {
+table_rows() { # array of rows
+  local -n rows_=$1
   local row mode conns a n ab nb
-  for row in "${ROWS[@]}"; do
+  for row in "${rows_[@]}"; do
     read -r mode conns <<< "${row%% |*}"
     a=$(cut -d'|' -f2 <<< "$row"); n=$(cut -d'|' -f3 <<< "$row")
     local ad nd
@@ -391,6 +561,87 @@ cold_row() { # name
       name, n, t / n * 1000, size * n / 1048576 / t, f / n * 1000, o / 1048576, o / (size * n) }'
 }
 
+disk_section() {
+  if [ "$DISK_TIER" != 1 ]; then
+    printf '## Disk tier\n\nNot measured in this run (`DISK_TIER=0`).\n'
+    return
+  fi
+  local drop_text
+  if [ "$DROP_CACHES" = 1 ]; then
+    drop_text="Before each measurement of either cache (every wrk run and each cold pass) the script ran \`sync; echo 3 > /proc/sys/vm/drop_caches\`, identically for both, so each starts with nginx's cache files out of the page cache."
+  else
+    drop_text="The page cache was not dropped in this run (\`DROP_CACHES=0\`, or not root), so nginx's cache files stayed in the page cache from the warm-up on."
+  fi
+  cat <<EOF
+## Disk tier
+
+A second agent runs with a $DISK_MEMORY_CACHE memory tier and a $DISK_DEVICE_SIZE
+device file (created sparse in the bench work directory; the store opens it
+with O_DIRECT and writes 16 MiB regions), and a second nginx with the same
+slice configuration whose \`proxy_cache_path\` is on the same ext4 filesystem
+(\`max_size=$((DISK_OBJECTS * OBJECT_MIB * 2))m\`). Each has its own origin
+port. Working set: $DISK_OBJECTS objects of $OBJECT_MIB MiB
+($((DISK_OBJECTS * OBJECT_MIB)) MiB), $(awk -v w="$((DISK_OBJECTS * OBJECT_MIB))" -v m="$(mib "$(agent_metric slicecache_memory_capacity_bytes "$ADMIN_DISK_PORT")")" 'BEGIN { printf "%.0fx", w / m }') the agent's memory tier. Both were warmed with
+one pass over the set; the script then waited until the agent had put
+$(mib "$DISK_PUT") MiB on its device, and a second pass took origin bytes agent
+$DWARM2_AGENT, nginx $DWARM2_NGINX (0: all hits), with $DWARM2_DISKHITS of the
+agent's slices served from the disk tier. $drop_text
+
+What each side's "disk" is: the agent reads its device with O_DIRECT, so
+every disk-tier hit is a real read of the device file (no page cache), while
+nginx reads its cache files through the page cache. With
+$MEM_TOTAL of memory and a $((DISK_OBJECTS * OBJECT_MIB)) MiB working set, nginx's files are back in the page
+cache within the first pass of each run (the resident column below), so its
+"disk" hits are mostly memory hits (the kernel's memory, outside nginx's
+RSS); the agent's are device reads. The device is a virtual disk on this
+machine, which may itself be cached by its host.
+
+### Disk-tier hits
+
+Same columns as "Cache hits" (agent / nginx, ratio agent / nginx). Load
+average at the start of these runs $DISK_LOAD_START, at the end $DISK_LOAD_END.
+
+| workload | clients | MiB/s | MiB/s ratio | req/s | p50 ms | p99 ms | p99 ratio | peak RSS MiB | CPU s per GiB | origin MiB | errors |
+|---|---|---|---|---|---|---|---|---|---|---|---|
+$(table_rows DISK_ROWS)
+
+Where the hits came from, per run: the agent's
+\`slicecache_slices_total{result="hit",tier=...}\` before and after, and how
+much of nginx's cache directory was in the page cache after its run
+(\`fincore\`).
+
+| workload | clients | agent slice hits from disk | from memory | disk share | nginx cache resident in page cache after its run |
+|---|---|---|---|---|---|
+$(disk_src_rows)
+
+### One pass after dropping the page cache
+
+One client reads the whole working set once (sequential curl, whole objects)$([ "$DROP_CACHES" = 1 ] && echo " right after \`echo 3 > /proc/sys/vm/drop_caches\`" || echo " (page cache not dropped in this run)"):
+agent $(awk -v t="${DCOLD_S[agent_disk]}" -v b="$DISK_WANT" 'BEGIN { printf "%.0f MiB/s (%.2f s)", b / 1048576 / t, t }') with ${DCOLD_DH[agent_disk]} slices from the disk tier,
+nginx $(awk -v t="${DCOLD_S[nginx_disk]}" -v b="$DISK_WANT" 'BEGIN { printf "%.0f MiB/s (%.2f s)", b / 1048576 / t, t }')
+(agent / nginx throughput ratio $(ratio "${DCOLD_S[nginx_disk]}" "${DCOLD_S[agent_disk]}")). This pass is the closest this
+script gets to device reads for nginx; it is short (one working set) and
+single runs of it vary.
+
+### Other disk-tier numbers
+
+- Warm-up (first fetch of the set, one client): agent ${DWARM_S[agent_disk]} s, nginx ${DWARM_S[nginx_disk]} s. Origin bytes over the whole run: agent $DISK_ORIGIN_AGENT, nginx $DISK_ORIGIN_NGINX (one working set each: $DISK_WANT).
+- Agent device: \`slicecache_disk_capacity_bytes\` $DISK_M_CAP, used $DISK_M_USED, device writes $DISK_M_WRITTEN bytes, $((DISK_DEV_KIB / 1024)) MiB allocated in the sparse file; disk hits $DISK_M_HITS, misses $DISK_M_MISSES, checksum failures $DISK_M_CSUM, I/O errors $DISK_M_IOERR; mean device read $(awk -v s="$DISK_M_RSUM" -v n="$DISK_M_RCOUNT" 'BEGIN { if (n > 0) printf "%.2f ms", s / n * 1000; else print "n/a" }') over $DISK_M_RCOUNT reads.
+- Agent memory tier at the end: $(mib "$DISK_MEM_USED") MiB used; VmHWM over the whole run $((DISK_AGENT_HWM / 1024)) MiB. Agent log: $DISK_AGENT_WARN WARN/ERROR lines${DISK_AGENT_WARN_TEXT:+: $DISK_AGENT_WARN_TEXT}.
+- nginx: cache directory $(du -sm "$WORK/disk/peer/cache" | cut -f1) MiB; $DISK_PEER_ERR error-level lines in its error log.
+EOF
+}
+disk_src_rows() {
+  local mode conns dh mh res size label
+  for row in "${DISK_SRC[@]}"; do
+    read -r mode conns dh mh res size <<< "$row"
+    label="whole ${OBJECT_MIB} MiB"
+    [ "$mode" = range ] && label="range $((RANGE_MIN / 1024)) KiB-$((RANGE_MAX / 1048576)) MiB"
+    printf '| %s | %s | %s | %s | %s | %s of %s MiB |\n' "$label" "$conns" "$dh" "$mh" \
+      "$(awk -v d="$dh" -v m="$mh" 'BEGIN { if (d + m > 0) printf "%.0f%%", 100 * d / (d + m); else print "n/a" }')" "$res" "$size"
+  done
+}
+
 mkdir -p "$(dirname "$BENCH_OUT")"
 {
 cat <<'EOF'
@@ -401,7 +652,9 @@ here. One run starts a local origin (nginx serving generated random files, so
 responses carry real `ETag`, `Last-Modified` and range support), nginx's slice
 module as a caching proxy in front of it (`slice 1m`, `proxy_cache_key
 $uri$is_args$args$slice_range`, `proxy_cache_valid 200 206 1h`, two workers),
-and the agent (memory tier only, 1 MiB slices, 4 slices in flight). Both caches
+and the agent (memory tier only, 1 MiB slices, 4 slices in flight); a second
+pair, started the same way, measures the agent's disk tier (see "Disk tier"
+below). Both caches
 are warmed with the same objects, then each workload runs against one cache and
 then the other with the same wrk settings, seed and duration. Everything is on
 one machine and binds 127.0.0.1: wrk, both caches and the origin share the
@@ -413,9 +666,9 @@ EOF
 cat <<EOF
 ## This run
 
-- Command: \`bash bench/run.sh\` (environment: \`DURATION=$DURATION OBJECTS=$OBJECTS OBJECT_MIB=$OBJECT_MIB COLD_OBJECTS=$COLD_OBJECTS FULL_CONNS="$FULL_CONNS" RANGE_CONNS="$RANGE_CONNS" SEED=$SEED MEMORY_CACHE=$MEMORY_CACHE SLICE=$SLICE CONCURRENCY=$CONCURRENCY\`)
+- Command: \`bash bench/run.sh\` (environment: \`DURATION=$DURATION OBJECTS=$OBJECTS OBJECT_MIB=$OBJECT_MIB COLD_OBJECTS=$COLD_OBJECTS FULL_CONNS="$FULL_CONNS" RANGE_CONNS="$RANGE_CONNS" SEED=$SEED MEMORY_CACHE=$MEMORY_CACHE SLICE=$SLICE CONCURRENCY=$CONCURRENCY DISK_TIER=$DISK_TIER DISK_OBJECTS=$DISK_OBJECTS DISK_MEMORY_CACHE=$DISK_MEMORY_CACHE DISK_DEVICE_SIZE=$DISK_DEVICE_SIZE DISK_FULL_CONNS="$DISK_FULL_CONNS" DISK_RANGE_CONNS="$DISK_RANGE_CONNS" DROP_CACHES=$DROP_CACHES\`)
 - Date: $(date -u '+%Y-%m-%d %H:%M UTC')
-- Machine: $(nproc) CPUs ($CPU_MODEL), $MEM_TOTAL memory, Linux $(uname -r); load average before the report: $LOAD
+- Machine: $(nproc) CPUs ($CPU_MODEL), $MEM_TOTAL memory, Linux $(uname -r); load average at the start $LOAD_START, before the report $LOAD (other engineers' builds share the machine; read the side-by-side ratios, since both caches run under the same load)
 - Software: agent at commit $COMMIT (release profile), $NGINX_VERSION (Debian nginx-light), $WRK_VERSION
 - Hit set: $OBJECTS objects of $OBJECT_MIB MiB ($((OBJECTS * OBJECT_MIB)) MiB); agent memory tier $MEMORY_CACHE, so every slice fits; nginx's cache is files on the local ext4 disk (in the page cache after warm-up)
 
@@ -435,7 +688,7 @@ finish almost no response within ${DURATION} s.
 | workload | clients | MiB/s | MiB/s ratio | req/s | p50 ms | p99 ms | p99 ratio | peak RSS MiB | CPU s per GiB | origin MiB | errors |
 |---|---|---|---|---|---|---|---|---|---|---|---|
 EOF
-table_rows
+table_rows ROWS
 cat <<EOF
 
 ## Cold misses
@@ -467,13 +720,7 @@ $(cold_row nginx)
 |---|---|
 $(printf '%s\n' "${CHECKS[@]}")
 
-## Disk tier: TODO, not measured yet
-
-The agent's disk tier (\`--device\`) is being added separately. When it lands,
-this script should gain a workload whose working set is larger than the memory
-tier (for example 16 x 64 MiB objects over a 256Mi memory tier and a device
-file of a few GiB), against nginx with a cache directory of the same size and
-the page cache dropped or limited. Until then no disk numbers exist here.
+$(disk_section)
 
 ## Reading these numbers
 
@@ -485,17 +732,21 @@ cat <<'EOF'
   the socket is charged to the agent and its CPU per GiB stays roughly flat
   with load. nginx pays per slice instead (a subrequest, a cache-file open and
   a header parse per 1 MiB), which it amortises as connections grow. In the
-  runs made so far the agent's CPU per GiB was close to or below nginx's at
-  one connection and 2-2.5x nginx's at 64 and 512.
+  memory-tier runs made so far the agent used 0.2-0.4 CPU s per GiB at every
+  connection count, nginx 0.2-0.4 at one connection and 0.1-0.15 at 64 and
+  512. In the disk-tier pair the agent also reads each slice from its device
+  (O_DIRECT into its own buffers), so its CPU per GiB is higher there.
 - At 64 and 512 connections neither cache uses both cores; wrk (two threads
   receiving every byte) is the bottleneck on this two-core machine, so
   throughput converges and the tail mostly reflects which connections get
   served first. p99 at 512 connections moved by 2x between runs of the same
   binaries while this script was written; read p99 ratios above 64
-  connections as indicative. At 64 and 512 range connections the agent's p99
-  was 1.3-3.6x nginx's in every run so far while its p50 matched or beat
-  nginx's: a fairness gap in how the agent interleaves connections rather
-  than a throughput limit.
+  connections as indicative. Before commit 21c1873 (hits written in 256 KiB
+  pieces with a yield between them) the agent's p99 at 64 and 512 range
+  connections was 1.3-3.6x nginx's in every run while its p50 matched or
+  beat nginx's: a fairness gap in how the agent interleaved connections
+  rather than a throughput limit. Compare this run's p99 ratio column with
+  that.
 - The agent's RSS includes its cached slices (its memory tier is its cache);
   nginx's RSS excludes its cache, which lives in files and the kernel's page
   cache. The agent's number is close to "cached bytes + working memory",
