@@ -142,12 +142,39 @@ impl Cache {
         offset: u64,
         end: u64,
     ) -> Option<(Vec<Bytes>, Tier)> {
+        self.lookup_in(object, meta, offset, end, true).await
+    }
+
+    /// [`Self::lookup`] in L1 only: never waits for the disk.
+    pub async fn lookup_memory(
+        &self,
+        object: ObjectId,
+        meta: &ObjectMeta,
+        offset: u64,
+        end: u64,
+    ) -> Option<Vec<Bytes>> {
+        self.lookup_in(object, meta, offset, end, false).await.map(|(p, _)| p)
+    }
+
+    /// Whether an L2 tier exists.
+    pub fn has_disk(&self) -> bool {
+        self.disk.is_some()
+    }
+
+    async fn lookup_in(
+        &self,
+        object: ObjectId,
+        meta: &ObjectMeta,
+        offset: u64,
+        end: u64,
+        use_disk: bool,
+    ) -> Option<(Vec<Bytes>, Tier)> {
         let version = meta.version();
         let mut pieces = Vec::new();
         let mut tier = Tier::Memory;
         let mut pos = offset;
         while pos < end {
-            let (key, data, from) = self.find_extent(object, meta, version, pos).await?;
+            let (key, data, from) = self.find_extent(object, meta, version, pos, use_disk).await?;
             if from == Tier::Disk {
                 tier = Tier::Disk;
             }
@@ -168,6 +195,7 @@ impl Cache {
         meta: &ObjectMeta,
         version: u64,
         pos: u64,
+        use_disk: bool,
     ) -> Option<(ExtentKey, Bytes, Tier)> {
         let hinted = self.objects().get(&object).and_then(|e| {
             let (&off, &len) = e.extents.range(..=pos).next_back()?;
@@ -187,6 +215,10 @@ impl Cache {
             };
             if let Some(data) = self.memory.get_now(&key) {
                 return Some((key, data, Tier::Memory));
+            }
+            if !use_disk {
+                // Keep the hint: the extent may well be on disk.
+                continue;
             }
             if let Some(disk) = &self.disk {
                 if let Some(data) = disk.get(&key).await {

@@ -160,6 +160,18 @@ impl Metrics {
         })
     }
 
+    /// Counts one slice served by `result` (`hit`, `miss`, `coalesced`) and
+    /// `tier` (`memory`, `disk`, `origin`).
+    pub fn count_slice(&self, result: &str, tier: &str) {
+        let c = &self.slice_counters;
+        match (result, tier) {
+            ("hit", "memory") => c.hit_memory.inc(),
+            ("hit", _) => c.hit_disk.inc(),
+            ("coalesced", _) => c.coalesced.inc(),
+            _ => c.miss.inc(),
+        }
+    }
+
     /// Prometheus text exposition of every metric.
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::new();

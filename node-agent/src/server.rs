@@ -92,6 +92,21 @@ impl HttpServerApp for ProxyApp {
 enum SliceSource {
     Cached(Vec<Bytes>),
     Filling(FillReader),
+    /// A disk lookup (falling back to a fill) running on its own task, so the
+    /// slices ahead are read from the device while this one is written.
+    Pending(tokio::task::JoinHandle<SliceSource>),
+}
+
+impl SliceSource {
+    /// Waits for a pending lookup; other sources are returned as they are.
+    async fn ready(self) -> Result<SliceSource, FillError> {
+        match self {
+            SliceSource::Pending(task) => task
+                .await
+                .map_err(|e| FillError::Origin(format!("slice lookup task failed: {e}"))),
+            ready => Ok(ready),
+        }
+    }
 }
 
 /// A slice source prepared before the response header, keyed by the slice's
@@ -334,13 +349,16 @@ impl Agent {
             let Some((slice, source)) = pending.pop_front() else {
                 return Ok(());
             };
-            match source {
+            match source.ready().await? {
                 SliceSource::Cached(pieces) => {
                     for piece in pieces {
                         self.write_body(session, piece).await?;
                     }
                 }
                 SliceSource::Filling(reader) => self.stream_fill(session, meta, slice, reader).await?,
+                SliceSource::Pending(_) => {
+                    return Err(FillError::Origin("a slice lookup did not resolve".into()).into());
+                }
             }
         }
     }
@@ -362,25 +380,26 @@ impl Agent {
             }
         }
         let (from, to) = (slice.offset + slice.want.0, slice.offset + slice.want.1);
-        if let Some((pieces, tier)) = self.cache.lookup(object, meta, from, to).await {
-            self.count_slice("hit", if tier == Tier::Memory { "memory" } else { "disk" });
+        if let Some(pieces) = self.cache.lookup_memory(object, meta, from, to).await {
+            self.metrics.count_slice("hit", "memory");
             return SliceSource::Cached(pieces);
         }
-        let key = FillKey {
+        let lookup = SliceLookup {
+            cache: self.cache.clone(),
+            fills: self.fills.clone(),
+            metrics: self.metrics.clone(),
             object,
-            offset: slice.offset,
-            size: slice_size,
-            revalidate: false,
-        };
-        let spec = FillSpec {
-            key,
             path: path.to_string(),
-            expected: Some(meta.clone()),
-            revalidate: false,
+            meta: meta.clone(),
+            slice,
+            slice_size,
+            settings: tunables.fill,
         };
-        let (reader, joined) = self.fills.join(spec, tunables.fill);
-        self.count_slice(if joined { "coalesced" } else { "miss" }, "origin");
-        SliceSource::Filling(reader)
+        if self.cache.has_disk() {
+            SliceSource::Pending(tokio::spawn(lookup.run()))
+        } else {
+            lookup.run().await
+        }
     }
 
     /// Makes sure the response's first slice is of `meta`'s version before
@@ -401,7 +420,7 @@ impl Agent {
         let source = self
             .source_for(object, path, meta, slice, slice_size, tunables, learned)
             .await;
-        let source = match source {
+        let source = match source.ready().await? {
             SliceSource::Filling(mut reader) => match reader.head().await? {
                 FillHead::Body(got) if got.same_version(meta) => SliceSource::Filling(reader),
                 _ => return Err(FillError::Changed),
@@ -464,21 +483,24 @@ impl Agent {
             .map_err(|e| ServeError::Client(e.to_string()))
     }
 
-    /// Writes body bytes in pieces of at most [`WRITE_PIECE`], yielding
-    /// between pieces: a loopback socket rarely pushes back, so without the
-    /// yield one large hit would hold its worker until the whole range is
-    /// written while other connections wait (a p99 problem, not a
-    /// throughput one).
+    /// Writes body bytes in pieces of at most [`WRITE_PIECE`], yielding to
+    /// other connections after every [`YIELD_EVERY`] bytes: a loopback socket
+    /// rarely pushes back, so without the yield one large hit would hold its
+    /// worker until the whole range is written while other connections wait
+    /// (a p99 problem, not a throughput one).
     async fn write_body(&self, session: &mut ServerSession, mut data: Bytes) -> Result<(), ServeError> {
+        let mut since_yield = 0;
         while !data.is_empty() {
             let piece = data.split_to(data.len().min(WRITE_PIECE));
-            let len = piece.len() as u64;
+            let len = piece.len();
             session
                 .write_response_body(piece, false)
                 .await
                 .map_err(|e| ServeError::Client(e.to_string()))?;
-            self.metrics.client_bytes.inc_by(len);
-            if !data.is_empty() {
+            self.metrics.client_bytes.inc_by(len as u64);
+            since_yield += len;
+            if since_yield >= YIELD_EVERY {
+                since_yield = 0;
                 tokio::task::yield_now().await;
             }
         }
@@ -547,18 +569,57 @@ impl Agent {
     }
 
     fn count_slice(&self, result: &str, tier: &str) {
-        let c = &self.metrics.slice_counters;
-        match (result, tier) {
-            ("hit", "memory") => c.hit_memory.inc(),
-            ("hit", _) => c.hit_disk.inc(),
-            ("coalesced", _) => c.coalesced.inc(),
-            _ => c.miss.inc(),
+        self.metrics.count_slice(result, tier);
+    }
+}
+
+/// A slice that is not in L1: look in L2, else join (or start) its fill.
+struct SliceLookup {
+    cache: Arc<Cache>,
+    fills: Arc<Fills>,
+    metrics: Arc<Metrics>,
+    object: ObjectId,
+    path: String,
+    meta: Arc<ObjectMeta>,
+    slice: Slice,
+    slice_size: u64,
+    settings: crate::fill::FillSettings,
+}
+
+impl SliceLookup {
+    async fn run(self) -> SliceSource {
+        let (from, to) = (
+            self.slice.offset + self.slice.want.0,
+            self.slice.offset + self.slice.want.1,
+        );
+        if let Some((pieces, tier)) = self.cache.lookup(self.object, &self.meta, from, to).await {
+            self.metrics
+                .count_slice("hit", if tier == Tier::Memory { "memory" } else { "disk" });
+            return SliceSource::Cached(pieces);
         }
+        let key = FillKey {
+            object: self.object,
+            offset: self.slice.offset,
+            size: self.slice_size,
+            revalidate: false,
+        };
+        let spec = FillSpec {
+            key,
+            path: self.path,
+            expected: Some(self.meta),
+            revalidate: false,
+        };
+        let (reader, joined) = self.fills.join(spec, self.settings);
+        self.metrics
+            .count_slice(if joined { "coalesced" } else { "miss" }, "origin");
+        SliceSource::Filling(reader)
     }
 }
 
 /// Largest single write to a client socket.
 const WRITE_PIECE: usize = 256 << 10;
+/// Bytes a response writes before letting other connections run.
+const YIELD_EVERY: usize = 1 << 20;
 
 /// Small objects (up to `minObjectSize`) are one slice.
 fn slice_size_for(meta: &ObjectMeta, tunables: &RuntimeTunables) -> u64 {
