@@ -1,0 +1,303 @@
+#!/usr/bin/env bash
+# Checks the Helm chart (charts/slicecache-operator); called from .ci/run.
+#
+#  1. helm lint --strict
+#  2. helm template with the defaults, with every optional part on
+#     (ci/all-on-values.yaml) and with monitoring on "auto" against a cluster
+#     that serves monitoring.coreos.com/v1; each rendering holds the objects
+#     it must (CRD, Deployment, RBAC; monitoring objects when asked for)
+#  3. the rendered RBAC has no `*` in verbs, resources or apiGroups
+#  4. the chart's CRD equals `crdgen` output (file byte for byte, rendered
+#     object field for field apart from the chart's labels and annotation)
+#  5. ci/invalid-values.yaml is rejected by values.schema.json
+#  6. every metric named by the PrometheusRule and the Grafana dashboard
+#     exists: agent metrics in a real scrape of the agent binary after real
+#     traffic (memory and disk hits, a Range request, config reloads);
+#     operator metrics in operator/src/metrics.rs, because the operator
+#     exports its labelled series only after a reconcile, which needs an API
+#     server (the operator's own tests check it exports them). The operator
+#     binary is started too, to check the /healthz and /metrics routes the
+#     chart's probes and ServiceMonitor use.
+#  7. promtool check rules on the alert groups
+#
+# Prints each check; exits non-zero on the first failure. Stops every
+# process it started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CHART=charts/slicecache-operator
+step() { printf -- '--- %s\n' "$*"; }
+fail() { printf 'check-chart: FAIL: %s\n' "$*" >&2; exit 1; }
+
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+  local pid i
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  # The agent shuts down gracefully; whatever still runs after 5 s is killed.
+  for i in $(seq 1 50); do
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && break; done
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+step "install helm v3.18"
+bash scripts/install-helm.sh
+helm version --short
+
+# PyYAML parses the renderings; Debian's python3-yaml when the default
+# python3 lacks it.
+PY=python3
+if ! "$PY" -c 'import yaml' 2>/dev/null; then
+  PY=/usr/bin/python3
+  if ! "$PY" -c 'import yaml' 2>/dev/null; then
+    sudo_cmd=()
+    [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends python3-yaml >/dev/null
+  fi
+fi
+
+step "helm lint --strict"
+helm lint --strict "$CHART" >"$work/lint.txt" 2>&1 || { cat "$work/lint.txt"; fail "helm lint --strict"; }
+grep -E '^\[(WARNING|ERROR)\]' "$work/lint.txt" && fail "helm lint reported warnings"
+
+step "helm template: defaults, all-on, monitoring auto with monitoring.coreos.com/v1"
+helm template slicecache "$CHART" -n slicecache-system >"$work/default.yaml"
+helm template slicecache "$CHART" -n slicecache-system -f "$CHART/ci/all-on-values.yaml" >"$work/all-on.yaml"
+helm template slicecache "$CHART" -n slicecache-system --api-versions monitoring.coreos.com/v1 >"$work/auto.yaml"
+helm template slicecache "$CHART" -n slicecache-system --set crds.install=false --set leaderElection.enabled=false >"$work/minimal.yaml"
+
+step "values.schema.json rejects ci/invalid-values.yaml"
+if helm template slicecache "$CHART" -f "$CHART/ci/invalid-values.yaml" >/dev/null 2>"$work/invalid.txt"; then
+  fail "helm template accepted $CHART/ci/invalid-values.yaml"
+fi
+grep -q "schema" "$work/invalid.txt" || { cat "$work/invalid.txt"; fail "invalid values failed, but not on the schema"; }
+sed 's/^/    /' "$work/invalid.txt"
+
+step "the chart's CRD equals crdgen output"
+cargo run -q -p slicecache-api --bin crdgen >"$work/crdgen.yaml"
+cmp -s "$work/crdgen.yaml" "$CHART/files/crds/slicecaches.slicecache.io.yaml" ||
+  fail "$CHART/files/crds/slicecaches.slicecache.io.yaml is stale; refresh it with: cargo run -q -p slicecache-api --bin crdgen > $CHART/files/crds/slicecaches.slicecache.io.yaml"
+
+step "build the agent and operator binaries (debug)"
+cargo build -q -p slicecache-agent -p slicecache-operator --bins --locked
+AGENT=target/debug/slicecache-agent
+OPERATOR=target/debug/slicecache-operator
+
+free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { # url; up to 15 s
+  local i
+  for i in $(seq 1 150); do
+    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+step "scrape a real agent after traffic (memory and disk tiers, Range, config reloads)"
+origin_port="$(free_port)"; listen_port="$(free_port)"; admin_port="$(free_port)"
+mkdir -p "$work/www"
+head -c 3000000 /dev/urandom >"$work/www/object.bin"
+(cd "$work/www" && exec "$PY" -m http.server "$origin_port" --bind 127.0.0.1) >"$work/origin.log" 2>&1 &
+pids+=($!)
+write_config() { # sliceSize
+  cat >"$work/agent.yaml.tmp" <<EOF
+listen: 127.0.0.1:$listen_port
+adminListen: 127.0.0.1:$admin_port
+origin:
+  url: http://127.0.0.1:$origin_port
+tunables:
+  sliceSize: $1
+  concurrency: 4
+cache:
+  memory: 1Mi
+  devices:
+    - path: $work/device.img
+      size: 64Mi
+EOF
+  mv "$work/agent.yaml.tmp" "$work/agent.yaml"
+}
+write_config 64Ki
+wait_http "http://127.0.0.1:$origin_port/object.bin" || fail "test origin did not start"
+"$AGENT" run --config "$work/agent.yaml" >"$work/agent.log" 2>&1 &
+pids+=($!)
+wait_http "http://127.0.0.1:$admin_port/healthz" || { tail -20 "$work/agent.log"; fail "agent did not start"; }
+url="http://127.0.0.1:$listen_port/object.bin"
+for _ in 1 2 3; do curl -fsS -o /dev/null "$url" || fail "GET through the agent"; done
+code="$(curl -sS -o /dev/null -w '%{http_code}' -H 'Range: bytes=100-70000' "$url")"
+[ "$code" = 206 ] || fail "Range request through the agent answered $code"
+write_config 128Ki # a valid change: reload ok
+sleep 1.5
+write_config 3 # not a power of two: reload rejected
+sleep 1.5
+curl -fsS "http://127.0.0.1:$admin_port/metrics" >"$work/agent-metrics.txt" || fail "agent /metrics"
+grep -q 'slicecache_config_reloads_total{result="rejected"}' "$work/agent-metrics.txt" ||
+  fail "the agent did not count the rejected reload"
+echo "    $(grep -vc '^#' "$work/agent-metrics.txt") series scraped"
+
+step "operator /healthz and /metrics (no cluster: a kubeconfig pointing nowhere)"
+op_port="$(free_port)"
+cat >"$work/kubeconfig" <<'EOF'
+apiVersion: v1
+kind: Config
+clusters: [{name: none, cluster: {server: "http://127.0.0.1:9"}}]
+users: [{name: none, user: {}}]
+contexts: [{name: none, context: {cluster: none, user: none}}]
+current-context: none
+EOF
+"$OPERATOR" run --kubeconfig "$work/kubeconfig" --metrics-addr "127.0.0.1:$op_port" --no-leader-election >"$work/operator.log" 2>&1 &
+op_pid=$!
+pids+=("$op_pid")
+disown "$op_pid" # it is SIGKILLed below; spare the job report
+wait_http "http://127.0.0.1:$op_port/healthz" || { tail -20 "$work/operator.log"; fail "operator /healthz"; }
+curl -fsS -o /dev/null "http://127.0.0.1:$op_port/metrics" || fail "operator /metrics"
+# Without an API server the operator does not finish on SIGTERM: stop it now.
+kill "$op_pid" 2>/dev/null || true
+sleep 1
+kill -9 "$op_pid" 2>/dev/null || true
+
+step "rendered objects, RBAC, CRD fields, monitoring metric names"
+"$PY" - "$work" "$CHART" <<'EOF'
+import json, re, sys, yaml
+work, chart = sys.argv[1], sys.argv[2]
+failures = []
+def check(ok, msg):
+    print(("    ok   " if ok else "    FAIL ") + msg)
+    if not ok:
+        failures.append(msg)
+
+def load(name):
+    with open(f"{work}/{name}") as f:
+        return [d for d in yaml.safe_load_all(f) if d]
+def kinds(docs):
+    return {d["kind"] for d in docs}
+
+core = {"CustomResourceDefinition", "Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service"}
+mon = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+renders = {n: load(n + ".yaml") for n in ("default", "all-on", "auto", "minimal")}
+check(core <= kinds(renders["default"]), f"defaults render {sorted(core)}")
+check(not (mon & kinds(renders["default"])), "defaults without monitoring.coreos.com/v1 render no monitoring objects")
+check(core | mon | {"ConfigMap"} <= kinds(renders["all-on"]), "all-on renders the monitoring objects and the dashboard ConfigMap")
+check(mon <= kinds(renders["auto"]), "monitoring auto renders them when the cluster serves monitoring.coreos.com/v1")
+check("CustomResourceDefinition" not in kinds(renders["minimal"]), "crds.install=false renders no CRD")
+
+def deployment(docs):
+    return next(d for d in docs if d["kind"] == "Deployment")
+for name, want_leader in (("default", True), ("all-on", True), ("minimal", False)):
+    dep = deployment(renders[name])
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    args = c["args"]
+    has = any(a.startswith("--lease-name=") for a in args)
+    check(has == want_leader and ("--no-leader-election" in args) != want_leader,
+          f"{name}: leader election args {'present' if want_leader else 'replaced by --no-leader-election'} (replicas {dep['spec']['replicas']})")
+    sc, psc = c["securityContext"], dep["spec"]["template"]["spec"]["securityContext"]
+    check(sc.get("readOnlyRootFilesystem") is True and sc.get("allowPrivilegeEscalation") is False
+          and sc.get("capabilities", {}).get("drop") == ["ALL"] and psc.get("runAsNonRoot") is True
+          and psc.get("seccompProfile", {}).get("type") == "RuntimeDefault",
+          f"{name}: non-root, read-only root, no capabilities, RuntimeDefault seccomp")
+    port = c["ports"][0]
+    check(c["livenessProbe"]["httpGet"]["port"] == port["name"] and c["readinessProbe"]["httpGet"]["path"] == "/healthz"
+          and f"--metrics-addr=0.0.0.0:{port['containerPort']}" in args, f"{name}: probes on the metrics port")
+
+for name, docs in renders.items():
+    for d in docs:
+        if d["kind"] not in ("ClusterRole", "Role"):
+            continue
+        bad = [r for r in d["rules"] for k in ("verbs", "resources", "apiGroups") for v in r.get(k, []) if "*" in v]
+        check(not bad, f"{name}: {d['kind']} {d['metadata']['name']} has no '*' in verbs/resources/apiGroups ({len(d['rules'])} rules)")
+rules_file = yaml.safe_load(open(f"{chart}/files/rbac-rules.yaml"))
+cr = next(d for d in renders["default"] if d["kind"] == "ClusterRole")
+check(cr["rules"] == rules_file, "ClusterRole rules are files/rbac-rules.yaml")
+crb = next(d for d in renders["default"] if d["kind"] == "ClusterRoleBinding")
+sa = next(d for d in renders["default"] if d["kind"] == "ServiceAccount")
+check(crb["subjects"][0]["name"] == sa["metadata"]["name"] == deployment(renders["default"])["spec"]["template"]["spec"]["serviceAccountName"],
+      "ClusterRoleBinding binds the Deployment's ServiceAccount")
+
+crd = yaml.safe_load(open(f"{work}/crdgen.yaml"))
+rendered = next(d for d in renders["default"] if d["kind"] == "CustomResourceDefinition")
+meta = rendered["metadata"]
+check(meta.get("annotations", {}).get("helm.sh/resource-policy") == "keep", "rendered CRD carries helm.sh/resource-policy: keep")
+stripped = dict(rendered, metadata={k: v for k, v in meta.items() if k not in ("labels", "annotations")})
+check(stripped == crd, "rendered CRD equals crdgen output apart from labels and annotations")
+
+# --- metric names ---
+def series_names(text):
+    return {re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", l).group(0) for l in text.splitlines() if l and not l.startswith("#")}
+agent = series_names(open(f"{work}/agent-metrics.txt").read())
+src = open("operator/src/metrics.rs").read()
+operator = set()
+for kind, name in re.findall(r'(HistogramOpts|Opts)::new\(\s*"([a-z_:]+)"', src):
+    operator |= {name + s for s in ("_bucket", "_sum", "_count")} if kind == "HistogramOpts" else {name}
+check(len(operator) >= 3, f"operator metrics from operator/src/metrics.rs: {sorted(operator)}")
+# Synthesised by Prometheus for every target, never in an exposition.
+prometheus_made = {"up"}
+known = agent | operator | prometheus_made
+
+KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool", "offset", "inf", "nan"}
+def metric_names(expr):
+    e = re.sub(r'"(\\.|[^"\\])*"', '""', expr)          # string literals
+    e = re.sub(r"\{[^}]*\}", "{}", e)                   # label matchers
+    e = re.sub(r"\[[^\]]*\]", "[]", e)                  # range and subquery durations
+    e = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", e)  # label lists
+    names = set()
+    # Numbers and durations (0.95, 5m, 1e3) are one token, so their letters are no names.
+    for m in re.finditer(r"[0-9.][0-9a-zA-Z_.]*|[a-zA-Z_:][a-zA-Z0-9_:]*", e):
+        tok, rest = m.group(0), e[m.end():]
+        if tok[0] in "0123456789." or tok.lower() in KEYWORDS or re.match(r"\s*\(", rest) or e[max(0, m.start() - 1)] == "$":
+            continue
+        names.add(tok)
+    return names
+
+# The extractor itself: functions, label lists, matchers and durations are no metric names.
+probe = metric_names('sum by (a) (rate(foo_bucket{x="y"}[5m])) / on(b) group_left(c) bar + histogram_quantile(0.9, baz) offset 5m')
+check(probe == {"foo_bucket", "bar", "baz"}, f"metric name extractor self-test: {sorted(probe)}")
+
+exprs = []
+prule = next(d for d in renders["all-on"] if d["kind"] == "PrometheusRule")
+for g in prule["spec"]["groups"]:
+    for r in g["rules"]:
+        exprs.append((f"alert {r['alert']}", r["expr"]))
+with open(f"{work}/rules.yaml", "w") as f:
+    yaml.safe_dump({"groups": prule["spec"]["groups"]}, f)
+cm = next(d for d in renders["all-on"] if d["kind"] == "ConfigMap")
+dash = json.loads(cm["data"]["slicecache.json"])
+check(cm["metadata"]["labels"].get("grafana_dashboard") == "1", "dashboard ConfigMap is labelled grafana_dashboard: \"1\"")
+for p in dash["panels"]:
+    for t in p.get("targets", []):
+        exprs.append((f"panel {p['title']!r}", t["expr"]))
+for v in dash["templating"]["list"]:
+    q = v.get("query")
+    if isinstance(q, dict):
+        m = re.match(r"label_values\((.*),\s*\w+\)$", q["query"])
+        if m:
+            exprs.append((f"variable {v['name']}", m.group(1)))
+used = {}
+for where, expr in exprs:
+    names = metric_names(expr)
+    if not names:
+        failures.append(f"{where}: no metric found in {expr!r}")
+    for n in names:
+        used.setdefault(n, []).append(where)
+print(f"    {len(exprs)} expressions name {len(used)} metrics")
+missing = {n: w for n, w in used.items() if n not in known}
+for n, where in sorted(missing.items()):
+    base = re.sub(r"_(bucket|sum|count)$", "", n)
+    hint = " (a histogram is queried through _bucket, _sum or _count)" if any(k.startswith(n + "_bucket") for k in known) else ""
+    print(f"    FAIL metric {n}{hint} used by {', '.join(sorted(set(where)))} is not exported")
+    failures.append(f"unknown metric {n}")
+if not missing:
+    print("    ok   every metric exists: " + " ".join(sorted(used)))
+if failures:
+    sys.exit(1)
+EOF
+
+step "promtool check rules"
+if ! command -v promtool >/dev/null 2>&1; then bash scripts/install-deps.sh; fi
+promtool check rules "$work/rules.yaml"
+
+step "chart checks passed"
