@@ -176,7 +176,8 @@ pub struct Tuner {
     slice_streak: Streak,
     concurrency_streak: Streak,
     last_change: Option<Instant>,
-    ttfb_baseline: Option<f64>,
+    /// Lowest origin TTFB p90 seen, and the concurrency it was seen at.
+    ttfb_baseline: Option<(f64, u32)>,
     ceiling: Option<(u32, Instant)>,
 }
 
@@ -288,7 +289,7 @@ impl Tuner {
         } else {
             None
         };
-        self.update_baseline(signals, want_concurrency.as_ref());
+        self.update_baseline(signals, current.concurrency);
 
         let c_count = self
             .concurrency_streak
@@ -397,7 +398,7 @@ impl Tuner {
                 ),
             );
         }
-        if let (Some(ttfb), Some(base)) = (s.origin_ttfb_p90, self.ttfb_baseline) {
+        if let (Some(ttfb), Some((base, _))) = (s.origin_ttfb_p90, self.ttfb_baseline) {
             if ttfb > base * cfg.ttfb_rise {
                 return down(
                     c - 1,
@@ -485,18 +486,18 @@ impl Tuner {
         )
     }
 
-    /// The normal origin TTFB falls at once and rises slowly, and never
-    /// learns from an interval that is itself a TTFB complaint.
-    fn update_baseline(&mut self, s: &Signals, want: Option<&Want<u32>>) {
+    /// The normal origin TTFB is the lowest p90 seen, with the concurrency
+    /// it was seen at. It rises (slowly) only when observed at that
+    /// concurrency or below: then the origin itself got slower. Learning
+    /// from higher concurrency would let every re-probe ratchet it up.
+    fn update_baseline(&mut self, s: &Signals, concurrency: u32) {
         let Some(ttfb) = s.origin_ttfb_p90.filter(|t| *t > 0.0) else {
             return;
         };
-        let complaint = want.is_some_and(|w| w.dir == Dir::Down);
         self.ttfb_baseline = Some(match self.ttfb_baseline {
-            None => ttfb,
-            Some(base) if ttfb < base => ttfb,
-            Some(base) if !complaint => base + (ttfb - base) * BASELINE_RISE,
-            Some(base) => base,
+            Some((base, at)) if ttfb >= base && concurrency <= at => (base + (ttfb - base) * BASELINE_RISE, at),
+            Some(kept) if ttfb >= kept.0 => kept,
+            _ => (ttfb, concurrency),
         });
     }
 
