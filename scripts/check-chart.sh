@@ -19,6 +19,7 @@
 #     binary is started too, to check the /healthz and /metrics routes the
 #     chart's probes and ServiceMonitor use.
 #  7. promtool check rules on the alert groups
+#  8. the chart README documents every value of values.yaml
 #
 # Prints each check; exits non-zero on the first failure. Stops every
 # process it started.
@@ -224,6 +225,20 @@ meta = rendered["metadata"]
 check(meta.get("annotations", {}).get("helm.sh/resource-policy") == "keep", "rendered CRD carries helm.sh/resource-policy: keep")
 stripped = dict(rendered, metadata={k: v for k, v in meta.items() if k not in ("labels", "annotations")})
 check(stripped == crd, "rendered CRD equals crdgen output apart from labels and annotations")
+
+# Every value is in the chart README's table (a documented map covers its keys).
+readme = open(f"{chart}/README.md").read()
+undocumented = []
+def walk(node, path):
+    if path and f"`{path}`" in readme:
+        return
+    if isinstance(node, dict) and node:
+        for k, v in node.items():
+            walk(v, f"{path}.{k}" if path else k)
+    else:
+        undocumented.append(path)
+walk(yaml.safe_load(open(f"{chart}/values.yaml")), "")
+check(not undocumented, f"README.md documents every value{': missing ' + ', '.join(undocumented) if undocumented else ''}")
 
 # --- metric names ---
 def series_names(text):
