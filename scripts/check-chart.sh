@@ -20,6 +20,9 @@
 #     chart's probes and ServiceMonitor use.
 #  7. promtool check rules on the alert groups
 #  8. the chart README documents every value of values.yaml
+#  9. kubectl apply --dry-run=client accepts the all-on rendering and
+#     examples/minimal.yaml (a discovery stub on 127.0.0.1 stands in for the
+#     API server, as in the operator's CLI tests)
 #
 # Prints each check; exits non-zero on the first failure. Stops every
 # process it started.
@@ -310,6 +313,62 @@ if not missing:
 if failures:
     sys.exit(1)
 EOF
+
+step "kubectl apply --dry-run=client of the all-on rendering and examples/minimal.yaml (discovery stub)"
+# kubectl needs API discovery to map kinds to resources, even for a client
+# dry run; a stub on 127.0.0.1 answers it for the kinds the chart creates.
+stub_port="$(free_port)"
+cat >"$work/discovery_stub.py" <<'EOF'
+import json, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+groups = {
+    ("", "v1"): [("serviceaccounts", "ServiceAccount", True), ("services", "Service", True), ("configmaps", "ConfigMap", True)],
+    ("apps", "v1"): [("deployments", "Deployment", True)],
+    ("rbac.authorization.k8s.io", "v1"): [("clusterroles", "ClusterRole", False), ("clusterrolebindings", "ClusterRoleBinding", False)],
+    ("apiextensions.k8s.io", "v1"): [("customresourcedefinitions", "CustomResourceDefinition", False)],
+    ("monitoring.coreos.com", "v1"): [("servicemonitors", "ServiceMonitor", True), ("podmonitors", "PodMonitor", True), ("prometheusrules", "PrometheusRule", True)],
+    ("slicecache.io", "v1alpha1"): [("slicecaches", "SliceCache", True)],
+}
+def resources(gv):
+    return [{"name": n, "singularName": "", "namespaced": ns, "kind": k, "verbs": ["get", "list", "create", "patch"]} for n, k, ns in groups[gv]]
+class Discovery(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+    def do_GET(self):
+        path = self.path.split("?")[0]
+        if path == "/api":
+            body = {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}
+        elif path == "/apis":
+            body = {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
+                {"name": g, "versions": [{"groupVersion": f"{g}/{v}", "version": v}],
+                 "preferredVersion": {"groupVersion": f"{g}/{v}", "version": v}} for (g, v) in groups if g]}
+        elif path == "/api/v1":
+            body = {"kind": "APIResourceList", "groupVersion": "v1", "resources": resources(("", "v1"))}
+        elif path.startswith("/apis/") and tuple(path[6:].split("/")) in groups:
+            g, v = path[6:].split("/")
+            body = {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{g}/{v}", "resources": resources((g, v))}
+        else:
+            self.send_response(404)
+            self.end_headers()
+            return
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+HTTPServer(("127.0.0.1", int(sys.argv[1])), Discovery).serve_forever()
+EOF
+"$PY" "$work/discovery_stub.py" "$stub_port" >"$work/stub.log" 2>&1 &
+pids+=($!)
+wait_http "http://127.0.0.1:$stub_port/api" || fail "discovery stub did not start"
+kube=(kubectl --server "http://127.0.0.1:$stub_port")
+export KUBECONFIG="$work/no-kubeconfig"
+HOME="$work" "${kube[@]}" apply --dry-run=client --validate=false -n slicecache-system -f "$work/all-on.yaml" >"$work/dry-run.txt" 2>&1 ||
+  { cat "$work/dry-run.txt"; fail "kubectl rejected the rendered chart"; }
+HOME="$work" "${kube[@]}" apply --dry-run=client --validate=false -f examples/minimal.yaml >>"$work/dry-run.txt" 2>&1 ||
+  { cat "$work/dry-run.txt"; fail "kubectl rejected examples/minimal.yaml"; }
+sed 's/^/    /' "$work/dry-run.txt"
 
 step "promtool check rules"
 if ! command -v promtool >/dev/null 2>&1; then bash scripts/install-deps.sh; fi
