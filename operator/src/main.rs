@@ -1,5 +1,5 @@
-//! `slicecache-operator`: run the controller, render manifests offline, or
-//! print the RBAC rules.
+//! `slicecache-operator`: run the controller, render manifests offline,
+//! print the RBAC rules, or show what the tuner would decide now.
 
 use std::{
     net::SocketAddr,
@@ -52,6 +52,63 @@ enum Command {
     },
     /// Print the operator's ClusterRole rules (YAML list).
     Rbac,
+    /// Print the tuning signals of one SliceCache and the decision the tuner
+    /// would make now. Writes nothing.
+    Tune(TuneArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct TuneArgs {
+    /// Base URL of the Prometheus HTTP API.
+    #[arg(long)]
+    prometheus: String,
+    /// Namespace of the SliceCache.
+    #[arg(long)]
+    namespace: String,
+    /// Name of the SliceCache.
+    #[arg(long)]
+    name: String,
+    /// Label matchers for the agents' series instead of the default
+    /// `namespace="NS",pod=~"NAME-agent-xxxxx"`, e.g. `job="slicecache"`.
+    #[arg(long)]
+    selector: Option<String>,
+    /// Rate window of the queries (the tuning interval).
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    window: std::time::Duration,
+    /// Time allowed for each query.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    timeout: std::time::Duration,
+    /// Slice size in force; default: the agents' slicecache_slice_size_bytes.
+    #[arg(long, value_parser = parse_bytes)]
+    slice_size: Option<u64>,
+    /// Concurrency in force; default: the agents' slicecache_concurrency.
+    #[arg(long)]
+    concurrency: Option<u32>,
+    #[arg(long, default_value = "64Ki", value_parser = parse_bytes)]
+    min_slice_size: u64,
+    #[arg(long, default_value = "64Mi", value_parser = parse_bytes)]
+    max_slice_size: u64,
+    #[arg(long, default_value_t = 1)]
+    min_concurrency: u32,
+    #[arg(long, default_value_t = 64)]
+    max_concurrency: u32,
+    /// Consecutive intervals a change must be wanted; 1 shows what a
+    /// confirmed decision would be.
+    #[arg(long, default_value_t = 1)]
+    required_intervals: u32,
+    /// Print the PromQL of each signal too.
+    #[arg(long)]
+    show_queries: bool,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    s.parse::<slicecache_api::units::HumanDuration>()
+        .map(|d| d.0)
+        .map_err(|e| e.to_string())
+}
+
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    slicecache_api::quantity::parse_bytes(s).map_err(|e| e.to_string())
 }
 
 #[derive(clap::Args, Debug)]
@@ -96,6 +153,11 @@ fn main() -> anyhow::Result<()> {
             print!("{}", rbac::rules_yaml()?);
             Ok(())
         }
+        Command::Tune(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?
+            .block_on(tune(args)),
         Command::Run(args) => {
             init_tracing(cli.log_json);
             tokio::runtime::Builder::new_multi_thread()
@@ -195,6 +257,68 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         elector.release().await;
     }
     result
+}
+
+async fn tune(args: TuneArgs) -> anyhow::Result<()> {
+    use slicecache_operator::tuner::{self, Bounds, LawConfig, PrometheusClient, Queries, Selector, Tunables, Tuner};
+
+    let client = PrometheusClient::new(&args.prometheus, args.timeout)?;
+    let selector = match &args.selector {
+        Some(s) => Selector::custom(s),
+        None => Selector::for_slicecache(&args.namespace, &args.name),
+    };
+    let queries = Queries::new(&selector, args.window);
+    let bounds = Bounds {
+        min_slice_size: args.min_slice_size,
+        max_slice_size: args.max_slice_size,
+        min_concurrency: args.min_concurrency,
+        max_concurrency: args.max_concurrency,
+    };
+    let config = LawConfig {
+        required_intervals: args.required_intervals.max(1),
+        ..LawConfig::default()
+    };
+    let mut law = Tuner::new(config, bounds);
+    // Flags fill in what the agents do not report; each flag wins over its gauge.
+    let probe = tuner::signals::collect(&client, &queries).await.ok();
+    let current = match (
+        args.slice_size.or_else(|| probe.as_ref()?.slice_size),
+        args.concurrency.or_else(|| probe.as_ref()?.concurrency),
+    ) {
+        (Some(slice_size), Some(concurrency)) => Some(Tunables {
+            slice_size,
+            concurrency,
+        }),
+        _ => None,
+    };
+    let eval = tuner::evaluate(&client, &queries, &mut law, std::time::Instant::now(), current).await;
+
+    println!("prometheus: {}", client.base_url());
+    println!("selector:   {selector}");
+    println!("window:     {}s", args.window.as_secs());
+    println!();
+    match &eval.signals {
+        Ok(signals) => {
+            let snapshot = signals.snapshot();
+            println!("signals:");
+            for (name, promql) in queries.by_name() {
+                let value = snapshot.get(name).map_or("n/a", String::as_str);
+                println!("  {name:<36} {value}");
+                if args.show_queries {
+                    println!("    {promql}");
+                }
+            }
+        }
+        Err(e) => println!("signals: none ({}: {e})", e.reason()),
+    }
+    println!();
+    let d = &eval.decision;
+    match d.held_because {
+        Some(hold) => println!("decision: hold ({hold})"),
+        None => println!("decision: {} -> {}", d.from, d.to),
+    }
+    println!("reason:   {}", d.reason);
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -14,7 +14,7 @@
 //! | `subrequestThroughput` | `sum(rate(slicecache_origin_bytes_total{SEL}[W])) / sum(rate(slicecache_slice_fetch_duration_seconds_sum{SEL}[W]))` | origin bytes per second of slice fetch time: the speed of one subrequest |
 //! | `ttfbShare` | `sum(rate(slicecache_origin_ttfb_seconds_sum{SEL}[W])) / sum(rate(slicecache_slice_fetch_duration_seconds_sum{SEL}[W]))` | share of fetch time spent before the first byte: per-request overhead |
 //! | `queueWaitP90` | `histogram_quantile(0.9, sum by (le) (rate(slicecache_subrequest_queue_wait_seconds_bucket{SEL}[W])))` | wait for one of the agent's origin connections |
-//! | `originThrottleRatio` | `sum(rate(slicecache_origin_requests_total{SEL,status=~"429\|503"}[W])) / sum(rate(slicecache_origin_requests_total{SEL}[W]))` | origin asks us to slow down |
+//! | `originThrottleRatio` | `(sum(rate(slicecache_origin_requests_total{SEL,status=~"429\|503"}[W])) or vector(0)) / sum(rate(slicecache_origin_requests_total{SEL}[W]))` | origin asks us to slow down |
 //! | `originErrorRatio` | same with `status=~"5xx\|connect\|timeout\|io\|protocol"` | origin fails |
 //! | `originRequestRate` | `sum(rate(slicecache_origin_requests_total{SEL}[W]))` | subrequests per second: is there anything to learn from |
 //! | `clientTtfbP90` | `histogram_quantile(0.9, sum by (le) (rate(slicecache_client_ttfb_seconds_bucket{SEL}[W])))` | what clients feel; reported, not steered on |
@@ -28,6 +28,9 @@
 //! the signal is then missing and slice size holds.
 //!
 //! PromQL answers `0/0` with NaN and `x/0` with Inf; both count as missing.
+//! A status the origin never sent has no series at all, so the throttle and
+//! error numerators fall back to `vector(0)`: none of them is 0%, not
+//! unknown, once there are subrequests at all.
 
 use std::{collections::BTreeMap, fmt, time::Duration};
 
@@ -140,11 +143,11 @@ impl Queries {
             ttfb_share: format!("{} / {fetch_seconds}", rate("slicecache_origin_ttfb_seconds_sum", "")),
             queue_wait_p90: quantile(0.9, "slicecache_subrequest_queue_wait_seconds"),
             throttle_ratio: format!(
-                "{} / {origin_requests}",
+                "({} or vector(0)) / {origin_requests}",
                 rate("slicecache_origin_requests_total", r#"status=~"429|503""#)
             ),
             error_ratio: format!(
-                "{} / {origin_requests}",
+                "({} or vector(0)) / {origin_requests}",
                 rate(
                     "slicecache_origin_requests_total",
                     r#"status=~"5xx|connect|timeout|io|protocol""#
@@ -157,21 +160,21 @@ impl Queries {
         }
     }
 
-    /// Every query by signal name, for printing and docs.
+    /// Every query by signal name (the names of [`Signals::snapshot`]).
     pub fn by_name(&self) -> Vec<(&'static str, &str)> {
         vec![
             ("hitRatio", &self.hit_ratio),
             ("originAmplification", &self.amplification),
-            ("originTtfbP50", &self.origin_ttfb_p50),
-            ("originTtfbP90", &self.origin_ttfb_p90),
-            ("subrequestThroughput", &self.subrequest_throughput),
+            ("originTtfbP50Seconds", &self.origin_ttfb_p50),
+            ("originTtfbP90Seconds", &self.origin_ttfb_p90),
+            ("subrequestThroughputBytesPerSecond", &self.subrequest_throughput),
             ("ttfbShare", &self.ttfb_share),
-            ("queueWaitP90", &self.queue_wait_p90),
+            ("queueWaitP90Seconds", &self.queue_wait_p90),
             ("originThrottleRatio", &self.throttle_ratio),
             ("originErrorRatio", &self.error_ratio),
-            ("originRequestRate", &self.origin_request_rate),
-            ("clientTtfbP90", &self.client_ttfb_p90),
-            ("sliceSize", &self.slice_size),
+            ("originRequestsPerSecond", &self.origin_request_rate),
+            ("clientTtfbP90Seconds", &self.client_ttfb_p90),
+            ("sliceSizeBytes", &self.slice_size),
             ("concurrency", &self.concurrency),
         ]
     }
