@@ -148,7 +148,7 @@ async fn main() -> anyhow::Result<()> {
             .put(key(2, i, len), payload.slice(..len.min(extent) as usize))
             .await;
         written += u64::from(len.min(extent));
-        if i % 16 == 0 {
+        if i.is_multiple_of(16) {
             hot_reads += 1;
             hot_hits += u64::from(store.get(&hot[(i / 16 % 64) as usize]).await.is_some());
         }

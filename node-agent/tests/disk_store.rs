@@ -401,7 +401,7 @@ async fn churn_of_ten_device_sizes_keeps_serving_recent_and_hot_data() {
         store.put(k, content(&k)).await;
         written += u64::from(k.len);
         i += 1;
-        if i % 200 == 0 {
+        if i.is_multiple_of(200) {
             for h in &hot {
                 assert!(assert_exact_or_miss(&store, h).await, "hot extent {h:?} evicted");
             }

@@ -47,7 +47,7 @@ impl Geometry {
     /// Lays out a device of `device_size` bytes with regions of `region_size`.
     /// The checkpoint area gets 1/256 of the device (at least 1 MiB).
     pub fn plan(device_size: u64, region_size: u32) -> Result<Self, String> {
-        if region_size < 64 * 1024 || region_size % ALIGN as u32 != 0 || region_size > (1 << 30) {
+        if region_size < 64 * 1024 || !region_size.is_multiple_of(ALIGN as u32) || region_size > (1 << 30) {
             return Err(format!(
                 "region size {region_size} must be a multiple of 4096 between 64 KiB and 1 GiB"
             ));
