@@ -59,19 +59,22 @@ pub fn run(cfg: AgentConfig, source: ConfigSource) -> anyhow::Result<()> {
     let cache = Arc::new(Cache::new(cfg.cache.memory.bytes(), tier, metrics.clone()));
     let fills = Fills::new(origin, cache.clone(), metrics.clone(), max);
     let live = Arc::new(LiveTunables::new(tunables));
+    let workers = if cfg.threads == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        cfg.threads
+    };
     let agent = Arc::new(Agent {
         cache: cache.clone(),
         fills,
         tunables: live.clone(),
         metrics: metrics.clone(),
+        active: std::sync::atomic::AtomicUsize::new(0),
+        workers,
     });
 
     let conf = ServerConf {
-        threads: if cfg.threads == 0 {
-            std::thread::available_parallelism().map_or(2, |n| n.get())
-        } else {
-            cfg.threads
-        },
+        threads: workers,
         grace_period_seconds: Some(1),
         graceful_shutdown_timeout_seconds: Some(5),
         ..ServerConf::default()

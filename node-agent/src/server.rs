@@ -36,6 +36,10 @@ pub struct Agent {
     pub fills: Arc<Fills>,
     pub tunables: Arc<LiveTunables>,
     pub metrics: Arc<Metrics>,
+    /// Responses being written now, and the proxy's worker threads: when
+    /// there are more responses than workers, writers take turns.
+    pub active: std::sync::atomic::AtomicUsize,
+    pub workers: usize,
 }
 
 /// Why a response ended early; the connection is closed.
@@ -115,7 +119,11 @@ type Prepared = Option<((u64, u64), SliceSource)>;
 
 impl Agent {
     async fn serve(&self, session: &mut ServerSession) -> Result<(), ServeError> {
-        self.serve_once(session, true).await
+        use std::sync::atomic::Ordering::Relaxed;
+        self.active.fetch_add(1, Relaxed);
+        let result = self.serve_once(session, true).await;
+        self.active.fetch_sub(1, Relaxed);
+        result
     }
 
     /// Serves one request. When the object turns out to have changed before
@@ -483,13 +491,12 @@ impl Agent {
             .map_err(|e| ServeError::Client(e.to_string()))
     }
 
-    /// Writes body bytes in pieces of at most [`WRITE_PIECE`], yielding to
-    /// other connections after every [`YIELD_EVERY`] bytes: a loopback socket
-    /// rarely pushes back, so without the yield one large hit would hold its
-    /// worker until the whole range is written while other connections wait
-    /// (a p99 problem, not a throughput one).
+    /// Writes body bytes in pieces of at most [`WRITE_PIECE`]. When more
+    /// responses are in progress than there are workers, it yields after each
+    /// piece: a loopback socket rarely pushes back, so without the yield one
+    /// large hit would hold its worker until the whole range is written while
+    /// other connections wait (a p99 problem). Uncontended, it never yields.
     async fn write_body(&self, session: &mut ServerSession, mut data: Bytes) -> Result<(), ServeError> {
-        let mut since_yield = 0;
         while !data.is_empty() {
             let piece = data.split_to(data.len().min(WRITE_PIECE));
             let len = piece.len();
@@ -498,9 +505,7 @@ impl Agent {
                 .await
                 .map_err(|e| ServeError::Client(e.to_string()))?;
             self.metrics.client_bytes.inc_by(len as u64);
-            since_yield += len;
-            if since_yield >= YIELD_EVERY {
-                since_yield = 0;
+            if self.active.load(std::sync::atomic::Ordering::Relaxed) > self.workers {
                 tokio::task::yield_now().await;
             }
         }
@@ -618,8 +623,6 @@ impl SliceLookup {
 
 /// Largest single write to a client socket.
 const WRITE_PIECE: usize = 256 << 10;
-/// Bytes a response writes before letting other connections run.
-const YIELD_EVERY: usize = 1 << 20;
 
 /// Small objects (up to `minObjectSize`) are one slice.
 fn slice_size_for(meta: &ObjectMeta, tunables: &RuntimeTunables) -> u64 {
