@@ -9,7 +9,7 @@
 use std::time::Instant;
 
 use super::aligned::{align_up, AlignedBuf, ALIGN};
-use super::entry::{entry_size, object_tag, scan_region, Kind, RegionHeader};
+use super::entry::{entry_size, le_u32, le_u64, object_tag, scan_region, Kind, RegionHeader};
 use super::index::{Index, Slot};
 use super::io::Device;
 use super::region::RegionTable;
@@ -41,18 +41,6 @@ pub struct RecoveryReport {
     pub torn_entries: u64,
     pub regions_in_use: u32,
     pub seconds: f64,
-}
-
-fn le_u32(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(a)
-}
-
-fn le_u64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
 }
 
 /// Rebuilds the index: checkpoint if valid, else a full scan.

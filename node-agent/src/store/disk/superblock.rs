@@ -10,6 +10,7 @@
 use std::fmt;
 
 use super::aligned::{align_up, ALIGN};
+use super::entry::{le_u32, le_u64};
 
 /// Bytes 0..8 of a slicecache device.
 pub const MAGIC: [u8; 8] = *b"SLCCACHE";
@@ -111,18 +112,6 @@ pub enum SuperblockError {
     Short,
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(a)
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
-}
-
 fn u128_at(b: &[u8], at: usize) -> u128 {
     let mut a = [0u8; 16];
     a.copy_from_slice(&b[at..at + 16]);
@@ -161,28 +150,28 @@ impl Superblock {
         if b.len() < SUPERBLOCK_LEN {
             return Err(SuperblockError::Short);
         }
-        let stored = u32_at(b, CRC_OFFSET);
+        let stored = le_u32(b, CRC_OFFSET);
         let computed = crc32c::crc32c(&b[..CRC_OFFSET]);
         if stored != computed {
             return Err(SuperblockError::Checksum { stored, computed });
         }
-        let version = u32_at(b, 8);
+        let version = le_u32(b, 8);
         if version != FORMAT_VERSION {
             return Err(SuperblockError::Version(version));
         }
         if b[80..112] != OWNER_MARKER {
             return Err(SuperblockError::Marker);
         }
-        let device_size = u64_at(b, 32);
-        let region_size = u32_at(b, 40);
+        let device_size = le_u64(b, 32);
+        let region_size = le_u32(b, 40);
         let stored_geometry = Geometry {
             device_size,
             region_size,
-            block_size: u32_at(b, 44),
-            region_count: u32_at(b, 48),
-            checkpoint_offset: u64_at(b, 56),
-            checkpoint_len: u64_at(b, 64),
-            data_offset: u64_at(b, 72),
+            block_size: le_u32(b, 44),
+            region_count: le_u32(b, 48),
+            checkpoint_offset: le_u64(b, 56),
+            checkpoint_len: le_u64(b, 64),
+            data_offset: le_u64(b, 72),
         };
         // The layout is a pure function of size and region size; anything else
         // is corruption that slipped past the CRC or a foreign writer.
@@ -195,7 +184,7 @@ impl Superblock {
         Ok(Self {
             uuid: u128_at(b, 16),
             geometry: stored_geometry,
-            created_unix: u64_at(b, 112),
+            created_unix: le_u64(b, 112),
         })
     }
 }
