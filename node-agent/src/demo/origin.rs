@@ -4,7 +4,9 @@
 //! It serves objects from memory with `ETag`, `Last-Modified`, single-range
 //! `Range`, `If-Match`, `If-None-Match` and keep-alive, and records every
 //! request so tests can assert what the origin saw. Knobs let a test replace
-//! an object, turn range support off, add latency, or answer 429.
+//! an object, turn range support off, add latency to every request, answer
+//! the next requests with 429, or rate-limit: answer 429 to requests beyond
+//! a number in flight at once.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -52,10 +54,25 @@ pub struct OriginState {
     objects: Mutex<HashMap<String, OriginObject>>,
     seen: Mutex<Vec<SeenRequest>>,
     pub ignore_ranges: AtomicBool,
+    /// Delay before answering each request (429s included), in ms.
     pub latency_ms: AtomicU64,
     /// Answer this many next requests with 429.
     pub fail_next: AtomicU32,
+    /// Rate limit: a request arriving while this many are already in flight
+    /// (being delayed or answered) gets 429 instead. 0: no limit.
+    pub max_in_flight: AtomicU32,
+    /// Requests in flight right now (for `max_in_flight`).
+    in_flight: AtomicU32,
     pub body_bytes: AtomicU64,
+}
+
+/// Counts one request in flight until dropped.
+struct InFlight<'a>(&'a AtomicU32);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -164,11 +181,15 @@ async fn serve_connection(stream: TcpStream, state: Arc<OriginState>) -> std::io
             .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
             .collect();
         let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let already = state.in_flight.fetch_add(1, Ordering::Relaxed);
+        let _in_flight = InFlight(&state.in_flight);
+        let limit = state.max_in_flight.load(Ordering::Relaxed);
+        let over_limit = limit > 0 && already >= limit;
         let latency = state.latency_ms.load(Ordering::Relaxed);
         if latency > 0 {
             tokio::time::sleep(Duration::from_millis(latency)).await;
         }
-        let (status, head, body) = respond(&state, &method, &path, &header);
+        let (status, head, body) = respond(&state, &method, &path, &header, over_limit);
         let mut out = format!("HTTP/1.1 {status} {}\r\n", reason(status)).into_bytes();
         for (k, v) in &head {
             out.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
@@ -198,14 +219,16 @@ fn respond(
     method: &str,
     path: &str,
     header: &dyn Fn(&str) -> Option<String>,
+    over_limit: bool,
 ) -> (u16, Head, Bytes) {
     if method != "GET" && method != "HEAD" {
         return (405, vec![], Bytes::new());
     }
-    if state
-        .fail_next
-        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-        .is_ok()
+    if over_limit
+        || state
+            .fail_next
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
     {
         return (429, vec![("Retry-After", "1".into())], Bytes::new());
     }
@@ -261,5 +284,31 @@ fn reason(status: u16) -> &'static str {
         416 => "Range Not Satisfiable",
         429 => "Too Many Requests",
         _ => "Status",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::demo::client::HttpClient;
+
+    #[tokio::test]
+    async fn answers_429_beyond_max_in_flight() {
+        let origin = DemoOrigin::start().await.unwrap();
+        origin.state.put("/o", OriginObject::new(pattern(1000, 1), "o"));
+        origin.state.latency_ms.store(200, Ordering::Relaxed);
+        origin.state.max_in_flight.store(2, Ordering::Relaxed);
+        let get = || async {
+            let mut client = HttpClient::new(origin.addr);
+            client.get("/o", &[]).await.unwrap().status
+        };
+        let (a, b, c) = tokio::join!(get(), get(), get());
+        let mut statuses = vec![a, b, c];
+        statuses.sort_unstable();
+        assert_eq!(statuses, vec![200, 200, 429]);
+        // Below the limit again once those are done.
+        assert_eq!(get().await, 200);
     }
 }
