@@ -1,0 +1,628 @@
+//! Autotuning end to end: the operator's real tuner (Prometheus client,
+//! PromQL queries, control law) steering two real `slicecache-agent`
+//! processes through a real Prometheus server, in front of a real TCP
+//! origin with latency and a rate limit.
+//!
+//! Kubernetes is the one part missing: in mode Auto the operator writes
+//! each decision into the agents' ConfigMap, which the kubelet swaps into
+//! the agents' pods, and the agents hot-reload it. Here the test applies
+//! each decision by rewriting both agents' config files the same way
+//! (atomically), then waits until both agents' own gauges show the new
+//! tunables. Everything else is what runs in a cluster.
+//!
+//! Intervals are shortened (3 s, with the same rate window and a 1 s scrape
+//! interval) and the cooldown is one interval; the law otherwise runs with
+//! the operator's defaults, including confirmation over two intervals.
+//!
+//! Scenarios, each judged by the agents' own counters:
+//! 1. small random reads through slices that are far too large: the tuner
+//!    halves the slice size until origin amplification is low;
+//! 2. large sequential downloads at concurrency 1 from an origin 20 ms
+//!    away: the tuner raises concurrency and throughput rises;
+//! 3. the origin starts answering 429 beyond a number of requests in
+//!    flight: concurrency backs off within two intervals.
+
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use rand::{Rng, SeedableRng};
+use slicecache_agent::demo::{
+    client::HttpClient,
+    origin::{pattern, DemoOrigin, OriginObject},
+};
+use slicecache_api::units::ByteSize;
+use slicecache_e2e::{poll, Agent, Counters, Delta, Prometheus};
+use slicecache_operator::tuner::{
+    self, signals, Bounds, LawConfig, PrometheusClient, Queries, Selector, Signals, Tunables, Tuner, TuningDecision,
+};
+
+const JOB: &str = "slicecache-e2e";
+/// The tuning interval, and the rate window of every query.
+const INTERVAL: Duration = Duration::from_secs(3);
+const KI: u64 = 1 << 10;
+const MI: u64 = 1 << 20;
+
+// Scenario 1: random 16-64 KiB reads over 256 objects of 64 MiB (16 GiB to
+// read from, against 64 MiB of memory cache per agent: nearly every read
+// misses).
+const RANGE_OBJECTS: usize = 256;
+const RANGE_OBJECT_SIZE: usize = 64 << 20;
+// Scenario 2: whole downloads of 16 MiB objects, each a new one (a miss).
+const BIG_OBJECTS: usize = 4000;
+const BIG_OBJECT_SIZE: usize = 16 << 20;
+const ORIGIN_LATENCY_MS: u64 = 20;
+// Scenario 3: 429 beyond this many origin requests in flight at once.
+const ORIGIN_MAX_IN_FLIGHT: u32 = 12;
+
+/// What a workload did, counted by the clients themselves.
+#[derive(Debug, Default)]
+struct WorkStats {
+    responses: AtomicU64,
+    bytes: AtomicU64,
+    /// Transport errors and unexpected statuses.
+    errors: AtomicU64,
+    /// Responses with the right status and the wrong bytes.
+    wrong: AtomicU64,
+}
+
+/// Client tasks running until stopped; aborted when dropped.
+struct Workload {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    stats: Arc<WorkStats>,
+}
+
+impl Workload {
+    async fn stop(mut self) -> Arc<WorkStats> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(20), t).await;
+        }
+        self.stats.clone()
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// `per_agent` clients per agent, each reading 16-64 KiB at random offsets
+/// of random objects and checking every byte.
+fn random_ranges(agents: &[Agent], per_agent: usize, body: Bytes) -> Workload {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(WorkStats::default());
+    let mut tasks = Vec::new();
+    for (a, agent) in agents.iter().enumerate() {
+        for i in 0..per_agent {
+            let (stop, stats, body) = (stop.clone(), stats.clone(), body.clone());
+            let mut client = HttpClient::new(agent.listen);
+            let mut rng = rand::rngs::StdRng::seed_from_u64((a * 100 + i) as u64 + 1);
+            tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let object = rng.random_range(0..RANGE_OBJECTS);
+                    let len = rng.random_range(16 * KI as usize..=64 * KI as usize);
+                    let first = rng.random_range(0..=body.len() - len);
+                    let last = first + len - 1;
+                    let range = format!("bytes={first}-{last}");
+                    match client.get(&format!("/r/{object}"), &[("Range", &range)]).await {
+                        Ok(resp) if resp.status == 206 => {
+                            stats.responses.fetch_add(1, Ordering::Relaxed);
+                            if resp.body[..] == body[first..=last] {
+                                stats.bytes.fetch_add(len as u64, Ordering::Relaxed);
+                            } else {
+                                stats.wrong.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        _ => {
+                            stats.errors.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                }
+            }));
+        }
+    }
+    Workload { stop, tasks, stats }
+}
+
+/// `per_agent` clients per agent, each downloading whole objects one after
+/// another, every one an object nobody read before, checking every byte.
+fn downloads(agents: &[Agent], per_agent: usize, body: Bytes) -> Workload {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(WorkStats::default());
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for agent in agents {
+        for _ in 0..per_agent {
+            let (stop, stats, body, next) = (stop.clone(), stats.clone(), body.clone(), next.clone());
+            let mut client = HttpClient::new(agent.listen);
+            tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let n = next.fetch_add(1, Ordering::Relaxed) as usize % BIG_OBJECTS;
+                    match client.get(&format!("/big/{n}"), &[]).await {
+                        Ok(resp) if resp.status == 200 => {
+                            stats.responses.fetch_add(1, Ordering::Relaxed);
+                            if resp.body == body {
+                                stats.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+                            } else {
+                                stats.wrong.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        _ => {
+                            stats.errors.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                }
+            }));
+        }
+    }
+    Workload { stop, tasks, stats }
+}
+
+/// A period with one set of tunables in force on both agents, and what
+/// the agents' counters did meanwhile.
+#[derive(Clone, Copy, Debug)]
+struct Epoch {
+    tunables: Tunables,
+    delta: Delta,
+}
+
+/// Sums the epochs `pick` selects.
+fn total(epochs: &[Epoch], pick: impl Fn(&Tunables) -> bool) -> Delta {
+    let mut sum = Delta::default();
+    for e in epochs.iter().filter(|e| pick(&e.tunables)) {
+        let d = e.delta;
+        sum.seconds += d.seconds;
+        sum.client_bytes += d.client_bytes;
+        sum.origin_bytes += d.origin_bytes;
+        sum.slices += d.slices;
+        sum.slice_misses += d.slice_misses;
+        sum.origin_requests += d.origin_requests;
+        sum.origin_429 += d.origin_429;
+    }
+    sum
+}
+
+/// One interval as the tuner saw it.
+#[derive(Clone, Debug)]
+struct Step {
+    decision: TuningDecision,
+    signals: Option<Signals>,
+}
+
+/// The operator's tuning loop for one SliceCache in mode Auto, with the
+/// ConfigMap write replaced by rewriting the agents' config files.
+struct AutoLoop {
+    prometheus: PrometheusClient,
+    queries: Queries,
+    agents: Vec<Agent>,
+    current: Tunables,
+    next_tick: Instant,
+    epoch_start: Counters,
+    epochs: Vec<Epoch>,
+    intervals: u32,
+    started: Instant,
+}
+
+impl AutoLoop {
+    /// Puts `t` in force on every agent (the user edited `spec.slicing`),
+    /// starting a fresh record of epochs; the first interval starts now.
+    async fn begin(&mut self, t: Tunables) {
+        self.apply(t).await;
+        self.epochs.clear();
+        self.next_tick = Instant::now() + INTERVAL;
+    }
+
+    /// Writes `t` into both agents' config files and waits until both
+    /// agents report it; a new epoch starts then (the reload itself belongs
+    /// to no epoch).
+    async fn apply(&mut self, t: Tunables) {
+        for agent in &mut self.agents {
+            agent.write_tunables(t);
+        }
+        for agent in &mut self.agents {
+            agent.wait_tunables(t, Duration::from_secs(5)).await;
+        }
+        self.epoch_start = Counters::read(&self.agents).await;
+        self.current = t;
+    }
+
+    /// Ends the running epoch now (at a scenario's end, or before a change).
+    async fn finish_epoch(&mut self) {
+        let now = Counters::read(&self.agents).await;
+        self.epochs.push(Epoch {
+            tunables: self.current,
+            delta: now.since(&self.epoch_start),
+        });
+        self.epoch_start = now;
+    }
+
+    /// Waits for the next interval (the workload runs meanwhile), evaluates
+    /// once, and applies a change. The next interval starts once a change
+    /// is in force on both agents, so its rate window sees the new
+    /// tunables only.
+    async fn step(&mut self, scenario: &str, tuner: &mut Tuner) -> Step {
+        tokio::time::sleep_until(self.next_tick.into()).await;
+        for agent in &mut self.agents {
+            agent.assert_alive();
+        }
+        let eval = tuner::evaluate(
+            &self.prometheus,
+            &self.queries,
+            tuner,
+            Instant::now(),
+            Some(self.current),
+        )
+        .await;
+        self.intervals += 1;
+        let d = &eval.decision;
+        let m = |k: &str| d.metrics.get(k).map_or("n/a", String::as_str).to_string();
+        println!(
+            "[{:6.1}s] {scenario} #{:<2} {d}\n           amp {} ttfbShare {} ttfbP90 {} throttle {} req/s {}",
+            self.started.elapsed().as_secs_f64(),
+            self.intervals,
+            m("originAmplification"),
+            m("ttfbShare"),
+            m("originTtfbP90Seconds"),
+            m("originThrottleRatio"),
+            m("originRequestsPerSecond"),
+        );
+        if d.changed() {
+            self.finish_epoch().await;
+            let to = d.to;
+            self.apply(to).await;
+        }
+        self.next_tick = Instant::now() + INTERVAL;
+        Step {
+            decision: eval.decision.clone(),
+            signals: eval.signals.ok(),
+        }
+    }
+}
+
+fn law() -> LawConfig {
+    LawConfig {
+        required_intervals: 2,
+        cooldown: INTERVAL,
+        ..LawConfig::default()
+    }
+}
+
+fn mib_s(bytes_per_second: f64) -> String {
+    format!("{:.1} MiB/s", bytes_per_second / MI as f64)
+}
+
+fn size(s: u64) -> String {
+    if s >= MI {
+        format!("{}Mi", s / MI)
+    } else {
+        format!("{}Ki", s / KI)
+    }
+}
+
+fn show(t: Tunables) -> String {
+    format!("{}/c{}", size(t.slice_size), t.concurrency)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tuner_steers_two_real_agents_through_a_real_prometheus() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+
+    // The origin: one 64 MiB body behind many paths for random reads, one
+    // 16 MiB body behind many paths for downloads (shared bytes).
+    let origin = DemoOrigin::start().await.unwrap();
+    let range_body = pattern(RANGE_OBJECT_SIZE, 11);
+    for i in 0..RANGE_OBJECTS {
+        origin.state.put(
+            &format!("/r/{i}"),
+            OriginObject::new(range_body.clone(), &format!("r{i}")),
+        );
+    }
+    let big_body = pattern(BIG_OBJECT_SIZE, 12);
+    for i in 0..BIG_OBJECTS {
+        origin.state.put(
+            &format!("/big/{i}"),
+            OriginObject::new(big_body.clone(), &format!("b{i}")),
+        );
+    }
+
+    // Scenario 1 starts from slices far too large for the reads.
+    let start1 = Tunables {
+        slice_size: 8 * MI,
+        concurrency: 1,
+    };
+    let mut agents = Vec::new();
+    for name in ["agent-a", "agent-b"] {
+        agents.push(Agent::start(dir.path(), name, &origin.url(), ByteSize::mib(64), start1).await);
+    }
+    let targets: Vec<_> = agents.iter().map(|a| a.admin).collect();
+    let mut prometheus = Prometheus::start(dir.path(), JOB, &targets).await;
+    let client = prometheus.client();
+    let selector = Selector::custom(&format!(r#"job="{JOB}""#));
+    let queries = Queries::new(&selector, INTERVAL);
+    println!(
+        "[{:6.1}s] origin, two agents and Prometheus are up",
+        started.elapsed().as_secs_f64()
+    );
+
+    // ===== Scenario 1: small random reads, slice size far too large =====
+    let work = random_ranges(&agents, 2, range_body.clone());
+    // Both agents scraped, and the rates there (a target is queryable a few
+    // seconds after the first scrape).
+    let up = format!(r#"count(up{{job="{JOB}"}} == 1)"#);
+    poll(
+        "Prometheus to scrape both agents and see misses",
+        Duration::from_secs(30),
+        || {
+            let (client, queries, up) = (&client, &queries, &up);
+            async move {
+                let targets = client.query_value(up).await.ok().flatten()?;
+                let s = signals::collect(client, queries).await.ok()?;
+                (targets == 2.0 && s.amplification.is_some() && s.slice_size == Some(8 * MI)).then_some(())
+            }
+        },
+    )
+    .await;
+    prometheus.assert_alive();
+
+    let mut auto = AutoLoop {
+        prometheus: client.clone(),
+        queries,
+        current: start1,
+        next_tick: Instant::now(),
+        epoch_start: Counters::read(&agents).await,
+        agents,
+        epochs: Vec::new(),
+        intervals: 0,
+        started,
+    };
+    auto.begin(start1).await;
+    let mut tuner1 = Tuner::new(law(), Bounds::default());
+    let mut slice_path = vec![start1.slice_size];
+    let mut unchanged = 0;
+    let first_interval = auto.intervals;
+    let mut last_signals = None;
+    for _ in 0..26 {
+        let step = auto.step("ranges", &mut tuner1).await;
+        last_signals = step.signals.clone();
+        if step.decision.to.slice_size != step.decision.from.slice_size {
+            assert_eq!(
+                step.decision.to.slice_size * 2,
+                step.decision.from.slice_size,
+                "slice size moves by halving here: {}",
+                step.decision
+            );
+            slice_path.push(step.decision.to.slice_size);
+            unchanged = 0;
+        } else {
+            unchanged += 1;
+        }
+        // Two intervals without a slice change after one: the law no longer
+        // wants one (it would have confirmed it by now).
+        if slice_path.len() > 1 && unchanged >= 2 {
+            break;
+        }
+    }
+    auto.finish_epoch().await;
+    let intervals1 = auto.intervals - first_interval;
+    let stats1 = work.stop().await;
+    let final_slice = auto.current.slice_size;
+    let before = total(&auto.epochs, |t| t.slice_size == start1.slice_size);
+    let after = total(&auto.epochs, |t| t.slice_size == final_slice);
+    let amp_before = before.amplification().unwrap();
+    let amp_after = after.amplification().unwrap();
+    let path1: Vec<String> = slice_path.iter().map(|s| size(*s)).collect();
+    println!(
+        "scenario 1: slice path {} in {intervals1} intervals; amplification {amp_before:.1} at {} ({:.0}s) -> \
+         {amp_after:.2} at {} ({:.0}s); per epoch: {}; client reads {} ok, {} errors, {} wrong",
+        path1.join(" -> "),
+        show(start1),
+        before.seconds,
+        show(auto.current),
+        after.seconds,
+        auto.epochs
+            .iter()
+            .map(|e| format!(
+                "{} amp {:.2}",
+                show(e.tunables),
+                e.delta.amplification().unwrap_or(f64::NAN)
+            ))
+            .collect::<Vec<_>>()
+            .join(", "),
+        stats1.responses.load(Ordering::Relaxed),
+        stats1.errors.load(Ordering::Relaxed),
+        stats1.wrong.load(Ordering::Relaxed),
+    );
+    assert_eq!(
+        stats1.wrong.load(Ordering::Relaxed),
+        0,
+        "a range read returned wrong bytes"
+    );
+    assert_eq!(stats1.errors.load(Ordering::Relaxed), 0, "range reads failed");
+    assert!(
+        amp_before > 20.0,
+        "8Mi slices for 16-64 KiB reads should amplify a lot: {amp_before:.2}"
+    );
+    assert!(
+        final_slice <= 256 * KI,
+        "the tuner should have lowered the slice size to 256Ki or less: path {path1:?}"
+    );
+    assert!(
+        amp_after <= 4.0 && amp_after * 10.0 < amp_before,
+        "amplification should fall from {amp_before:.2} to 4 or less, got {amp_after:.2}"
+    );
+    // Prometheus saw the agents' gauges at the final slice size, too.
+    let seen = last_signals.expect("signals in the last interval");
+    assert_eq!(seen.slice_size, Some(final_slice), "{seen:?}");
+
+    // ===== Scenario 2: large downloads, concurrency far too low =====
+    // The user pins slice size (bounds 256Ki..256Ki) so that concurrency is
+    // the knob under test: with TTFB ~95% of each 256Ki fetch the law would
+    // otherwise double the slice size first, which also helps, but is
+    // scenario 1's knob. Concurrency may grow to 8.
+    origin.state.latency_ms.store(ORIGIN_LATENCY_MS, Ordering::Relaxed);
+    let start2 = Tunables {
+        slice_size: 256 * KI,
+        concurrency: 1,
+    };
+    auto.begin(start2).await;
+    let work = downloads(&auto.agents, 2, big_body.clone());
+    let bounds2 = Bounds {
+        min_slice_size: 256 * KI,
+        max_slice_size: 256 * KI,
+        min_concurrency: 1,
+        max_concurrency: 8,
+    };
+    let mut tuner2 = Tuner::new(law(), bounds2);
+    let mut concurrency_path = vec![start2.concurrency];
+    let first_interval = auto.intervals;
+    let mut at_max = 0;
+    for _ in 0..24 {
+        let step = auto.step("downloads", &mut tuner2).await;
+        assert_eq!(step.decision.to.slice_size, 256 * KI, "{}", step.decision);
+        if step.decision.changed() {
+            concurrency_path.push(step.decision.to.concurrency);
+        }
+        if auto.current.concurrency == bounds2.max_concurrency {
+            at_max += 1;
+            // One full interval measured at the top.
+            if at_max >= 2 {
+                break;
+            }
+        }
+    }
+    auto.finish_epoch().await;
+    let intervals2 = auto.intervals - first_interval;
+    let errors2 = work.stats.errors.load(Ordering::Relaxed);
+    let low = total(&auto.epochs, |t| t.concurrency == 1);
+    let top_concurrency = auto.current.concurrency;
+    let high = total(&auto.epochs, |t| t.concurrency == top_concurrency);
+    println!(
+        "scenario 2: concurrency path {:?} in {intervals2} intervals; client throughput {} at c1 ({:.0}s) -> {} at \
+         c{top_concurrency} ({:.0}s); per epoch: {}; downloads {} ok, {} errors, {} wrong",
+        concurrency_path,
+        mib_s(low.client_throughput()),
+        low.seconds,
+        mib_s(high.client_throughput()),
+        high.seconds,
+        auto.epochs
+            .iter()
+            .map(|e| format!("c{} {}", e.tunables.concurrency, mib_s(e.delta.client_throughput())))
+            .collect::<Vec<_>>()
+            .join(", "),
+        work.stats.responses.load(Ordering::Relaxed),
+        work.stats.errors.load(Ordering::Relaxed),
+        work.stats.wrong.load(Ordering::Relaxed),
+    );
+    assert_eq!(errors2, 0, "downloads failed against a healthy origin");
+    assert_eq!(
+        work.stats.wrong.load(Ordering::Relaxed),
+        0,
+        "a download returned wrong bytes"
+    );
+    assert!(
+        concurrency_path.windows(2).all(|w| w[1] > w[0]),
+        "a healthy origin 20 ms away: concurrency only grows, got {concurrency_path:?}"
+    );
+    assert!(
+        top_concurrency >= 4,
+        "the tuner should have raised concurrency to 4 or more: {concurrency_path:?}"
+    );
+    assert!(
+        high.client_throughput() > 2.5 * low.client_throughput(),
+        "throughput should rise well with concurrency {top_concurrency}: {} -> {}",
+        mib_s(low.client_throughput()),
+        mib_s(high.client_throughput())
+    );
+
+    // ===== Scenario 3: the origin starts answering 429 =====
+    // Downloads keep running; the tuner keeps its history from scenario 2.
+    // Right after an evaluation, so the next rate window is all throttled.
+    let before429 = auto.current;
+    auto.epochs.clear();
+    origin
+        .state
+        .max_in_flight
+        .store(ORIGIN_MAX_IN_FLIGHT, Ordering::Relaxed);
+    let limited_at = Counters::read(&auto.agents).await;
+    auto.epoch_start = limited_at;
+    let first_interval = auto.intervals;
+    let mut backed_off_after = None;
+    let mut path3 = vec![before429.concurrency];
+    for i in 1..=6u32 {
+        let step = auto.step("429", &mut tuner2).await;
+        if step.decision.changed() {
+            path3.push(step.decision.to.concurrency);
+        }
+        if backed_off_after.is_none() && step.decision.to.concurrency < before429.concurrency {
+            assert!(step.decision.reason.contains("429"), "{}", step.decision);
+            backed_off_after = Some(i);
+        }
+        if backed_off_after.is_none() && i >= 2 {
+            break;
+        }
+    }
+    auto.finish_epoch().await;
+    let stats2 = work.stop().await;
+    let intervals3 = auto.intervals - first_interval;
+    let throttled = Counters::read(&auto.agents).await.since(&limited_at);
+    println!(
+        "scenario 3: concurrency path {path3:?} in {intervals3} intervals, backed off after {backed_off_after:?}; \
+         per epoch: {}; origin 429s {} of {} subrequests; downloads so far {} ok, {} errors, {} wrong",
+        auto.epochs
+            .iter()
+            .map(|e| format!(
+                "c{} 429 {:.1}% {}",
+                e.tunables.concurrency,
+                e.delta.throttle_ratio() * 100.0,
+                mib_s(e.delta.client_throughput())
+            ))
+            .collect::<Vec<_>>()
+            .join(", "),
+        throttled.origin_429,
+        throttled.origin_requests,
+        stats2.responses.load(Ordering::Relaxed),
+        stats2.errors.load(Ordering::Relaxed),
+        stats2.wrong.load(Ordering::Relaxed),
+    );
+    assert!(throttled.origin_429 > 0.0, "the agents counted no 429s");
+    let after = backed_off_after.unwrap_or_else(|| panic!("no back-off within two intervals: {path3:?}"));
+    assert!(after <= 2, "backed off only after {after} intervals");
+    assert!(auto.current.concurrency < before429.concurrency);
+    let first = auto.epochs.first().unwrap();
+    let last = auto.epochs.last().unwrap();
+    assert!(
+        last.delta.throttle_ratio() < first.delta.throttle_ratio(),
+        "backing off should lower the 429 share: {:.3} at c{} -> {:.3} at c{}",
+        first.delta.throttle_ratio(),
+        first.tunables.concurrency,
+        last.delta.throttle_ratio(),
+        last.tunables.concurrency
+    );
+    assert_eq!(
+        stats2.wrong.load(Ordering::Relaxed),
+        0,
+        "a download returned wrong bytes"
+    );
+
+    println!(
+        "total: {} intervals, {:.0}s",
+        auto.intervals,
+        started.elapsed().as_secs_f64()
+    );
+    prometheus.assert_alive();
+}
