@@ -1,8 +1,9 @@
 //! Build: from a [`ValidatedSliceCache`] to the Kubernetes objects that run
 //! its agents.
 //!
-//! Contract: pure functions, no client, no clock. The same validated spec
-//! and [`Owner`] always give the same objects, byte for byte, so the step is
+//! Contract: pure functions, no client, no clock. The same validated spec,
+//! [`Owner`] and tunables in force (the tuner's, in mode Auto: see
+//! [`build_tuned`]) always give the same objects, byte for byte, so the step is
 //! unit-tested on YAML fixtures and `slicecache-operator render` prints
 //! exactly what the controller would apply. Every object carries the
 //! `app.kubernetes.io/*` labels, an owner reference to the SliceCache (when
@@ -38,6 +39,7 @@ use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use slicecache_api::{
     agent_config::{AgentConfig, Tunables},
+    units::ByteSize,
     validate::{DeviceSelection, MaxUnavailable, PURGE_TOKEN_FILE},
     SliceCache, ValidatedSliceCache,
 };
@@ -231,14 +233,32 @@ impl Privilege {
 
 // === builders ===
 
-/// Builds every object for `validated`.
+/// Builds every object for `validated`, with the spec's slice size and
+/// concurrency.
 pub fn build(
     validated: &ValidatedSliceCache,
     owner: &Owner,
     defaults: &BuildDefaults,
 ) -> Result<DesiredState, BuildError> {
+    build_tuned(validated, owner, defaults, None)
+}
+
+/// Builds every object for `validated`; `in_force`, when given, replaces the
+/// spec's slice size and concurrency in the agent config (mode Auto: the
+/// tuner's values). They are tunables, so they change the ConfigMap and
+/// never the pod template hash.
+pub fn build_tuned(
+    validated: &ValidatedSliceCache,
+    owner: &Owner,
+    defaults: &BuildDefaults,
+    in_force: Option<crate::tuner::Tunables>,
+) -> Result<DesiredState, BuildError> {
     let names = ObjectNames::for_cache(&owner.name);
-    let agent_config = validated.agent_config();
+    let mut agent_config = validated.agent_config();
+    if let Some(t) = in_force {
+        agent_config.tunables.slice_size = ByteSize(t.slice_size);
+        agent_config.tunables.concurrency = t.concurrency;
+    }
     let client_port = listen_port("listen", &agent_config.listen)?;
     let admin_port = listen_port("adminListen", &agent_config.admin_listen)?;
 

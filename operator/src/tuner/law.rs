@@ -70,7 +70,9 @@ impl Default for Bounds {
 }
 
 impl Bounds {
-    fn clamp(&self, t: Tunables) -> Tunables {
+    /// `t` moved inside the bounds; a slice size that is no power of two is
+    /// rounded down to one.
+    pub fn clamp(&self, t: Tunables) -> Tunables {
         let slice = t
             .slice_size
             .clamp(self.min_slice_size, self.max_slice_size.max(self.min_slice_size));
