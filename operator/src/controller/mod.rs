@@ -1,6 +1,8 @@
 //! The SliceCache controller: one reconcile is the pipeline
-//! [`dereference`] → [`validate`] → [`build`] → [`apply`] → [`status`], run
-//! under the `slicecache.io/cleanup` finalizer, with [`cleanup`] on delete.
+//! [`dereference`] → [`validate`] → [`tune`] → [`build`] → [`apply`] →
+//! [`status`], run under the `slicecache.io/cleanup` finalizer, with
+//! [`cleanup`] on delete. The tune step keeps one tuner per SliceCache in the
+//! [`Context`], so its history outlives a reconcile.
 //!
 //! Every decision is an Event on the SliceCache; every error carries a
 //! stable reason that is the Event reason, the `Degraded` condition reason
@@ -12,6 +14,7 @@ pub mod build;
 pub mod cleanup;
 pub mod dereference;
 pub mod status;
+pub mod tune;
 pub mod validate;
 
 use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
@@ -41,6 +44,7 @@ use build::{BuildDefaults, BuildError, Owner, FIELD_MANAGER};
 use cleanup::CleanupError;
 use dereference::DereferenceError;
 use status::{ConditionUpdate, Observed, StatusError};
+use tune::TunerRegistry;
 use validate::ValidateError;
 
 /// The finalizer that runs [`cleanup`] before a SliceCache goes.
@@ -118,6 +122,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub defaults: BuildDefaults,
+    /// One tuner per SliceCache in mode Recommend or Auto.
+    pub tuners: TunerRegistry,
     /// Consecutive failures per SliceCache (`namespace/name`), for backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -141,6 +147,7 @@ impl Context {
             client,
             metrics,
             defaults,
+            tuners: TunerRegistry::new(),
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -279,11 +286,19 @@ async fn reconcile_apply(cache: &SliceCache, ctx: &Context) -> Result<Action, Er
     };
 
     let owner = Owner::of(cache, "");
-    let desired = match build::build(&validated, &owner, &ctx.defaults) {
+    let owner_uid = owner.uid.clone().unwrap_or_default();
+    let tuning = ctx
+        .tuners
+        .tune(
+            (&owner.namespace, &owner.name, &owner_uid),
+            &validated,
+            cache.status.as_ref(),
+        )
+        .await;
+    let desired = match build::build_tuned(&validated, &owner, &ctx.defaults, tuning.in_force) {
         Ok(d) => d,
         Err(e) => return Err(fail(cache, ctx, e.into()).await),
     };
-    let owner_uid = owner.uid.clone().unwrap_or_default();
     let applied = match apply::apply(&ctx.client, &owner.namespace, &owner_uid, &desired).await {
         Ok(a) => a,
         Err(e) => return Err(fail(cache, ctx, e.into()).await),
@@ -296,17 +311,27 @@ async fn reconcile_apply(cache: &SliceCache, ctx: &Context) -> Result<Action, Er
             validated: &validated,
             desired: &desired,
             applied: &applied,
+            tuning: &tuning,
         },
         &status::now(),
     );
     status::write_if_changed(&ctx.client, cache, &new).await?;
     publish_apply_events(cache, ctx, &desired, &applied, &new).await;
+    for event in tune::tuning_events(validated.tuning().mode(), cache.status.as_ref(), &new) {
+        let type_ = if event.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        ctx.publish(cache, type_, &event.reason, "Tune", event.note).await;
+    }
 
-    Ok(if new.is_true(condition::PROGRESSING) {
-        Action::requeue(ROLLOUT_POLL)
+    let poll = if new.is_true(condition::PROGRESSING) {
+        ROLLOUT_POLL
     } else {
-        Action::requeue(RESYNC)
-    })
+        RESYNC
+    };
+    Ok(Action::requeue(tuning.next_in.map_or(poll, |t| t.min(poll))))
 }
 
 async fn publish_apply_events(
@@ -414,6 +439,7 @@ async fn reconcile_cleanup(cache: &SliceCache, ctx: &Context) -> Result<Action, 
     let result = cleanup_devices(cache, ctx).await;
     match &result {
         Ok(note) => {
+            ctx.tuners.forget(&key_of(cache));
             ctx.publish(cache, EventType::Normal, "CleanedUp", "Cleanup", note.clone())
                 .await
         }

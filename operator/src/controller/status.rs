@@ -15,7 +15,15 @@
 //!   `CleaningUp`, or an error reason.
 //! - `Degraded`: `AsExpected`, `AgentsUnavailable`, or an error reason such
 //!   as `InvalidSpec`, `PurgeTokenSecretNotFound`, `ApplyFailed`.
-//! - `TuningActive`: `TuningOff`, `TunerNotRunning`.
+//! - `TuningActive` (from the [`tune`](super::tune) step): `TuningOff`;
+//!   True `Tuning` (Auto) or `Recommending` (Recommend) while signals are
+//!   usable; False `PrometheusUnreachable`, `QueryTimeout`,
+//!   `PrometheusError`, `NoData`, `Idle` while the tuner holds for lack of
+//!   them; `PrometheusNotConfigured`.
+//!
+//! `status.effective` is the slice size and concurrency rendered into the
+//! agents' ConfigMap (the tuner's in mode Auto); `status.tuning.lastDecision`
+//! is the tune step's record.
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{
@@ -23,14 +31,14 @@ use kube::{
     Api, Client, Resource, ResourceExt,
 };
 use slicecache_api::{
-    spec::TuningMode,
-    status::{condition, new_condition, EffectiveTunables, NodesStatus},
+    status::{condition, new_condition, EffectiveTunables, NodesStatus, TuningStatus},
     SliceCache, SliceCacheStatus, ValidatedSliceCache,
 };
 
 use super::{
     apply::Applied,
     build::{DesiredState, CONFIG_GENERATION, FIELD_MANAGER},
+    tune::TuningReport,
 };
 
 /// Why the status could not be written.
@@ -81,6 +89,8 @@ pub enum Observed<'a> {
         validated: &'a ValidatedSliceCache,
         desired: &'a DesiredState,
         applied: &'a Applied,
+        /// What the tune step reported (`TuningActive`, `lastDecision`).
+        tuning: &'a TuningReport,
     },
     /// Reconciling stopped short: `updates` replace their conditions, and
     /// conditions that were never reported yet are added as not holding,
@@ -112,12 +122,19 @@ pub fn compute(
     };
     match observed {
         Observed::Applied {
-            validated,
+            validated: _,
             desired,
             applied,
+            tuning,
         } => {
-            for u in applied_conditions(validated, desired, applied) {
+            for u in applied_conditions(desired, applied) {
                 set(u);
+            }
+            set(tuning.condition.clone());
+            if let Some(decision) = &tuning.last_decision {
+                status.tuning = Some(TuningStatus {
+                    last_decision: Some(decision.clone()),
+                });
             }
             let ds_status = applied.daemon_set.status.clone().unwrap_or_default();
             let per_node = old
@@ -167,11 +184,7 @@ pub fn compute(
     status
 }
 
-fn applied_conditions(
-    validated: &ValidatedSliceCache,
-    desired: &DesiredState,
-    applied: &Applied,
-) -> Vec<ConditionUpdate> {
+fn applied_conditions(desired: &DesiredState, applied: &Applied) -> Vec<ConditionUpdate> {
     let ds = &applied.daemon_set;
     let ds_status = ds.status.clone().unwrap_or_default();
     let current = ds.status.is_some()
@@ -243,21 +256,7 @@ fn applied_conditions(
     } else {
         ConditionUpdate::new(condition::DEGRADED, false, "AsExpected", "")
     };
-    let tuning = match validated.tuning().mode() {
-        TuningMode::Off => ConditionUpdate::new(
-            condition::TUNING_ACTIVE,
-            false,
-            "TuningOff",
-            "spec.tuning.mode is Off: the spec values are in force",
-        ),
-        mode => ConditionUpdate::new(
-            condition::TUNING_ACTIVE,
-            false,
-            "TunerNotRunning",
-            format!("spec.tuning.mode is {mode:?}, but this operator version has no tuner yet: the spec values are in force"),
-        ),
-    };
-    vec![ready_c, progressing, degraded, tuning]
+    vec![ready_c, progressing, degraded]
 }
 
 /// The current time as a condition timestamp.
