@@ -59,8 +59,8 @@ const RANGE_OBJECT_SIZE: usize = 64 << 20;
 const BIG_OBJECTS: usize = 4000;
 const BIG_OBJECT_SIZE: usize = 16 << 20;
 const ORIGIN_LATENCY_MS: u64 = 20;
-// Scenario 3: 429 beyond this many origin requests in flight at once.
-const ORIGIN_MAX_IN_FLIGHT: u32 = 12;
+/// Download clients per agent in scenarios 2 and 3.
+const DOWNLOADERS_PER_AGENT: u32 = 2;
 
 /// What a workload did, counted by the clients themselves.
 #[derive(Debug, Default)]
@@ -480,7 +480,7 @@ async fn tuner_steers_two_real_agents_through_a_real_prometheus() {
         concurrency: 1,
     };
     auto.begin(start2).await;
-    let work = downloads(&auto.agents, 2, big_body.clone());
+    let work = downloads(&auto.agents, DOWNLOADERS_PER_AGENT as usize, big_body.clone());
     let bounds2 = Bounds {
         min_slice_size: 256 * KI,
         max_slice_size: 256 * KI,
@@ -490,19 +490,28 @@ async fn tuner_steers_two_real_agents_through_a_real_prometheus() {
     let mut tuner2 = Tuner::new(law(), bounds2);
     let mut concurrency_path = vec![start2.concurrency];
     let first_interval = auto.intervals;
-    let mut at_max = 0;
+    let mut unchanged = 0;
     for _ in 0..24 {
         let step = auto.step("downloads", &mut tuner2).await;
-        assert_eq!(step.decision.to.slice_size, 256 * KI, "{}", step.decision);
-        if step.decision.changed() {
-            concurrency_path.push(step.decision.to.concurrency);
+        let d = &step.decision;
+        assert_eq!(d.to.slice_size, 256 * KI, "{d}");
+        // The origin is healthy: a step back may only come from the delay
+        // signals (TTFB, queue wait) on a busy machine, never from 429s or
+        // errors.
+        if d.to.concurrency < d.from.concurrency {
+            assert!(d.reason.contains("TTFB") || d.reason.contains("queue wait"), "{d}");
         }
-        if auto.current.concurrency == bounds2.max_concurrency {
-            at_max += 1;
-            // One full interval measured at the top.
-            if at_max >= 2 {
-                break;
-            }
+        if d.changed() {
+            concurrency_path.push(d.to.concurrency);
+            unchanged = 0;
+        } else {
+            unchanged += 1;
+        }
+        // At the bound after one full interval measured there, or the law
+        // holds (a change would be confirmed within two intervals).
+        let at_max = auto.current.concurrency == bounds2.max_concurrency;
+        if (at_max && unchanged >= 1) || unchanged >= 3 {
+            break;
         }
     }
     auto.finish_epoch().await;
@@ -535,10 +544,6 @@ async fn tuner_steers_two_real_agents_through_a_real_prometheus() {
         "a download returned wrong bytes"
     );
     assert!(
-        concurrency_path.windows(2).all(|w| w[1] > w[0]),
-        "a healthy origin 20 ms away: concurrency only grows, got {concurrency_path:?}"
-    );
-    assert!(
         top_concurrency >= 4,
         "the tuner should have raised concurrency to 4 or more: {concurrency_path:?}"
     );
@@ -551,13 +556,13 @@ async fn tuner_steers_two_real_agents_through_a_real_prometheus() {
 
     // ===== Scenario 3: the origin starts answering 429 =====
     // Downloads keep running; the tuner keeps its history from scenario 2.
-    // Right after an evaluation, so the next rate window is all throttled.
+    // The limit lets through a third of what the downloads now keep in
+    // flight (4 clients x concurrency 8 = 32 -> 10). It starts right after
+    // an evaluation, so the next rate window is all throttled.
     let before429 = auto.current;
+    let limit = (2 * DOWNLOADERS_PER_AGENT * before429.concurrency / 3).max(1);
     auto.epochs.clear();
-    origin
-        .state
-        .max_in_flight
-        .store(ORIGIN_MAX_IN_FLIGHT, Ordering::Relaxed);
+    origin.state.max_in_flight.store(limit, Ordering::Relaxed);
     let limited_at = Counters::read(&auto.agents).await;
     auto.epoch_start = limited_at;
     let first_interval = auto.intervals;
@@ -581,7 +586,8 @@ async fn tuner_steers_two_real_agents_through_a_real_prometheus() {
     let intervals3 = auto.intervals - first_interval;
     let throttled = Counters::read(&auto.agents).await.since(&limited_at);
     println!(
-        "scenario 3: concurrency path {path3:?} in {intervals3} intervals, backed off after {backed_off_after:?}; \
+        "scenario 3: origin limit {limit} in flight; concurrency path {path3:?} in {intervals3} intervals, backed \
+         off after {backed_off_after:?}; \
          per epoch: {}; origin 429s {} of {} subrequests; downloads so far {} ok, {} errors, {} wrong",
         auto.epochs
             .iter()
