@@ -14,6 +14,7 @@ use slicecache_operator::{
         self, BuildDefaults, DesiredState, Owner, CONFIG_FILE_KEY, CONFIG_GENERATION, DESIRED_HASH, POD_TEMPLATE_HASH,
     },
     render,
+    tuner::Tunables,
 };
 
 fn fixture_path(name: &str) -> PathBuf {
@@ -119,6 +120,47 @@ fn tunable_change_keeps_the_pod_template_and_rewrites_only_the_config_map() {
         b.config_map.metadata.annotations.as_ref().unwrap()[DESIRED_HASH]
     );
     assert_eq!(parsed_config(&b).tunables.concurrency, 16);
+}
+
+#[test]
+fn tuned_values_reach_only_the_config_map() {
+    let cache = load("production-nvme.yaml");
+    let validated = ValidatedSliceCache::new(&cache.spec).unwrap();
+    let owner = Owner::of(&cache, "default");
+    let defaults = BuildDefaults::default();
+    let spec = build::build(&validated, &owner, &defaults).unwrap();
+    let tuned = build::build_tuned(
+        &validated,
+        &owner,
+        &defaults,
+        Some(Tunables {
+            slice_size: 512 << 10,
+            concurrency: 3,
+        }),
+    )
+    .unwrap();
+
+    assert_eq!(spec.pod_template_hash, tuned.pod_template_hash);
+    assert_eq!(spec.daemon_set, tuned.daemon_set, "tuning must not restart agents");
+    assert_eq!(spec.client_service, tuned.client_service);
+    assert_eq!(spec.pod_disruption_budget, tuned.pod_disruption_budget);
+    assert_ne!(spec.config_hash, tuned.config_hash);
+    assert_ne!(
+        spec.config_map.metadata.annotations.as_ref().unwrap()[DESIRED_HASH],
+        tuned.config_map.metadata.annotations.as_ref().unwrap()[DESIRED_HASH]
+    );
+    let config = parsed_config(&tuned);
+    assert_eq!(config.tunables.slice_size, ByteSize::kib(512));
+    assert_eq!(config.tunables.concurrency, 3);
+    assert_eq!(tuned.agent_config, config);
+    // Everything else is the spec's, unchanged.
+    let from_spec = parsed_config(&spec);
+    assert_eq!(config.tunables.retries, from_spec.tunables.retries);
+    assert_eq!(config.origin, from_spec.origin);
+    assert_eq!(config.cache, from_spec.cache);
+    // No values given: exactly what build renders.
+    let none = build::build_tuned(&validated, &owner, &defaults, None).unwrap();
+    assert_eq!(none.config_map, spec.config_map);
 }
 
 #[test]

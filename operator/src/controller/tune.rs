@@ -31,7 +31,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use slicecache_api::{
     spec::TuningMode,
     status::{condition, EffectiveTunables, TuningDecisionStatus},
@@ -446,6 +446,13 @@ impl TunerRegistry {
     }
 }
 
+/// The current time in whole seconds, as `metav1.Time` travels: a record
+/// kept in memory then equals the one read back from the API server.
+fn now_in_seconds() -> Time {
+    let now = Timestamp::now();
+    Time(Timestamp::from_second(now.as_second()).unwrap_or(now))
+}
+
 /// One evaluation: query, step the law, and report.
 async fn evaluate(
     slot: &mut Slot,
@@ -483,7 +490,7 @@ async fn evaluate(
     let recorded = status
         .and_then(|s| s.tuning.as_ref())
         .and_then(|t| t.last_decision.as_ref());
-    let record = last_decision(&decision, slot.last_key, recorded, super::status::now());
+    let record = last_decision(&decision, slot.last_key, recorded, now_in_seconds());
     slot.last_key = Some(DecisionKey::of(&decision));
     TuningReport {
         in_force: None,
@@ -499,7 +506,6 @@ mod tests {
 
     use std::collections::BTreeMap;
 
-    use k8s_openapi::jiff::Timestamp;
     use slicecache_api::{spec::SliceCacheSpec, status::TuningStatus, units::ByteSize};
 
     use super::*;
