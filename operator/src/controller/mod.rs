@@ -287,14 +287,7 @@ async fn reconcile_apply(cache: &SliceCache, ctx: &Context) -> Result<Action, Er
 
     let owner = Owner::of(cache, "");
     let owner_uid = owner.uid.clone().unwrap_or_default();
-    let tuning = ctx
-        .tuners
-        .tune(
-            (&owner.namespace, &owner.name, &owner_uid),
-            &validated,
-            cache.status.as_ref(),
-        )
-        .await;
+    let tuning = ctx.tuners.tune(&owner, &validated, cache.status.as_ref()).await;
     let desired = match build::build_tuned(&validated, &owner, &ctx.defaults, tuning.in_force) {
         Ok(d) => d,
         Err(e) => return Err(fail(cache, ctx, e.into()).await),

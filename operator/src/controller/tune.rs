@@ -40,7 +40,7 @@ use slicecache_api::{
     SliceCacheStatus, ValidatedSliceCache,
 };
 
-use super::status::ConditionUpdate;
+use super::{build::Owner, status::ConditionUpdate};
 use crate::tuner::{
     self, prometheus::DEFAULT_QUERY_TIMEOUT, Bounds, HoldReason, LawConfig, PrometheusClient, Queries, Selector,
     Tunables, Tuner, TuningDecision,
@@ -379,15 +379,15 @@ impl TunerRegistry {
         self.slots.lock().unwrap_or_else(PoisonError::into_inner).remove(key);
     }
 
-    /// The tune step for the SliceCache `namespace/name` with `uid`; `status`
-    /// is its current status. Queries Prometheus only when an evaluation is
-    /// due.
+    /// The tune step for the SliceCache `owner`; `status` is its current
+    /// status. Queries Prometheus only when an evaluation is due.
     pub async fn tune(
         &self,
-        (namespace, name, uid): (&str, &str, &str),
+        owner: &Owner,
         validated: &ValidatedSliceCache,
         status: Option<&SliceCacheStatus>,
     ) -> TuningReport {
+        let (namespace, name) = (owner.namespace.as_str(), owner.name.as_str());
         let key = format!("{namespace}/{name}");
         let tuning = validated.tuning();
         if tuning.mode() == TuningMode::Off {
@@ -404,7 +404,7 @@ impl TunerRegistry {
                 ),
             );
         };
-        let settings = TunerSettings::of(uid, validated);
+        let settings = TunerSettings::of(owner.uid.as_deref().unwrap_or_default(), validated);
         let interval = tuning.interval();
         let now = Instant::now();
 
@@ -483,7 +483,11 @@ async fn evaluate(
     );
     let evaluation = tuner::evaluate(&client, &queries, &mut slot.tuner, now, Some(slot.in_force)).await;
     let decision = evaluation.decision;
-    tracing::info!(slicecache = %format!("{namespace}/{name}"), mode = ?tuning.mode(), "tuner: {decision}");
+    if decision.changed() {
+        tracing::info!(slicecache = %format!("{namespace}/{name}"), mode = ?tuning.mode(), "tuner: {decision}");
+    } else {
+        tracing::debug!(slicecache = %format!("{namespace}/{name}"), mode = ?tuning.mode(), "tuner: {decision}");
+    }
     if slot.settings.mode == TuningMode::Auto {
         slot.in_force = decision.to;
     }
