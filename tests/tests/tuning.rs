@@ -35,7 +35,7 @@ use std::{
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use slicecache_agent::demo::{
-    client::HttpClient,
+    client::{ClientResponse, HttpClient},
     origin::{pattern, DemoOrigin, OriginObject},
 };
 use slicecache_api::units::ByteSize;
@@ -71,6 +71,27 @@ struct WorkStats {
     errors: AtomicU64,
     /// Responses with the right status and the wrong bytes.
     wrong: AtomicU64,
+}
+
+impl WorkStats {
+    /// Counts one response against the status and bytes it should have;
+    /// after an error, pauses briefly so a failing agent is not hammered.
+    async fn record(&self, got: std::io::Result<ClientResponse>, status: u16, want: &[u8]) {
+        match got {
+            Ok(resp) if resp.status == status => {
+                self.responses.fetch_add(1, Ordering::Relaxed);
+                if resp.body[..] == *want {
+                    self.bytes.fetch_add(want.len() as u64, Ordering::Relaxed);
+                } else {
+                    self.wrong.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            _ => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
 }
 
 /// Client tasks running until stopped; aborted when dropped.
@@ -116,20 +137,8 @@ fn random_ranges(agents: &[Agent], per_agent: usize, body: Bytes) -> Workload {
                     let first = rng.random_range(0..=body.len() - len);
                     let last = first + len - 1;
                     let range = format!("bytes={first}-{last}");
-                    match client.get(&format!("/r/{object}"), &[("Range", &range)]).await {
-                        Ok(resp) if resp.status == 206 => {
-                            stats.responses.fetch_add(1, Ordering::Relaxed);
-                            if resp.body[..] == body[first..=last] {
-                                stats.bytes.fetch_add(len as u64, Ordering::Relaxed);
-                            } else {
-                                stats.wrong.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                        _ => {
-                            stats.errors.fetch_add(1, Ordering::Relaxed);
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                        }
-                    }
+                    let got = client.get(&format!("/r/{object}"), &[("Range", &range)]).await;
+                    stats.record(got, 206, &body[first..=last]).await;
                 }
             }));
         }
@@ -151,20 +160,8 @@ fn downloads(agents: &[Agent], per_agent: usize, body: Bytes) -> Workload {
             tasks.push(tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
                     let n = next.fetch_add(1, Ordering::Relaxed) as usize % BIG_OBJECTS;
-                    match client.get(&format!("/big/{n}"), &[]).await {
-                        Ok(resp) if resp.status == 200 => {
-                            stats.responses.fetch_add(1, Ordering::Relaxed);
-                            if resp.body == body {
-                                stats.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
-                            } else {
-                                stats.wrong.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                        _ => {
-                            stats.errors.fetch_add(1, Ordering::Relaxed);
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                        }
-                    }
+                    let got = client.get(&format!("/big/{n}"), &[]).await;
+                    stats.record(got, 200, &body).await;
                 }
             }));
         }
