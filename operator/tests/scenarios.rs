@@ -719,6 +719,13 @@ fn live_objects(cache: &SliceCache) -> Vec<(&'static str, Value)> {
     ]
 }
 
+/// Every owned object is read and found as desired (no write follows).
+async fn expect_reads(h: &mut Handle, live: Vec<(&'static str, Value)>) {
+    for (path, object) in live {
+        expect(h, "GET", path, 200, Some(object)).await;
+    }
+}
+
 /// Seconds of a requeue action (kube's `Action` has no getter).
 fn requeue_secs(action: &Action) -> f64 {
     let text = format!("{action:?}");
@@ -805,9 +812,7 @@ async fn auto_tuning_halves_concurrency_on_429s_through_the_config_map() {
         .map(|(path, object)| (path, if path == CM { config_map.clone() } else { object }))
         .collect();
     let (result, _) = run_keeping_handle(cache, ctx, handle, move |mut h| async move {
-        for (path, object) in live {
-            expect(&mut h, "GET", path, 200, Some(object)).await;
-        }
+        expect_reads(&mut h, live).await;
         h
     })
     .await;
@@ -832,9 +837,7 @@ async fn recommend_writes_the_decision_to_status_only() {
     let c = cache.clone();
     let result = run(cache, ctx, handle, move |mut h| async move {
         // Every object is read and found current: the ConfigMap keeps the spec's 8.
-        for (path, object) in live {
-            expect(&mut h, "GET", path, 200, Some(object)).await;
-        }
+        expect_reads(&mut h, live).await;
         let call = expect_apply(&mut h, STATUS, Some(with_status(&c, &json!({})))).await;
         let status = &call.body["status"];
         let decision = &status["tuning"]["lastDecision"];
@@ -868,9 +871,7 @@ async fn prometheus_down_holds_and_says_why() {
     let c = cache.clone();
     let result = run(cache, ctx, handle, move |mut h| async move {
         // Reads only: no ConfigMap write.
-        for (path, object) in live {
-            expect(&mut h, "GET", path, 200, Some(object)).await;
-        }
+        expect_reads(&mut h, live).await;
         let call = expect_apply(&mut h, STATUS, Some(with_status(&c, &json!({})))).await;
         let status = &call.body["status"];
         let active = condition(status, "TuningActive");
