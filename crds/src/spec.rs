@@ -41,6 +41,11 @@ pub const SLICE_SIZE_RULE: &str = "string(self).endsWith('Ki') ? int(string(self
 /// Message of [`SLICE_SIZE_RULE`].
 pub const SLICE_SIZE_MESSAGE: &str = "must be a power of two from 64Ki to 64Mi, e.g. 256Ki, 1Mi, 4Mi";
 
+/// CEL: `minSliceSize` does not exceed `maxSliceSize`. Compares bytes
+/// parsed the way [`SLICE_SIZE_RULE`] does; spellings that rule rejects
+/// anyway are left to it.
+pub const SLICE_BOUNDS_RULE: &str = "!has(self.minSliceSize) || !has(self.maxSliceSize) || !string(self.minSliceSize).matches('^[0-9]+(Ki|Mi)?$') || !string(self.maxSliceSize).matches('^[0-9]+(Ki|Mi)?$') || (string(self.minSliceSize).endsWith('Ki') ? int(string(self.minSliceSize).substring(0, size(string(self.minSliceSize)) - 2)) * 1024 : string(self.minSliceSize).endsWith('Mi') ? int(string(self.minSliceSize).substring(0, size(string(self.minSliceSize)) - 2)) * 1048576 : int(string(self.minSliceSize))) <= (string(self.maxSliceSize).endsWith('Ki') ? int(string(self.maxSliceSize).substring(0, size(string(self.maxSliceSize)) - 2)) * 1024 : string(self.maxSliceSize).endsWith('Mi') ? int(string(self.maxSliceSize).substring(0, size(string(self.maxSliceSize)) - 2)) * 1048576 : int(string(self.maxSliceSize)))";
+
 /// A fleet of slicing HTTP caches in front of one origin: one node agent per
 /// chosen node, each caching on local memory and raw block devices.
 // Each `printcolumn(...)` repeats `type_`/`priority`, which clippy mistakes for duplicates.
@@ -388,6 +393,9 @@ impl ServiceType {
     validation = Rule::new(
         "!has(self.minConcurrency) || !has(self.maxConcurrency) || self.minConcurrency <= self.maxConcurrency"
     ).message("minConcurrency must not exceed maxConcurrency").field_path(".minConcurrency"),
+    validation = Rule::new(SLICE_BOUNDS_RULE)
+        .message("minSliceSize must not exceed maxSliceSize")
+        .field_path(".minSliceSize"),
     validation = Rule::new(
         "!has(self.mode) || self.mode == 'Off' || (has(self.prometheus) && has(self.prometheus.url))"
     ).message("tuning modes Recommend and Auto need prometheus.url").field_path(".prometheus")

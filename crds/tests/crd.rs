@@ -140,6 +140,7 @@ fn cel_rules_sit_where_fields_constrain_each_other() {
     has("spec.cache.disk", "has(self.deviceFilter)");
     has("spec.tuning", "self.minConcurrency <= self.maxConcurrency");
     has("spec.tuning", "has(self.prometheus)");
+    has("spec.tuning", "!has(self.minSliceSize) || !has(self.maxSliceSize)");
     has("spec.rollout.maxUnavailable", "self == int(string(self))");
     for path in [
         "spec.slicing.sliceSize",
@@ -358,6 +359,23 @@ fn cel_tuning_rules() {
         with("tuning", json!({ "minConcurrency": 16, "maxConcurrency": 8 })),
         "minConcurrency must not exceed maxConcurrency",
     );
+    for (min, max) in [
+        (json!("4Mi"), json!("1Mi")),
+        (json!("2Mi"), json!("1024Ki")),
+        (json!(262144), json!("128Ki")),
+    ] {
+        assert_cel_rejects(
+            with("tuning", json!({ "minSliceSize": min, "maxSliceSize": max })),
+            "minSliceSize must not exceed maxSliceSize",
+        );
+    }
+    for (min, max) in [
+        (json!("1Mi"), json!("1Mi")),
+        (json!("512Ki"), json!("1Mi")),
+        (json!(65536), json!("64Mi")),
+    ] {
+        cel(with("tuning", json!({ "minSliceSize": min, "maxSliceSize": max }))).expect("min <= max");
+    }
     for mode in ["Recommend", "Auto"] {
         assert_cel_rejects(with("tuning", json!({ "mode": mode })), "need prometheus.url");
     }
