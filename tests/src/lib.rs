@@ -88,10 +88,11 @@ impl Drop for Proc {
 
 /// The `slicecache-agent` binary cargo built next to this test binary
 /// (`target/<profile>/deps/TEST-HASH` -> `target/<profile>/slicecache-agent`).
-/// `cargo test --workspace` builds it, because the agent's own integration
-/// tests need it; `cargo test -p slicecache-e2e` alone does not. So when it
-/// is missing or older than the agent's sources (or the shared config types
-/// it is built with), this asks the cargo running the test to build it.
+/// `cargo test --workspace` (the project's test command) builds it, because
+/// the agent's own integration tests need it; `cargo test -p slicecache-e2e`
+/// alone does not, so a missing or stale binary (older than the agent's
+/// sources or the config types it is built with) stops the test with the
+/// command that fixes it.
 pub fn agent_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     let dir = exe
@@ -100,38 +101,12 @@ pub fn agent_binary() -> PathBuf {
         .expect("the test binary lives in target/<profile>/deps");
     let agent = dir.join(format!("slicecache-agent{}", std::env::consts::EXE_SUFFIX));
     if let Err(why) = agent_is_current(&agent) {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut build = Command::new(cargo);
-        build.args(["build", "-p", "slicecache-agent", "--bin", "slicecache-agent"]);
-        // Not the variables cargo set for this test (CARGO_MANIFEST_DIR,
-        // CARGO_PKG_*, ...): build scripts that watch them would otherwise
-        // see a change and rebuild for everyone sharing the target dir.
-        for (name, _) in std::env::vars_os() {
-            let Some(name) = name.to_str() else { continue };
-            let user_config = ["CARGO_HOME", "CARGO_TARGET_DIR"].contains(&name)
-                || [
-                    "CARGO_BUILD_",
-                    "CARGO_PROFILE_",
-                    "CARGO_REGISTR",
-                    "CARGO_NET_",
-                    "CARGO_TERM_",
-                    "CARGO_HTTP_",
-                ]
-                .iter()
-                .any(|p| name.starts_with(p));
-            if (name.starts_with("CARGO_") && !user_config) || name == "OUT_DIR" {
-                build.env_remove(name);
-            }
-        }
-        if dir.file_name().is_some_and(|n| n == "release") {
-            build.arg("--release");
-        }
-        eprintln!("{why}: building it");
-        let status = build.status().expect("running cargo build");
-        assert!(status.success(), "cargo build -p slicecache-agent failed");
-        if let Err(why) = agent_is_current(&agent) {
-            panic!("{why} after building it (is it built into another target directory?)");
-        }
+        let release = if dir.file_name().is_some_and(|n| n == "release") {
+            " --release"
+        } else {
+            ""
+        };
+        panic!("{why}: run `cargo build -p slicecache-agent{release}` first, or `cargo test --workspace`");
     }
     agent
 }
