@@ -16,6 +16,7 @@ pub mod object;
 pub mod origin;
 pub mod range;
 pub mod run;
+pub mod sendfile;
 pub mod server;
 pub mod slicer;
 pub mod store;

@@ -24,6 +24,7 @@ pub struct Metrics {
     pub registry: Registry,
     pub requests: IntCounterVec,
     pub client_bytes: IntCounter,
+    pub client_sendfile_bytes: IntCounter,
     pub origin_bytes: IntCounter,
     pub origin_requests: IntCounterVec,
     pub origin_retries: IntCounter,
@@ -94,6 +95,10 @@ impl Metrics {
                 &["method", "status"],
             )?,
             client_bytes: counter("slicecache_client_bytes_total", "Body bytes sent to clients.")?,
+            client_sendfile_bytes: counter(
+                "slicecache_client_sendfile_bytes_total",
+                "Body bytes sent to clients with sendfile from the memory tier (part of slicecache_client_bytes_total).",
+            )?,
             origin_bytes: counter("slicecache_origin_bytes_total", "Body bytes received from the origin.")?,
             origin_requests: counter_vec(
                 "slicecache_origin_requests_total",

@@ -26,6 +26,7 @@ use crate::fill::{FillError, FillHead, FillKey, FillReader, FillSpec, Fills};
 use crate::metrics::Metrics;
 use crate::object::ObjectMeta;
 use crate::range::{self, ByteRange, RangeOutcome, RangeSpec, Validators};
+use crate::sendfile::SocketWriter;
 use crate::slicer::{Slice, SlicePlan};
 use crate::store::ObjectId;
 
@@ -73,8 +74,10 @@ impl HttpServerApp for ProxyApp {
             }
         }
         session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
-        match self.0.serve(&mut session).await {
-            Ok(()) => {}
+        let _active = ActiveResponse::start(&self.0.active);
+        match self.0.serve_once(&mut session, true).await {
+            Ok(Served::Done) => {}
+            Ok(Served::FromArena(hit)) => return self.0.send_arena_hit(session, hit).await,
             Err(e) => {
                 info!(request = %session.request_summary(), error = %e, "response aborted");
                 return None;
@@ -117,18 +120,44 @@ impl SliceSource {
 /// offset and size.
 type Prepared = Option<((u64, u64), SliceSource)>;
 
-impl Agent {
-    async fn serve(&self, session: &mut ServerSession) -> Result<(), ServeError> {
-        use std::sync::atomic::Ordering::Relaxed;
-        self.active.fetch_add(1, Relaxed);
-        let result = self.serve_once(session, true).await;
-        self.active.fetch_sub(1, Relaxed);
-        result
-    }
+/// How a request was answered by [`Agent::serve_once`].
+enum Served {
+    /// The response is complete.
+    Done,
+    /// Every body byte is in L1's arena: the caller, which owns the session,
+    /// sends the header and then the body with `sendfile`.
+    FromArena(Box<ArenaHit>),
+}
 
+/// A response ready to go out of L1's arena with `sendfile`.
+struct ArenaHit {
+    resp: ResponseHeader,
+    method: http::Method,
+    started: Instant,
+    /// The body, in order; every piece views the arena.
+    pieces: Vec<Bytes>,
+}
+
+/// Counts a response as in progress while it lives.
+struct ActiveResponse<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> ActiveResponse<'a> {
+    fn start(active: &'a std::sync::atomic::AtomicUsize) -> Self {
+        active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(active)
+    }
+}
+
+impl Drop for ActiveResponse<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Agent {
     /// Serves one request. When the object turns out to have changed before
     /// any byte was sent, starts over once with the new version.
-    async fn serve_once(&self, session: &mut ServerSession, may_retry: bool) -> Result<(), ServeError> {
+    async fn serve_once(&self, session: &mut ServerSession, may_retry: bool) -> Result<Served, ServeError> {
         let started = Instant::now();
         let req = session.req_header();
         let method = req.method.clone();
@@ -138,7 +167,8 @@ impl Agent {
             resp.insert_header(http::header::ALLOW, "GET, HEAD").ok();
             return self
                 .send_simple(session, resp, "only GET and HEAD are served\n", started)
-                .await;
+                .await
+                .map(|()| Served::Done);
         }
         let path = req
             .uri
@@ -158,7 +188,7 @@ impl Agent {
         };
         let (meta, mut learned) = match self.settle_version(object, &path, hint, &tunables).await {
             Ok(v) => v,
-            Err(e) => return self.send_fill_error(session, e, started).await,
+            Err(e) => return self.send_fill_error(session, e, started).await.map(|()| Served::Done),
         };
 
         // Client conditionals (RFC 9110 §13.2.2 order: If-None-Match, then
@@ -172,7 +202,10 @@ impl Agent {
             let mut resp = base_response(304, &meta);
             resp.remove_header(&http::header::CONTENT_LENGTH);
             resp.remove_header(&http::header::CONTENT_TYPE);
-            return self.send_header_only(session, resp, started).await;
+            return self
+                .send_header_only(session, resp, started)
+                .await
+                .map(|()| Served::Done);
         }
 
         let validators = Validators {
@@ -238,7 +271,10 @@ impl Agent {
                 resp.insert_header(http::header::CONTENT_RANGE, format!("bytes */{}", meta.size))
                     .ok();
                 resp.insert_header(http::header::CONTENT_LENGTH, "0").ok();
-                return self.send_header_only(session, resp, started).await;
+                return self
+                    .send_header_only(session, resp, started)
+                    .await
+                    .map(|()| Served::Done);
             }
         };
         if !is_head {
@@ -252,8 +288,23 @@ impl Agent {
                         debug!(%path, "object changed before the response started; serving the new version");
                         return Box::pin(self.serve_once(session, false)).await;
                     }
-                    Err(e) => return self.send_fill_error(session, e, started).await,
+                    Err(e) => return self.send_fill_error(session, e, started).await.map(|()| Served::Done),
                 }
+            }
+        }
+        if let (false, RangeOutcome::Full | RangeOutcome::Single(_), Some((_, range))) =
+            (is_head, &outcome, parts.first())
+        {
+            if let Some(pieces) = self
+                .arena_body(session, object, &meta, *range, &tunables, &mut learned)
+                .await
+            {
+                return Ok(Served::FromArena(Box::new(ArenaHit {
+                    resp,
+                    method,
+                    started,
+                    pieces,
+                })));
             }
         }
         let status = resp.status.as_u16();
@@ -261,7 +312,7 @@ impl Agent {
         self.metrics.client_ttfb.observe(started.elapsed().as_secs_f64());
         self.count_request(&method, status);
         if is_head {
-            return Ok(());
+            return Ok(Served::Done);
         }
         for (part_header, r) in &parts {
             if !part_header.is_empty() {
@@ -278,7 +329,7 @@ impl Agent {
             .finish_body()
             .await
             .map_err(|e| ServeError::Client(e.to_string()))?;
-        Ok(())
+        Ok(Served::Done)
     }
 
     /// Decides which version of the object this response serves. Returns the
@@ -410,6 +461,130 @@ impl Agent {
         }
     }
 
+    /// The whole body of `range` as arena pieces, when every slice is in L1
+    /// and the connection can take `sendfile` (plain HTTP/1 over TCP; a TLS
+    /// stream must be written through its encryption). `None` leaves
+    /// `learned` as it was, for the streaming path.
+    async fn arena_body(
+        &self,
+        session: &ServerSession,
+        object: ObjectId,
+        meta: &ObjectMeta,
+        range: ByteRange,
+        tunables: &RuntimeTunables,
+        learned: &mut Prepared,
+    ) -> Option<Vec<Bytes>> {
+        let arena = self.cache.memory().arena()?;
+        let plain_h1 = session.as_http1().is_some() && session.digest().is_some_and(|d| d.ssl_digest.is_none());
+        if range.len() < ARENA_SEND_MIN || !plain_h1 {
+            return None;
+        }
+        let slice_size = slice_size_for(meta, tunables);
+        let mut pieces = Vec::new();
+        let mut looked_up = 0;
+        for slice in SlicePlan::new(range, meta.size, slice_size) {
+            match learned {
+                Some((key, SliceSource::Cached(prepared))) if *key == (slice.offset, slice_size) => {
+                    pieces.extend(prepared.iter().cloned());
+                }
+                Some((key, _)) if *key == (slice.offset, slice_size) => return None,
+                _ => {
+                    let (from, to) = (slice.offset + slice.want.0, slice.offset + slice.want.1);
+                    pieces.extend(self.cache.lookup_memory(object, meta, from, to).await?);
+                    looked_up += 1;
+                }
+            }
+        }
+        if !pieces.iter().all(|p| arena.locate(p).is_some()) {
+            return None;
+        }
+        for _ in 0..looked_up {
+            self.metrics.count_slice("hit", "memory");
+        }
+        *learned = None;
+        Some(pieces)
+    }
+
+    /// Sends a response whose body is all in L1's arena: Pingora writes the
+    /// header, `sendfile` the body, and the connection goes back to Pingora
+    /// for the next request.
+    async fn send_arena_hit(&self, session: ServerSession, hit: Box<ArenaHit>) -> Option<ReusedHttpStream> {
+        let settings = pingora::apps::HttpPersistentSettings::for_session(&session);
+        let summary = session.request_summary();
+        let ServerSession::H1(mut h1) = session else {
+            return None; // `arena_body` only chooses HTTP/1
+        };
+        let status = hit.resp.status.as_u16();
+        if let Err(e) = h1.write_response_header(Box::new(hit.resp)).await {
+            debug!(error = %e, "writing the response header failed");
+            return None;
+        }
+        // Pingora counts the body bytes it writes, and these go around it:
+        // the first `finish_body` marks the body complete (reporting the
+        // bytes it did not see), the second flushes the header out of its
+        // buffer, so nothing of Pingora's can follow the body.
+        let _ = h1.finish_body().await;
+        if let Err(e) = h1.finish_body().await {
+            debug!(error = %e, "flushing the response header failed");
+            return None;
+        }
+        self.metrics.client_ttfb.observe(hit.started.elapsed().as_secs_f64());
+        self.count_request(&hit.method, status);
+        if let Err(e) = self.send_pieces(h1.stream(), &hit.pieces).await {
+            info!(request = %summary, error = %e, "response aborted");
+            return None;
+        }
+        match h1.reuse().await {
+            Ok(Some(stream)) => Some(ReusedHttpStream::from_reusable_stream(stream, settings)),
+            Ok(None) => None,
+            Err(e) => {
+                debug!(error = %e, "finishing response failed");
+                None
+            }
+        }
+    }
+
+    async fn send_pieces(&self, stream: &pingora::protocols::Stream, pieces: &[Bytes]) -> std::io::Result<()> {
+        let Some(arena) = self.cache.memory().arena() else {
+            return Err(std::io::Error::other("no memory arena"));
+        };
+        let writer = SocketWriter::for_stream(stream)?;
+        // Extents filled in order usually sit back to back in the arena, so
+        // one call can send several.
+        let mut runs: Vec<(u64, usize)> = Vec::new();
+        for piece in pieces {
+            let offset = arena
+                .locate(piece)
+                .ok_or_else(|| std::io::Error::other("a piece is outside the memory arena"))?;
+            match runs.last_mut() {
+                Some((start, len)) if *start + *len as u64 == offset => *len += piece.len(),
+                _ => runs.push((offset, piece.len())),
+            }
+        }
+        // No explicit turn-taking here, unlike `write_body`: waiting for the
+        // socket counts against the runtime's cooperative budget, so a sender
+        // on a socket that never fills still yields regularly.
+        for (offset, len) in runs {
+            let mut sent = 0;
+            while sent < len {
+                let chunk = (len - sent).min(SENDFILE_CHUNK);
+                writer.send(arena.file(), offset + sent as u64, chunk).await?;
+                self.metrics.client_bytes.inc_by(chunk as u64);
+                self.metrics.client_sendfile_bytes.inc_by(chunk as u64);
+                sent += chunk;
+            }
+        }
+        Ok(())
+    }
+
+    /// Lets other responses write when there are more of them than workers
+    /// (see [`Self::write_body`]).
+    async fn take_turns(&self) {
+        if self.active.load(std::sync::atomic::Ordering::Relaxed) > self.workers {
+            tokio::task::yield_now().await;
+        }
+    }
+
     /// Makes sure the response's first slice is of `meta`'s version before
     /// the header goes out, so a changed object can still be served cleanly.
     async fn prepare_first_slice(
@@ -492,8 +667,8 @@ impl Agent {
     }
 
     /// Writes body bytes in pieces of at most [`WRITE_PIECE`]. When more
-    /// responses are in progress than there are workers, it yields after each
-    /// piece: a loopback socket rarely pushes back, so without the yield one
+    /// responses are in progress than there are workers, it takes turns after
+    /// each piece: a loopback socket rarely pushes back, so without the yield one
     /// large hit would hold its worker until the whole range is written while
     /// other connections wait (a p99 problem). Uncontended, it never yields.
     async fn write_body(&self, session: &mut ServerSession, mut data: Bytes) -> Result<(), ServeError> {
@@ -505,9 +680,7 @@ impl Agent {
                 .await
                 .map_err(|e| ServeError::Client(e.to_string()))?;
             self.metrics.client_bytes.inc_by(len as u64);
-            if self.active.load(std::sync::atomic::Ordering::Relaxed) > self.workers {
-                tokio::task::yield_now().await;
-            }
+            self.take_turns().await;
         }
         Ok(())
     }
@@ -623,6 +796,14 @@ impl SliceLookup {
 
 /// Largest single write to a client socket.
 const WRITE_PIECE: usize = 256 << 10;
+
+/// Largest single `sendfile` call (nginx's `sendfile_max_chunk` default),
+/// so metrics move while a long body goes out.
+const SENDFILE_CHUNK: usize = 2 << 20;
+
+/// Bodies shorter than this are written, not sent with `sendfile`: the
+/// copy is cheaper than the extra system calls.
+const ARENA_SEND_MIN: u64 = 64 << 10;
 
 /// Small objects (up to `minObjectSize`) are one slice.
 fn slice_size_for(meta: &ObjectMeta, tunables: &RuntimeTunables) -> u64 {

@@ -4,6 +4,9 @@
 //! TinyUFO cannot enumerate its keys, so a small per-object index records
 //! which extents are resident; it lets a purge or an invalidation remove an
 //! object's extents without knowing their offsets.
+//!
+//! Admitted extents live in an [`Arena`] (a memfd) when one could be made,
+//! so hits can be sent with `sendfile`; see the arena module for why.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -12,6 +15,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tinyufo::TinyUfo;
 
+use super::arena::Arena;
 use super::{ExtentKey, ExtentStore, ObjectId};
 
 /// The in-memory tier.
@@ -21,6 +25,7 @@ pub struct MemoryStore {
     meta: Mutex<HashMap<ObjectId, Bytes>>,
     capacity: usize,
     used: std::sync::atomic::AtomicUsize,
+    arena: Option<Arena>,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -39,6 +44,16 @@ impl MemoryStore {
         // TinyUFO sizes its frequency sketch from the expected entry count;
         // assume slices of about 256 KiB on average.
         let estimated = (capacity / (256 << 10)).max(64);
+        // Responses still sending an evicted extent keep its range a while
+        // longer, hence the headroom; the file is sparse, so it costs nothing
+        // until used.
+        let arena = match Arena::new(capacity as u64 + capacity as u64 / 4) {
+            Ok(arena) => Some(arena),
+            Err(e) => {
+                tracing::warn!(error = %e, "no shared-memory arena; memory hits are copied to clients");
+                None
+            }
+        };
         Self {
             // Weights are KiB (see `put_now`), so the limit is too.
             extents: TinyUfo::new((capacity >> 10).max(1), estimated),
@@ -46,7 +61,13 @@ impl MemoryStore {
             meta: Mutex::new(HashMap::new()),
             capacity,
             used: std::sync::atomic::AtomicUsize::new(0),
+            arena,
         }
+    }
+
+    /// The arena holding resident extents, if there is one.
+    pub fn arena(&self) -> Option<&Arena> {
+        self.arena.as_ref()
     }
 
     pub fn capacity_bytes(&self) -> usize {
@@ -72,6 +93,10 @@ impl MemoryStore {
         if self.extents.get(&key).is_some() {
             return true;
         }
+        let data = match &self.arena {
+            Some(arena) if arena.locate(&data).is_none() => arena.store(&data).unwrap_or(data),
+            _ => data,
+        };
         let evicted = self.extents.put(key, (key, data), weight);
         let mut index = lock(&self.index);
         let mut admitted = true;

@@ -13,6 +13,7 @@ use std::fmt;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub mod arena;
 pub mod disk;
 pub mod memory;
 pub mod sharded;

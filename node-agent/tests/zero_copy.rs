@@ -1,0 +1,156 @@
+//! Memory hits sent with `sendfile` from the L1 arena: exact bytes, the
+//! connection kept alive for the next request, pipelined requests never lost
+//! or hung, and a client that vanishes mid-body leaving the agent serving.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use slicecache_agent::demo::origin::{pattern, DemoOrigin, OriginObject};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use common::{assert_bytes, AgentBuilder, AgentProc};
+
+const PATH: &str = "/big/object.bin";
+const LEN: usize = 3 * (1 << 20) + 17;
+const SENDFILE: &str = "slicecache_client_sendfile_bytes_total";
+
+async fn warm_agent() -> (DemoOrigin, AgentProc, Bytes) {
+    let origin = DemoOrigin::start().await.unwrap();
+    let body = pattern(LEN, 11);
+    origin.state.put(PATH, OriginObject::new(body.clone(), "big-v1"));
+    let agent = AgentBuilder::new(&origin.url()).start().await;
+    let cold = agent.client().get(PATH, &[]).await.unwrap();
+    assert_eq!(cold.status, 200);
+    assert_bytes(&cold.body, &body, "cold fill");
+    (origin, agent, body)
+}
+
+fn request(path: &str, range: Option<&str>) -> String {
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: agent\r\n");
+    if let Some(r) = range {
+        req.push_str(&format!("Range: {r}\r\n"));
+    }
+    req + "\r\n"
+}
+
+/// Reads one `Content-Length` response from `s`, keeping extra bytes in
+/// `buf`. `None` when the connection closed before a whole response.
+async fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(u16, String, Vec<u8>)> {
+    let mut chunk = vec![0u8; 256 << 10];
+    let head_end = loop {
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut chunk))
+            .await
+            .expect("no response within 20 s (a hang)")
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().to_string())
+        })?
+        .parse()
+        .ok()?;
+    while buf.len() < head_end + len {
+        let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut chunk))
+            .await
+            .expect("body stalled for 20 s (a hang)")
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body = buf[head_end..head_end + len].to_vec();
+    buf.drain(..head_end + len);
+    Some((status, head, body))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_hits_go_out_by_sendfile_on_a_kept_alive_connection() {
+    let (_origin, agent, body) = warm_agent().await;
+    let before = agent.metric(SENDFILE, &[]).await;
+
+    // Several hits on one connection: whole object, unaligned ranges across
+    // slice boundaries, and a short range that is written, not sent.
+    let mut s = TcpStream::connect(agent.listen).await.unwrap();
+    let mut buf = Vec::new();
+    let cases: [(Option<&str>, usize, usize); 5] = [
+        (None, 0, LEN - 1),
+        (Some("bytes=65535-1200000"), 65535, 1_200_000),
+        (Some("bytes=3000000-"), 3_000_000, LEN - 1),
+        (Some("bytes=-200000"), LEN - 200_000, LEN - 1),
+        (Some("bytes=10-1009"), 10, 1009),
+    ];
+    let mut sent_by_sendfile = 0.0;
+    for (range, first, last) in cases {
+        s.write_all(request(PATH, range).as_bytes()).await.unwrap();
+        let (status, head, got) = read_response(&mut s, &mut buf)
+            .await
+            .unwrap_or_else(|| panic!("{range:?}: the connection closed instead of staying alive"));
+        assert_eq!(status, if range.is_some() { 206 } else { 200 }, "{range:?}");
+        if range.is_some() {
+            let want = format!("content-range: bytes {first}-{last}/{LEN}");
+            assert!(head.to_ascii_lowercase().contains(&want), "{range:?}: {head}");
+        }
+        assert_bytes(&got, &body[first..=last], &format!("{range:?}"));
+        if last + 1 - first >= 64 << 10 {
+            sent_by_sendfile += (last + 1 - first) as f64;
+        }
+    }
+    let after = agent.metric(SENDFILE, &[]).await;
+    assert_eq!(
+        after - before,
+        sent_by_sendfile,
+        "exactly the long bodies went out by sendfile"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pipelined_requests_after_a_sendfile_hit_are_answered_or_the_connection_closes() {
+    let (_origin, agent, body) = warm_agent().await;
+    let mut s = TcpStream::connect(agent.listen).await.unwrap();
+    let two = request(PATH, Some("bytes=0-999999")) + &request(PATH, Some("bytes=1000000-1999999"));
+    s.write_all(two.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let (status, _, got) = read_response(&mut s, &mut buf).await.expect("the first response");
+    assert_eq!(status, 206);
+    assert_bytes(&got, &body[..1_000_000], "first pipelined response");
+    // The second request must never be silently dropped on a live
+    // connection: either it is answered correctly or the agent closes.
+    if let Some((status, _, got)) = read_response(&mut s, &mut buf).await {
+        assert_eq!(status, 206);
+        assert_bytes(&got, &body[1_000_000..2_000_000], "second pipelined response");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_vanishing_mid_sendfile_leaves_the_agent_serving() {
+    let (_origin, mut agent, body) = warm_agent().await;
+    for _ in 0..8 {
+        let mut s = TcpStream::connect(agent.listen).await.unwrap();
+        s.write_all(request(PATH, None).as_bytes()).await.unwrap();
+        let mut some = vec![0u8; 4096];
+        let n = s.read(&mut some).await.unwrap();
+        assert!(n > 0, "the response started");
+        drop(s); // with most of the body unsent
+    }
+    agent.assert_alive();
+    let again = agent.client().get(PATH, &[]).await.unwrap();
+    assert_eq!(again.status, 200);
+    assert_bytes(&again.body, &body, "a full hit after the aborts");
+}
