@@ -226,6 +226,8 @@ def grants(rules, resource):
     return [v for r in rules if resource in r.get("resources", []) for v in r["verbs"]]
 check(not grants(cr["rules"], "leases") and grants(role["rules"], "leases") == ["get", "create", "patch"],
       "leases (get, create, patch) only in the namespaced Role, not the ClusterRole")
+check("watch" in grants(cr["rules"], "nodes") and "list" in grants(cr["rules"], "nodes"),
+      "ClusterRole lists and watches nodes (the controller's node watch)")
 check(not ({"Role", "RoleBinding"} & kinds(renders["minimal"])), "leaderElection.enabled=false renders no Role or RoleBinding")
 sa = next(d for d in renders["default"] if d["kind"] == "ServiceAccount")
 sa_name = sa["metadata"]["name"]

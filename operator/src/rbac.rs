@@ -61,8 +61,9 @@ pub fn cluster_rules() -> Vec<PolicyRule> {
         rule("batch", &["jobs"], OWNED),
         // The purge token Secret is checked for existence; never listed or watched.
         rule("", &["secrets"], &["get"]),
-        // Nodes that need a device wipe Job.
-        rule("", &["nodes"], &["list"]),
+        // The controller watches Nodes (a placement may select any), and
+        // cleanup lists the nodes that need a device wipe Job.
+        rule("", &["nodes"], &["list", "watch"]),
         rule("events.k8s.io", &["events"], &["create", "patch"]),
     ]
 }
@@ -119,6 +120,11 @@ mod tests {
             ["get", "create", "patch"]
         );
         assert_eq!(namespaced_rules().len(), 1, "the Role grants leases and nothing else");
+    }
+
+    #[test]
+    fn nodes_are_listed_and_watched() {
+        assert_eq!(grants(&cluster_rules(), "", "nodes"), ["list", "watch"]);
     }
 
     #[test]
