@@ -6,7 +6,9 @@
 #     (ci/all-on-values.yaml) and with monitoring on "auto" against a cluster
 #     that serves monitoring.coreos.com/v1; each rendering holds the objects
 #     it must (CRD, Deployment, RBAC; monitoring objects when asked for)
-#  3. the rendered RBAC has no `*` in verbs, resources or apiGroups
+#  3. the rendered RBAC has no `*` in verbs, resources or apiGroups; the
+#     ClusterRole and the namespaced Role (leases, leader election on only)
+#     hold the two lists of files/rbac-rules.yaml
 #  4. the chart's CRD equals `crdgen` output (file byte for byte, rendered
 #     object field for field apart from the chart's labels and annotation)
 #  5. ci/invalid-values.yaml is rejected by values.schema.json
@@ -181,7 +183,7 @@ def load(name):
 def kinds(docs):
     return {d["kind"] for d in docs}
 
-core = {"CustomResourceDefinition", "Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service"}
+core = {"CustomResourceDefinition", "Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Service"}
 mon = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
 renders = {n: load(n + ".yaml") for n in ("default", "all-on", "auto", "minimal")}
 check(core <= kinds(renders["default"]), f"defaults render {sorted(core)}")
@@ -216,11 +218,26 @@ for name, docs in renders.items():
         check(not bad, f"{name}: {d['kind']} {d['metadata']['name']} has no '*' in verbs/resources/apiGroups ({len(d['rules'])} rules)")
 rules_file = yaml.safe_load(open(f"{chart}/files/rbac-rules.yaml"))
 cr = next(d for d in renders["default"] if d["kind"] == "ClusterRole")
-check(cr["rules"] == rules_file, "ClusterRole rules are files/rbac-rules.yaml")
-crb = next(d for d in renders["default"] if d["kind"] == "ClusterRoleBinding")
+check(cr["rules"] == rules_file["clusterRole"], "ClusterRole rules are files/rbac-rules.yaml clusterRole")
+role = next(d for d in renders["default"] if d["kind"] == "Role")
+check(role["rules"] == rules_file["role"] and role["metadata"]["namespace"] == "slicecache-system",
+      "Role in the release namespace has files/rbac-rules.yaml role")
+def grants(rules, resource):
+    return [v for r in rules if resource in r.get("resources", []) for v in r["verbs"]]
+check(not grants(cr["rules"], "leases") and grants(role["rules"], "leases") == ["get", "create", "patch"],
+      "leases (get, create, patch) only in the namespaced Role, not the ClusterRole")
+check("watch" in grants(cr["rules"], "nodes") and "list" in grants(cr["rules"], "nodes"),
+      "ClusterRole lists and watches nodes (the controller's node watch)")
+check(not ({"Role", "RoleBinding"} & kinds(renders["minimal"])), "leaderElection.enabled=false renders no Role or RoleBinding")
 sa = next(d for d in renders["default"] if d["kind"] == "ServiceAccount")
-check(crb["subjects"][0]["name"] == sa["metadata"]["name"] == deployment(renders["default"])["spec"]["template"]["spec"]["serviceAccountName"],
-      "ClusterRoleBinding binds the Deployment's ServiceAccount")
+sa_name = sa["metadata"]["name"]
+check(sa_name == deployment(renders["default"])["spec"]["template"]["spec"]["serviceAccountName"], "the Deployment runs as the chart's ServiceAccount")
+for kind, ref in (("ClusterRoleBinding", "ClusterRole"), ("RoleBinding", "Role")):
+    b = next(d for d in renders["default"] if d["kind"] == kind)
+    bound = next(d for d in renders["default"] if d["kind"] == ref)
+    check(b["subjects"][0]["name"] == sa_name and b["subjects"][0]["namespace"] == "slicecache-system"
+          and b["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": ref, "name": bound["metadata"]["name"]},
+          f"{kind} binds {ref} {bound['metadata']['name']} to the Deployment's ServiceAccount")
 
 crd = yaml.safe_load(open(f"{work}/crdgen.yaml"))
 rendered = next(d for d in renders["default"] if d["kind"] == "CustomResourceDefinition")
@@ -324,7 +341,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 groups = {
     ("", "v1"): [("serviceaccounts", "ServiceAccount", True), ("services", "Service", True), ("configmaps", "ConfigMap", True)],
     ("apps", "v1"): [("deployments", "Deployment", True)],
-    ("rbac.authorization.k8s.io", "v1"): [("clusterroles", "ClusterRole", False), ("clusterrolebindings", "ClusterRoleBinding", False)],
+    ("rbac.authorization.k8s.io", "v1"): [("clusterroles", "ClusterRole", False), ("clusterrolebindings", "ClusterRoleBinding", False),
+                                          ("roles", "Role", True), ("rolebindings", "RoleBinding", True)],
     ("apiextensions.k8s.io", "v1"): [("customresourcedefinitions", "CustomResourceDefinition", False)],
     ("monitoring.coreos.com", "v1"): [("servicemonitors", "ServiceMonitor", True), ("podmonitors", "PodMonitor", True), ("prometheusrules", "PrometheusRule", True)],
     ("slicecache.io", "v1alpha1"): [("slicecaches", "SliceCache", True)],

@@ -1,169 +1,253 @@
-//! Leader election on a `coordination.k8s.io/v1` Lease.
+//! Leader election on a `coordination.k8s.io/v1` Lease, through the
+//! maintained `kube-lease-manager` crate rather than a Lease loop of our own.
 //!
-//! Only the leader reconciles, so two replicas never apply against each
-//! other. The protocol is the one client-go uses: a replica takes the Lease
-//! when it is free or its holder has not renewed it within
-//! `leaseDurationSeconds`, and renews it every [`LeaderElector::renew_every`].
-//! Writes carry the Lease's `resourceVersion`, so of two replicas racing
-//! for an expired Lease exactly one wins. A leader that cannot renew before
-//! its Lease would expire stops ([`LeaderElector::hold`] returns): it must
-//! assume another replica leads now.
+//! Contract: only the leader reconciles. [`LeaderElector::acquire`] returns
+//! a [`Leadership`] once this replica holds the Lease; a standby takes the
+//! Lease when it is free or its holder has not renewed it within
+//! `leaseDurationSeconds`, never while it is live. The crate writes the
+//! Lease with PATCH (server-side apply to take it, so of two standbys racing
+//! for a free Lease exactly one wins; strategic merge to renew and release),
+//! which is why the Role grants `get`, `create` and `patch` on leases.
+//! [`Leadership::hold`] renews the Lease `grace` before it expires and
+//! returns as soon as this replica may no longer assume it leads: another
+//! replica holds the Lease, or a renewal failed. A failed renewal already
+//! falls within the last `grace` of the Lease, so the leader stops at once
+//! instead of retrying into a window where a standby may lead; the Lease's
+//! API client has request timeouts of half the grace
+//! ([`LeaseTiming::client_config`]), so a hanging request fails in time too.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use k8s_openapi::{
-    api::coordination::v1::{Lease, LeaseSpec},
-    apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
-    jiff::{SignedDuration, Timestamp},
-};
-use kube::{api::PostParams, Api, Client};
+use kube::{Client, Config};
+use kube_lease_manager::{LeaseCreateMode, LeaseManager, LeaseManagerError, LeaseParams};
 
-/// Takes and keeps one Lease.
-#[derive(Clone)]
+/// How long a Lease lasts and how early its holder renews it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTiming {
+    duration_secs: u64,
+    grace_secs: u64,
+}
+
+impl LeaseTiming {
+    /// 15 s Lease, renewed 5 s before it expires (every 10 s): a standby
+    /// takes over at most 15 s after the leader's last renewal.
+    pub const DEFAULT: Self = Self {
+        duration_secs: 15,
+        grace_secs: 5,
+    };
+
+    /// Checks that both are whole seconds, `grace` ≥ 1 s and shorter than
+    /// `duration` (the Lease API counts whole seconds, and a holder must
+    /// renew before its own Lease expires).
+    pub fn new(duration: Duration, grace: Duration) -> Result<Self, LeaderError> {
+        let invalid = LeaderError::InvalidTiming { duration, grace };
+        if duration.subsec_nanos() != 0 || grace.subsec_nanos() != 0 {
+            return Err(invalid);
+        }
+        let (duration_secs, grace_secs) = (duration.as_secs(), grace.as_secs());
+        if grace_secs == 0 || grace_secs >= duration_secs || i32::try_from(duration_secs).is_err() {
+            return Err(invalid);
+        }
+        Ok(Self {
+            duration_secs,
+            grace_secs,
+        })
+    }
+
+    /// `leaseDurationSeconds`.
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs(self.duration_secs)
+    }
+
+    /// How long before expiry the holder renews.
+    pub fn grace(&self) -> Duration {
+        Duration::from_secs(self.grace_secs)
+    }
+
+    /// Timeout of each Lease request: a renewal starts `grace` before the
+    /// Lease expires, so its PATCH must fail within half of that for the
+    /// leader to stop while the Lease is still its own.
+    pub fn request_timeout(&self) -> Duration {
+        self.grace() / 2
+    }
+
+    /// `config` with [`Self::request_timeout`] on connect, read and write,
+    /// for the Client the elector uses (the controller keeps its own).
+    pub fn client_config(&self, mut config: Config) -> Config {
+        let timeout = Some(self.request_timeout());
+        config.connect_timeout = timeout;
+        config.read_timeout = timeout;
+        config.write_timeout = timeout;
+        config
+    }
+}
+
+/// Why leader election could not proceed.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaderError {
+    #[error(
+        "lease timing {duration:?} / grace {grace:?}: both must be whole seconds, the grace at least 1 s and shorter than the duration"
+    )]
+    InvalidTiming { duration: Duration, grace: Duration },
+    #[error("lease {lease}: {source}")]
+    Lease {
+        lease: String,
+        #[source]
+        source: LeaseManagerError,
+    },
+}
+
+impl LeaderError {
+    /// Stable CamelCase reason, for logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::InvalidTiming { .. } => "InvalidLeaseTiming",
+            Self::Lease { .. } => "LeaseRequestFailed",
+        }
+    }
+}
+
+/// Why a leader stopped leading.
+#[derive(Debug, thiserror::Error)]
+pub enum LostLeadership {
+    #[error("another replica holds the lease")]
+    TakenOver,
+    #[error("renewing the lease failed, so it may expire before the next try: {0}")]
+    RenewFailed(#[source] LeaderError),
+}
+
+impl LostLeadership {
+    /// Stable CamelCase reason, for logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::TakenOver => "LeaseTakenOver",
+            Self::RenewFailed(_) => "LeaseRenewFailed",
+        }
+    }
+}
+
+/// Competes for one Lease as one identity.
 pub struct LeaderElector {
-    api: Api<Lease>,
+    client: Client,
+    namespace: String,
     name: String,
     identity: String,
-    lease_duration: Duration,
-    renew_every: Duration,
+    timing: LeaseTiming,
 }
 
 impl std::fmt::Debug for LeaderElector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LeaderElector")
+            .field("namespace", &self.namespace)
             .field("name", &self.name)
             .field("identity", &self.identity)
+            .field("timing", &self.timing)
             .finish_non_exhaustive()
     }
 }
 
 impl LeaderElector {
     /// Elects on Lease `namespace/name` as `identity` (e.g. the pod name).
-    pub fn new(client: Client, namespace: &str, name: &str, identity: &str) -> Self {
+    /// Give it a Client built from [`LeaseTiming::client_config`].
+    pub fn new(client: Client, namespace: &str, name: &str, identity: &str, timing: LeaseTiming) -> Self {
         Self {
-            api: Api::namespaced(client, namespace),
+            client,
+            namespace: namespace.to_string(),
             name: name.to_string(),
             identity: identity.to_string(),
-            lease_duration: Duration::from_secs(15),
-            renew_every: Duration::from_secs(5),
+            timing,
         }
     }
 
-    /// How often the leader renews.
-    pub fn renew_every(&self) -> Duration {
-        self.renew_every
-    }
-
-    /// Waits until this replica leads.
-    pub async fn acquire(&self) {
+    /// Waits until this replica leads; API errors are logged and retried
+    /// after `grace`.
+    pub async fn acquire(&self) -> Leadership {
         loop {
-            match self.try_acquire_or_renew().await {
-                Ok(true) => {
+            match self.try_acquire().await {
+                Ok(leadership) => {
                     tracing::info!(lease = %self.name, identity = %self.identity, "became leader");
-                    return;
-                }
-                Ok(false) => tracing::debug!(lease = %self.name, "another replica leads"),
-                Err(e) => tracing::warn!(error = %e, lease = %self.name, "leader election"),
-            }
-            tokio::time::sleep(self.renew_every).await;
-        }
-    }
-
-    /// Renews the Lease until leadership is lost; then returns.
-    pub async fn hold(&self) {
-        let mut last_renew = Instant::now();
-        loop {
-            tokio::time::sleep(self.renew_every).await;
-            match self.try_acquire_or_renew().await {
-                Ok(true) => last_renew = Instant::now(),
-                Ok(false) => {
-                    tracing::error!(lease = %self.name, "another replica took the lease");
-                    return;
+                    return leadership;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, lease = %self.name, "renewing the lease");
-                    // Stop before the Lease expires, so two leaders never overlap.
-                    if last_renew.elapsed() + self.renew_every >= self.lease_duration {
-                        tracing::error!(lease = %self.name, "could not renew the lease in time");
-                        return;
-                    }
+                    tracing::warn!(error = %e, reason = e.reason(), lease = %self.name, "leader election");
+                    tokio::time::sleep(self.timing.grace()).await;
                 }
             }
         }
     }
 
-    /// Gives the Lease up so that another replica takes over at once.
-    pub async fn release(&self) {
-        let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await else {
-            return;
-        };
-        let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
-        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
-            return;
-        }
-        spec.holder_identity = None;
-        spec.lease_duration_seconds = Some(1);
-        match self.api.replace(&self.name, &PostParams::default(), &lease).await {
-            Ok(_) => tracing::info!(lease = %self.name, "released the lease"),
-            Err(e) => tracing::warn!(error = %e, lease = %self.name, "releasing the lease"),
-        }
+    /// One attempt: creates the Lease when it is missing, then waits until
+    /// this replica holds it.
+    pub async fn try_acquire(&self) -> Result<Leadership, LeaderError> {
+        let params = LeaseParams::new(self.identity.clone(), self.timing.duration_secs, self.timing.grace_secs);
+        let manager = LeaseManager::new(
+            self.client.clone(),
+            self.name.clone(),
+            self.namespace.clone(),
+            params,
+            LeaseCreateMode::AutoCreate,
+        )
+        .await
+        .map_err(|source| self.error(source))?;
+        // `changed` resolves when this replica's lock state changes; from
+        // "not leader" that is only ever to "leader".
+        while !manager.changed().await.map_err(|source| self.error(source))? {}
+        Ok(Leadership {
+            manager,
+            lease: self.name.clone(),
+        })
     }
 
-    /// Takes the Lease if it is free or expired, renews it if held;
-    /// `Ok(false)` when another replica holds it.
-    pub async fn try_acquire_or_renew(&self) -> Result<bool, kube::Error> {
-        let now = Timestamp::now();
-        let duration_secs = i32::try_from(self.lease_duration.as_secs()).unwrap_or(15);
-        let Some(mut lease) = self.api.get_opt(&self.name).await? else {
-            let lease = Lease {
-                metadata: ObjectMeta {
-                    name: Some(self.name.clone()),
-                    ..ObjectMeta::default()
-                },
-                spec: Some(LeaseSpec {
-                    holder_identity: Some(self.identity.clone()),
-                    lease_duration_seconds: Some(duration_secs),
-                    acquire_time: Some(MicroTime(now)),
-                    renew_time: Some(MicroTime(now)),
-                    lease_transitions: Some(0),
-                    ..LeaseSpec::default()
-                }),
-            };
-            return conflict_is_false(self.api.create(&PostParams::default(), &lease).await);
-        };
-        let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
-        let mine = spec.holder_identity.as_deref() == Some(self.identity.as_str());
-        if !mine && !expired(spec, now) {
-            return Ok(false);
+    fn error(&self, source: LeaseManagerError) -> LeaderError {
+        LeaderError::Lease {
+            lease: format!("{}/{}", self.namespace, self.name),
+            source,
         }
-        if !mine {
-            spec.acquire_time = Some(MicroTime(now));
-            spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
-        }
-        spec.holder_identity = Some(self.identity.clone());
-        spec.lease_duration_seconds = Some(duration_secs);
-        spec.renew_time = Some(MicroTime(now));
-        conflict_is_false(self.api.replace(&self.name, &PostParams::default(), &lease).await)
     }
 }
 
-/// Whether a Lease is free: no holder, or not renewed within its duration.
-pub fn expired(spec: &LeaseSpec, now: Timestamp) -> bool {
-    if spec.holder_identity.as_deref().is_none_or(str::is_empty) {
-        return true;
-    }
-    let Some(renewed) = spec.renew_time.as_ref() else {
-        return true;
-    };
-    let duration = SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(0)));
-    renewed.0 + duration < now
+/// This replica holds the Lease.
+pub struct Leadership {
+    manager: LeaseManager,
+    lease: String,
 }
 
-fn conflict_is_false(result: Result<Lease, kube::Error>) -> Result<bool, kube::Error> {
-    match result {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
-        Err(e) => Err(e),
+impl std::fmt::Debug for Leadership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leadership")
+            .field("lease", &self.lease)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Leadership {
+    /// Renews the Lease until leadership is lost; then returns why. The
+    /// caller must stop reconciling when this returns.
+    pub async fn hold(&self) -> LostLeadership {
+        loop {
+            match self.manager.changed().await {
+                Ok(true) => continue,
+                Ok(false) => {
+                    tracing::error!(lease = %self.lease, "another replica took the lease");
+                    return LostLeadership::TakenOver;
+                }
+                Err(source) => {
+                    tracing::error!(error = %source, lease = %self.lease, "could not renew the lease");
+                    return LostLeadership::RenewFailed(LeaderError::Lease {
+                        lease: self.lease.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Gives the Lease up so that a standby takes over at once.
+    pub async fn release(self) {
+        match self.manager.release().await {
+            Ok(()) => tracing::info!(lease = %self.lease, "released the lease"),
+            Err(e) => tracing::warn!(error = %e, lease = %self.lease, "releasing the lease"),
+        }
     }
 }
 
@@ -171,21 +255,29 @@ fn conflict_is_false(result: Result<Lease, kube::Error>) -> Result<bool, kube::E
 mod tests {
     use super::*;
 
-    fn spec(holder: Option<&str>, renewed: i64, duration: i32) -> LeaseSpec {
-        LeaseSpec {
-            holder_identity: holder.map(str::to_string),
-            renew_time: Some(MicroTime(Timestamp::from_second(renewed).expect("timestamp"))),
-            lease_duration_seconds: Some(duration),
-            ..LeaseSpec::default()
-        }
+    #[test]
+    fn timing_is_checked() {
+        let s = Duration::from_secs;
+        assert_eq!(LeaseTiming::new(s(15), s(5)).ok(), Some(LeaseTiming::DEFAULT));
+        assert!(LeaseTiming::new(s(5), s(5)).is_err(), "grace must be shorter");
+        assert!(LeaseTiming::new(s(5), s(0)).is_err(), "grace of zero");
+        assert!(
+            LeaseTiming::new(Duration::from_millis(1500), s(1)).is_err(),
+            "fractions"
+        );
+        assert!(
+            LeaseTiming::new(s(1 << 40), s(1)).is_err(),
+            "beyond leaseDurationSeconds"
+        );
     }
 
     #[test]
-    fn lease_expiry() {
-        let now = Timestamp::from_second(1_000).expect("timestamp");
-        assert!(!expired(&spec(Some("a"), 990, 15), now));
-        assert!(expired(&spec(Some("a"), 980, 15), now));
-        assert!(expired(&spec(None, 999, 15), now));
-        assert!(expired(&spec(Some(""), 999, 15), now));
+    fn lease_client_times_out_within_the_grace() {
+        let timing = LeaseTiming::DEFAULT;
+        let config = timing.client_config(Config::new("http://127.0.0.1:9".parse().expect("uri")));
+        for t in [config.connect_timeout, config.read_timeout, config.write_timeout] {
+            assert_eq!(t, Some(Duration::from_millis(2500)));
+        }
+        assert!(timing.request_timeout() < timing.grace());
     }
 }

@@ -18,7 +18,7 @@ use kube::{
 };
 use slicecache_operator::{
     controller::{self, build::BuildDefaults, Context},
-    leader::LeaderElector,
+    leader::{LeaderElector, LeaseTiming},
     metrics::{self, Metrics},
     rbac, render,
 };
@@ -50,7 +50,7 @@ enum Command {
         #[arg(long, env = "SLICECACHE_AGENT_IMAGE", default_value = controller::build::DEFAULT_AGENT_IMAGE)]
         agent_image: String,
     },
-    /// Print the operator's ClusterRole rules (YAML list).
+    /// Print the operator's RBAC rules: `clusterRole` and the namespaced `role` (YAML).
     Rbac,
     /// Print the tuning signals of one SliceCache and the decision the tuner
     /// would make now. Writes nothing.
@@ -180,19 +180,23 @@ fn init_tracing(json: bool) {
     }
 }
 
-async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
-    let config = match kubeconfig {
+async fn client_config(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Config> {
+    Ok(match kubeconfig {
         Some(path) => {
             let kubeconfig = Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
             Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?
         }
         None => Config::infer().await?,
-    };
-    Ok(Client::try_from(config)?)
+    })
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let client = client(args.kubeconfig.as_ref()).await?;
+    let config = client_config(args.kubeconfig.as_ref()).await?;
+    let timing = LeaseTiming::DEFAULT;
+    // The Lease gets a Client of its own with short timeouts, so that a
+    // hanging renewal fails before the Lease could expire.
+    let lease_client = Client::try_from(timing.client_config(config.clone()))?;
+    let client = Client::try_from(config)?;
     let metrics = Arc::new(Metrics::new()?);
     let ready = Arc::new(AtomicBool::new(false));
     let server = tokio::spawn(metrics::serve(args.metrics_addr, metrics.clone(), ready.clone()));
@@ -218,14 +222,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .clone()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "slicecache-operator".into());
-    let elector = (!args.no_leader_election)
-        .then(|| LeaderElector::new(client.clone(), &args.lease_namespace, &args.lease_name, &identity));
-    if let Some(elector) = &elector {
+    let leadership = if args.no_leader_election {
+        None
+    } else {
+        let elector = LeaderElector::new(lease_client, &args.lease_namespace, &args.lease_name, &identity, timing);
         tokio::select! {
-            () = elector.acquire() => {}
+            leadership = elector.acquire() => Some(leadership),
             () = stopped() => return Ok(()),
         }
-    }
+    };
 
     let ctx = Arc::new(Context::new(
         client,
@@ -238,14 +243,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     ready.store(true, Ordering::Relaxed);
     let controller = controller::run(ctx, futures::FutureExt::shared(Box::pin(stopped())));
     let lost = async {
-        match &elector {
-            Some(e) => e.hold().await,
+        match &leadership {
+            Some(l) => l.hold().await,
             None => std::future::pending().await,
         }
     };
     let result = tokio::select! {
         () = controller => Ok(()),
-        () = lost => Err(anyhow::anyhow!("lost leadership")),
+        // Exit, so that no reconcile runs without the Lease; the restarted
+        // pod is a standby.
+        lost = lost => Err(anyhow::Error::from(lost).context("lost leadership")),
         r = server => match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(anyhow::Error::from(e).context("metrics server")),
@@ -253,8 +260,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
     };
     ready.store(false, Ordering::Relaxed);
-    if let Some(elector) = &elector {
-        elector.release().await;
+    if let Some(leadership) = leadership {
+        leadership.release().await;
     }
     result
 }

@@ -368,3 +368,39 @@ fn rollout_settings_reach_the_daemon_set() {
     let probe = container.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
     assert_eq!(probe.path.as_deref(), Some("/readyz"));
 }
+
+/// docs/operations.md#rollout: maxUnavailable as given, never a surge, and
+/// pauseBetweenNodes as minReadySeconds in whole seconds (fractions dropped).
+#[test]
+fn rollout_maps_to_rolling_update_and_min_ready_seconds() {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let cases = [
+        ("", IntOrString::Int(1), 0),
+        (
+            "  rollout:\n    maxUnavailable: 25%\n    pauseBetweenNodes: 1500ms\n",
+            IntOrString::String("25%".into()),
+            1,
+        ),
+        (
+            "  rollout:\n    maxUnavailable: 3\n    pauseBetweenNodes: 500ms\n",
+            IntOrString::Int(3),
+            0,
+        ),
+        ("  rollout:\n    pauseBetweenNodes: 1m30s\n", IntOrString::Int(1), 90),
+    ];
+    for (rollout, max_unavailable, min_ready) in cases {
+        let mut cache: SliceCache = serde_yaml_ng::from_str(&format!(
+            "apiVersion: slicecache.io/v1alpha1\nkind: SliceCache\nmetadata:\n  name: media\n  namespace: default\n  uid: uid-1\nspec:\n  origin:\n    url: https://media.example.com\n{rollout}"
+        ))
+        .unwrap();
+        cache.metadata.generation = Some(1);
+        let desired = build_cache(&cache);
+        let spec = desired.daemon_set.spec.as_ref().unwrap();
+        let strategy = spec.update_strategy.as_ref().unwrap();
+        assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"), "{rollout}");
+        let rolling = strategy.rolling_update.as_ref().unwrap();
+        assert_eq!(rolling.max_unavailable.as_ref(), Some(&max_unavailable), "{rollout}");
+        assert_eq!(rolling.max_surge, Some(IntOrString::Int(0)), "{rollout}");
+        assert_eq!(spec.min_ready_seconds, Some(min_ready), "{rollout}");
+    }
+}

@@ -895,3 +895,54 @@ async fn prometheus_down_holds_and_says_why() {
     .await;
     assert_eq!(result.unwrap(), Action::requeue(TUNING_INTERVAL));
 }
+
+/// The controller lists (then watches) SliceCaches, every kind it owns (by
+/// the managed-by label) and Nodes (all of them: any may match a
+/// placement). Each LIST here gets an empty list.
+#[tokio::test]
+async fn the_controller_watches_owned_kinds_and_nodes() {
+    let (ctx, mut handle) = context();
+    let controller = tokio::spawn(controller::run(ctx, std::future::pending()));
+
+    let mut listed = std::collections::BTreeMap::new();
+    let mut open_watches = Vec::new();
+    while listed.len() < 8 {
+        let (call, send) = next(&mut handle).await;
+        assert_eq!(call.method, "GET", "{} {}", call.path, call.query);
+        if call.query.contains("watch=true") {
+            // Leave watches open: the test is about what is listed.
+            open_watches.push(send);
+            continue;
+        }
+        listed.insert(call.path.clone(), call.query.clone());
+        respond(
+            send,
+            200,
+            &json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": []}),
+        );
+    }
+    let managed = "labelSelector=app.kubernetes.io%2Fmanaged-by%3Dslicecache-operator";
+    for owned in [
+        "/apis/apps/v1/daemonsets",
+        "/api/v1/configmaps",
+        "/api/v1/services",
+        "/api/v1/serviceaccounts",
+        "/apis/policy/v1/poddisruptionbudgets",
+        "/apis/batch/v1/jobs",
+    ] {
+        let query = listed
+            .get(owned)
+            .unwrap_or_else(|| panic!("{owned} not listed: {listed:?}"));
+        assert!(query.contains(managed), "{owned}?{query}");
+    }
+    assert!(
+        listed.contains_key("/apis/slicecache.io/v1alpha1/slicecaches"),
+        "{listed:?}"
+    );
+    let nodes = listed
+        .get("/api/v1/nodes")
+        .unwrap_or_else(|| panic!("nodes not listed: {listed:?}"));
+    assert!(!nodes.contains("labelSelector"), "every node is watched: {nodes}");
+
+    controller.abort();
+}

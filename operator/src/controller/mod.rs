@@ -1,7 +1,9 @@
 //! The SliceCache controller: one reconcile is the pipeline
 //! [`dereference`] → [`validate`] → [`tune`] → [`build`] → [`apply`] →
 //! [`status`], run under the `slicecache.io/cleanup` finalizer, with
-//! [`cleanup`] on delete. The tune step keeps one tuner per SliceCache in the
+//! [`cleanup`] on delete. A SliceCache is reconciled when it changes, when
+//! an object it owns changes, and when a Node its placement selects changes
+//! ([`nodes`]). The tune step keeps one tuner per SliceCache in the
 //! [`Context`], so its history outlives a reconcile.
 //!
 //! Every decision is an Event on the SliceCache; every error carries a
@@ -13,6 +15,7 @@ pub mod apply;
 pub mod build;
 pub mod cleanup;
 pub mod dereference;
+pub mod nodes;
 pub mod status;
 pub mod tune;
 pub mod validate;
@@ -23,7 +26,7 @@ use futures::StreamExt;
 use k8s_openapi::api::{
     apps::v1::DaemonSet,
     batch::v1::Job,
-    core::v1::{ConfigMap, Service, ServiceAccount},
+    core::v1::{ConfigMap, Node, Service, ServiceAccount},
     policy::v1::PodDisruptionBudget,
 };
 use kube::{
@@ -500,23 +503,32 @@ async fn cleanup_devices(cache: &SliceCache, ctx: &Context) -> Result<String, Cl
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let client = ctx.client.clone();
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=slicecache-operator");
-    Controller::new(
+    let controller = Controller::new(
         Api::<SliceCache>::all(client.clone()),
         watcher::Config::default().any_semantic(),
-    )
-    .owns(Api::<DaemonSet>::all(client.clone()), owned.clone())
-    .owns(Api::<ConfigMap>::all(client.clone()), owned.clone())
-    .owns(Api::<Service>::all(client.clone()), owned.clone())
-    .owns(Api::<ServiceAccount>::all(client.clone()), owned.clone())
-    .owns(Api::<PodDisruptionBudget>::all(client.clone()), owned.clone())
-    .owns(Api::<Job>::all(client), owned)
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile, error_policy, ctx)
-    .for_each(|result| async move {
-        match result {
-            Ok((object, _)) => tracing::debug!(%object, "reconciled"),
-            Err(e) => tracing::debug!(error = %e, "reconcile error"),
-        }
-    })
-    .await;
+    );
+    // A Node event concerns the SliceCaches whose placement selects it; the
+    // controller's own cache of SliceCaches answers which those are.
+    let caches = controller.store();
+    controller
+        .owns(Api::<DaemonSet>::all(client.clone()), owned.clone())
+        .owns(Api::<ConfigMap>::all(client.clone()), owned.clone())
+        .owns(Api::<Service>::all(client.clone()), owned.clone())
+        .owns(Api::<ServiceAccount>::all(client.clone()), owned.clone())
+        .owns(Api::<PodDisruptionBudget>::all(client.clone()), owned.clone())
+        .owns(Api::<Job>::all(client.clone()), owned)
+        .watches(
+            Api::<Node>::all(client),
+            watcher::Config::default(),
+            move |node: Node| nodes::caches_for_node(node.labels(), &caches.state()),
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(%object, "reconciled"),
+                Err(e) => tracing::debug!(error = %e, "reconcile error"),
+            }
+        })
+        .await;
 }
