@@ -222,7 +222,7 @@ impl Cache {
             }
             if let Some(disk) = &self.disk {
                 if let Some(data) = disk.get(&key).await {
-                    if self.memory.put_now(key, data.clone()) {
+                    if self.memory.put_promoted(key, data.clone()) {
                         self.metrics.promotions.inc();
                     }
                     self.note_extent(object, version, off, len);
