@@ -678,7 +678,10 @@ Each cell is agent / nginx. Throughput is wrk's body+header bytes per second
 (MiB/s); the ratio column is agent / nginx (above 1: the agent is faster; for
 p99, below 1: the agent's tail is shorter). Latencies are whole-response times
 in ms. Peak RSS is VmHWM reset before the run (\`/proc/PID/clear_refs\`), summed
-over nginx's master and workers. CPU s per GiB is the cache's own user+system
+over nginx's master and workers. Neither side's cached bytes are in it: nginx's
+cache files sit in the page cache, and the agent's memory tier is a memfd
+(shared memory) that hits are sent from with \`sendfile\`; its size is
+\`slicecache_memory_used_bytes\`, given under "Other numbers". CPU s per GiB is the cache's own user+system
 CPU time (from \`/proc/PID/stat\`) per GiB it sent. Origin MiB is what the origin sent during the
 run (expected 0: all hits). Errors count wrk's connect/read/write/timeout
 errors and non-2xx answers. Whole-object runs use $FULL_CONNS connections
