@@ -729,31 +729,32 @@ $(disk_section)
 
 EOF
 cat <<'EOF'
-- nginx sends cache hits with `sendfile`: the kernel passes page-cache pages
-  to the socket and the one copy happens on the receiving side, charged to
-  wrk. The agent `write()`s each slice from its memory tier, so the copy into
-  the socket is charged to the agent and its CPU per GiB stays roughly flat
-  with load. nginx pays per slice instead (a subrequest, a cache-file open and
-  a header parse per 1 MiB), which it amortises as connections grow. In the
-  memory-tier runs made so far the agent used 0.2-0.4 CPU s per GiB at every
-  connection count, nginx 0.2-0.4 at one connection and 0.1-0.15 at 64 and
-  512. In the disk-tier pair the agent also reads each slice from its device
-  (O_DIRECT into its own buffers), so its CPU per GiB is higher there.
-- At 64 and 512 connections neither cache uses both cores; wrk (two threads
-  receiving every byte) is the bottleneck on this two-core machine, so
-  throughput converges and the tail mostly reflects which connections get
-  served first. p99 at 512 connections moved by 2x between runs of the same
+- Both caches send memory hits with `sendfile`: nginx from its cache files
+  in the page cache, the agent (since commit 0d11714) from its memory tier,
+  which lives in a memfd. The kernel passes the pages to the socket and the
+  one copy happens on the receiving side, charged to wrk. Before that commit
+  the agent `write()`s each slice from the heap, so that copy was charged to
+  the agent: 0.28-0.32 CPU s per GiB at 64 range connections against nginx's
+  0.13-0.15, and p99 at 64 range connections 1.6-3.2x nginx's in every run
+  (the machine's two cores are shared with wrk, so the cache that spends
+  less CPU leaves more for the client). With `sendfile` both spend 0.1-0.2 s
+  per GiB and throughput and p99 land within run-to-run noise of each other.
+- At 64 and 512 connections both caches reach the loopback ceiling of this
+  machine (~3 GB/s, see the machine line): wrk (two threads receiving every
+  byte) and the kernel's loopback path are the bottleneck, so throughput
+  converges and the tail mostly reflects which connections get served
+  first. p99 at 512 connections moved by 2x between runs of the same
   binaries while this script was written; read p99 ratios above 64
-  connections as indicative. Before commit 21c1873 (hits written in 256 KiB
-  pieces with a yield between them) the agent's p99 at 64 and 512 range
-  connections was 1.3-3.6x nginx's in every run while its p50 matched or
-  beat nginx's: a fairness gap in how the agent interleaved connections
-  rather than a throughput limit. Compare this run's p99 ratio column with
-  that.
-- The agent's RSS includes its cached slices (its memory tier is its cache);
-  nginx's RSS excludes its cache, which lives in files and the kernel's page
-  cache. The agent's number is close to "cached bytes + working memory",
-  nginx's is "working memory" only.
+  connections as indicative.
+- The disk-tier agent reads each slice from its device (O_DIRECT into its
+  own buffers, checksum verified) and writes it from the heap, so its CPU
+  per GiB is 5-10x the memory tier's; nginx's "disk" hits come from the page
+  cache (see the resident column), so that pair compares a device read with
+  a memory read.
+- Neither RSS column includes cached bytes: nginx's cache lives in files and
+  the kernel's page cache, the agent's memory tier in a memfd (shared
+  memory). `slicecache_memory_used_bytes` under "Other numbers" is the
+  agent's cached bytes.
 - Range hits of 64 KiB-4 MiB touch 1-5 slices each.
 - Cold misses over loopback measure per-slice overhead, not the round-trip
   hiding that slicing with concurrency is for; single-object times of
