@@ -748,7 +748,7 @@ cat <<'EOF'
   connections as indicative.
 - The disk-tier agent reads each slice from its device (O_DIRECT into its
   own buffers, checksum verified) and writes it from the heap, so its CPU
-  per GiB is 5-10x the memory tier's; nginx's "disk" hits come from the page
+  per GiB is about ten times the memory tier's; nginx's "disk" hits come from the page
   cache (see the resident column), so that pair compares a device read with
   a memory read.
 - Neither RSS column includes cached bytes: nginx's cache lives in files and
