@@ -128,6 +128,11 @@ pub enum FormatPolicy {
     IfNotOwned,
     /// Never format: use only devices that already carry the marker.
     Never,
+    /// Format the device whatever it holds: a foreign filesystem, partition
+    /// table or data is erased. Only for devices named one by one (`devices`,
+    /// a file); refused together with discovery (`deviceFilter`,
+    /// `useAllDevices`), where it could erase a disk nobody named.
+    Overwrite,
 }
 
 /// Admin listener settings.

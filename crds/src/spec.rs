@@ -298,7 +298,9 @@ pub struct DiskSpec {
     /// Whether agents may format a device that carries no slicecache
     /// ownership marker. IfNotOwned formats only blank devices (no filesystem,
     /// partition table or other signature) and devices already marked as
-    /// slicecache's; Never uses only devices that already carry the marker.
+    /// slicecache's; Never uses only devices that already carry the marker;
+    /// Overwrite formats the named devices whatever they hold, erasing any
+    /// foreign data (refused with deviceFilter or useAllDevices).
     /// Default: IfNotOwned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "format_policy_schema")]
@@ -524,7 +526,7 @@ pub struct SecretKeyRef {
 fn format_policy_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "string",
-        "enum": ["IfNotOwned", "Never"],
+        "enum": ["IfNotOwned", "Never", "Overwrite"],
         "nullable": true
     })
 }

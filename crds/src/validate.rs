@@ -121,6 +121,13 @@ pub enum ValidationError {
         field: &'static str,
         fields: Vec<&'static str>,
     },
+    #[error(
+        "{field}: Overwrite erases whatever a device holds, so it needs devices named one by one, not {selection}"
+    )]
+    OverwriteWithDiscovery {
+        field: &'static str,
+        selection: &'static str,
+    },
     #[error("{field}: {value:?} must be an absolute file path")]
     InvalidHostPath { field: &'static str, value: String },
     #[error("{field}: {value} is smaller than {min_field} ({min})")]
@@ -159,6 +166,7 @@ impl ValidationError {
             Self::InvalidDevicePath { .. } => "InvalidDevicePath",
             Self::DuplicateDevice { .. } => "DuplicateDevice",
             Self::ConflictingDeviceSelection { .. } => "ConflictingDeviceSelection",
+            Self::OverwriteWithDiscovery { .. } => "OverwriteWithDiscovery",
             Self::InvalidHostPath { .. } => "InvalidHostPath",
             Self::MemoryBelowSlice { .. } => "MemoryBelowSlice",
             Self::InvalidMaxUnavailable { .. } => "InvalidMaxUnavailable",
@@ -184,6 +192,7 @@ impl ValidationError {
             | Self::InvalidDevicePath { field, .. }
             | Self::DuplicateDevice { field, .. }
             | Self::ConflictingDeviceSelection { field, .. }
+            | Self::OverwriteWithDiscovery { field, .. }
             | Self::InvalidHostPath { field, .. }
             | Self::MemoryBelowSlice { field, .. }
             | Self::InvalidMaxUnavailable { field, .. }
@@ -1086,6 +1095,20 @@ fn validate_cache(
         DeviceSelection::None
     };
 
+    if disk.format == Some(FormatPolicy::Overwrite) {
+        let discovery = match devices {
+            DeviceSelection::Filter(_) => Some("deviceFilter"),
+            DeviceSelection::All => Some("useAllDevices"),
+            DeviceSelection::Paths(_) | DeviceSelection::None => None,
+        };
+        if let Some(selection) = discovery {
+            errors.push(ValidationError::OverwriteWithDiscovery {
+                field: "spec.cache.disk.format",
+                selection,
+            });
+        }
+    }
+
     let host_path_file = disk.host_path_file.as_ref().map(|f| {
         if !is_file_path(&f.path) {
             errors.push(ValidationError::InvalidHostPath {
@@ -1499,6 +1522,26 @@ purgeTokenSecretRef: { name: purge }
 
         let v = valid(&format!("{ORIGIN}cache:\n  disk:\n    useAllDevices: true\n"));
         assert!(matches!(v.cache().devices(), DeviceSelection::All));
+    }
+
+    #[test]
+    fn overwrite_needs_devices_named_one_by_one() {
+        let v = valid(&format!(
+            "{ORIGIN}cache:\n  disk:\n    format: Overwrite\n    devices: [/dev/disk/by-id/nvme-a]\n    hostPathFile: {{ path: /var/lib/slicecache/dev, size: 1Gi }}\n"
+        ));
+        let formats: Vec<_> = v.agent_config().cache.devices.iter().map(|d| d.format).collect();
+        assert_eq!(formats, [FormatPolicy::Overwrite, FormatPolicy::Overwrite]);
+        for (selection, yaml) in [
+            ("deviceFilter", "deviceFilter: '^nvme'"),
+            ("useAllDevices", "useAllDevices: true"),
+        ] {
+            rejected(
+                &format!("{ORIGIN}cache:\n  disk:\n    format: Overwrite\n    {yaml}\n"),
+                "spec.cache.disk.format",
+                "OverwriteWithDiscovery",
+                selection,
+            );
+        }
     }
 
     #[test]

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use slicecache_api::agent_config::{AgentConfig, Tunables, MAX_CONCURRENCY, MAX_SLICE_SIZE, MIN_SLICE_SIZE};
+use slicecache_api::agent_config::{
+    AgentConfig, FormatPolicy, Tunables, MAX_CONCURRENCY, MAX_SLICE_SIZE, MIN_SLICE_SIZE,
+};
 use slicecache_api::units::ByteSize;
 use tracing::{error, info};
 
@@ -177,6 +179,13 @@ pub fn validate(cfg: &AgentConfig) -> Result<RuntimeTunables, ConfigError> {
             "one device per agent is supported in this version",
         ));
     }
+    let discovers = cfg.cache.device_filter.is_some() || cfg.cache.use_all_devices;
+    if discovers && cfg.cache.discovered_format == FormatPolicy::Overwrite {
+        return Err(invalid(
+            "cache.discoveredFormat",
+            "Overwrite erases whatever a device holds; name such devices one by one in cache.devices",
+        ));
+    }
     RuntimeTunables::from_config(&cfg.tunables)
 }
 
@@ -263,6 +272,19 @@ pub fn publish_tunables(metrics: &Metrics, t: &RuntimeTunables) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overwrite_is_refused_for_discovered_devices() {
+        let base = "origin:\n  url: http://127.0.0.1:3\ncache:\n  memory: 64Mi\n";
+        let cfg = parse(&format!(
+            "{base}  deviceFilter: '^nvme'\n  discoveredFormat: Overwrite\n"
+        ))
+        .expect("parses");
+        let err = validate(&cfg).expect_err("refused").to_string();
+        assert!(err.contains("cache.discoveredFormat"), "{err}");
+        let cfg = parse(&format!("{base}  devices: [{{ path: /dev/vdb, format: Overwrite }}]\n")).expect("parses");
+        validate(&cfg).expect("a named device may be overwritten");
+    }
 
     #[test]
     fn parses_a_full_file_and_rejects_typos() {

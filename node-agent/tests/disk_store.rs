@@ -339,6 +339,13 @@ async fn foreign_and_blank_devices_are_refused_untouched() {
         "{err}"
     );
     assert_eq!(file_hash(&gpt), before);
+    // Only an explicit Overwrite takes it, and then it serves as ours.
+    let mut o = options(&gpt, 8 << 20, 64 << 10);
+    o.format = FormatPolicy::Overwrite;
+    open(&o).unwrap().close().await.unwrap();
+    assert_ne!(file_hash(&gpt), before, "Overwrite formatted the device");
+    o.format = FormatPolicy::Never;
+    open(&o).expect("an overwritten device carries our marker");
 
     // Blank, but the policy forbids formatting.
     let blank = dir.path().join("blank");

@@ -280,6 +280,16 @@ impl DiskStore {
                 }
                 sb
             }
+            Probe::Damaged(reason) if opts.format == FormatPolicy::Overwrite => {
+                tracing::warn!(device = %path.display(), %reason, "format: Overwrite; reformatting a device with a damaged superblock");
+                formatted = true;
+                format(&dev, device_size, opts.region_size)?
+            }
+            Probe::Foreign(found) if opts.format == FormatPolicy::Overwrite => {
+                tracing::warn!(device = %path.display(), ?found, "format: Overwrite; erasing a device that is not ours");
+                formatted = true;
+                format(&dev, device_size, opts.region_size)?
+            }
             Probe::Damaged(reason) => return Err(DiskError::DamagedSuperblock { path, reason }),
             Probe::Foreign(found) => return Err(DiskError::Foreign { path, found }),
             Probe::Blank => {
