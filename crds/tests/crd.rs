@@ -176,7 +176,11 @@ fn ranges_enums_and_patterns() {
         "enum",
         json!(["ClusterIP", "NodePort", "LoadBalancer"]),
     );
-    check("spec.cache.disk.format", "enum", json!(["IfNotOwned", "Never", "Overwrite"]));
+    check(
+        "spec.cache.disk.format",
+        "enum",
+        json!(["IfNotOwned", "Never", "Overwrite"]),
+    );
     check("spec.origin.url", "pattern", json!(r"^https?://[^\s/?#]+([/?#]\S*)?$"));
     check("spec", "required", json!(["origin"]));
     check("status.conditions", "x-kubernetes-list-type", json!("map"));

@@ -84,13 +84,22 @@ impl HttpServerApp for ProxyApp {
             }
         }
         let settings = pingora::apps::HttpPersistentSettings::for_session(&session);
-        match session.finish().await {
-            Ok(Some(stream)) => Some(ReusedHttpStream::from_reusable_stream(stream, settings)),
-            Ok(None) => None,
-            Err(e) => {
-                debug!(error = %e, "finishing response failed");
-                None
-            }
+        reusable(session.finish().await, settings)
+    }
+}
+
+/// The connection back for Pingora's next request, when the finished
+/// response left it reusable.
+fn reusable(
+    finished: pingora::Result<Option<pingora::protocols::http::ReusableHttpStream>>,
+    settings: pingora::apps::HttpPersistentSettings,
+) -> Option<ReusedHttpStream> {
+    match finished {
+        Ok(Some(stream)) => Some(ReusedHttpStream::from_reusable_stream(stream, settings)),
+        Ok(None) => None,
+        Err(e) => {
+            debug!(error = %e, "finishing response failed");
+            None
         }
     }
 }
@@ -534,14 +543,7 @@ impl Agent {
             info!(request = %summary, error = %e, "response aborted");
             return None;
         }
-        match h1.reuse().await {
-            Ok(Some(stream)) => Some(ReusedHttpStream::from_reusable_stream(stream, settings)),
-            Ok(None) => None,
-            Err(e) => {
-                debug!(error = %e, "finishing response failed");
-                None
-            }
-        }
+        reusable(h1.reuse().await, settings)
     }
 
     async fn send_pieces(&self, stream: &pingora::protocols::Stream, pieces: &[Bytes]) -> std::io::Result<()> {

@@ -37,6 +37,17 @@ fn request(path: &str, range: Option<&str>) -> String {
     req + "\r\n"
 }
 
+/// Appends what `s` has next to `buf`; `None` at the end of the connection.
+/// Twenty seconds without a byte fail the test: that is a hang.
+async fn read_more(s: &mut TcpStream, buf: &mut Vec<u8>, chunk: &mut [u8]) -> Option<()> {
+    let n = tokio::time::timeout(Duration::from_secs(20), s.read(chunk))
+        .await
+        .expect("nothing from the agent within 20 s (a hang)")
+        .ok()?;
+    buf.extend_from_slice(&chunk[..n]);
+    (n > 0).then_some(())
+}
+
 /// Reads one `Content-Length` response from `s`, keeping extra bytes in
 /// `buf`. `None` when the connection closed before a whole response.
 async fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(u16, String, Vec<u8>)> {
@@ -45,14 +56,7 @@ async fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(u16, Str
         if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break p + 4;
         }
-        let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut chunk))
-            .await
-            .expect("no response within 20 s (a hang)")
-            .ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
+        read_more(s, buf, &mut chunk).await?;
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
@@ -66,14 +70,7 @@ async fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(u16, Str
         .parse()
         .ok()?;
     while buf.len() < head_end + len {
-        let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut chunk))
-            .await
-            .expect("body stalled for 20 s (a hang)")
-            .ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
+        read_more(s, buf, &mut chunk).await?;
     }
     let body = buf[head_end..head_end + len].to_vec();
     buf.drain(..head_end + len);
