@@ -32,14 +32,19 @@ impl Drop for Agent {
 }
 
 impl Agent {
+    /// With 1 MiB of memory cache: nearly everything is served from disk.
     async fn start(origin: &str, device: &Path, dir: &Path, run: u32) -> Self {
+        Self::start_with_memory(origin, device, dir, run, "1Mi").await
+    }
+
+    async fn start_with_memory(origin: &str, device: &Path, dir: &Path, run: u32, memory: &str) -> Self {
         let (listen, admin) = free_addrs();
         let log = dir.join(format!("agent-{run}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_slicecache-agent"))
             .args(["run", "--origin", origin])
             .args(["--listen", &listen.to_string(), "--admin-listen", &admin.to_string()])
             .args(["--device", &device.to_string_lossy(), "--device-size", "64Mi"])
-            .args(["--memory-cache", "1Mi", "--slice-size", "256Ki", "--concurrency", "4"])
+            .args(["--memory-cache", memory, "--slice-size", "256Ki", "--concurrency", "4"])
             .env("RUST_LOG", "info")
             .env("SLICECACHE_PURGE_TOKEN", "t0ken")
             .stdout(Stdio::null())
@@ -375,4 +380,66 @@ async fn purge_reaches_the_disk_tier_and_survives_a_restart() {
         "after restart only the purged object is refetched: {seen:?}"
     );
     assert!(!seen.is_empty(), "a purge must survive a restart");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_device_file_is_created_sparse() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = dir.path().join("new.dev");
+    assert!(!device.exists());
+    let origin = DemoOrigin::start().await.unwrap();
+    let agent = Agent::start(&origin.url(), &device, dir.path(), 1).await;
+    let meta = std::fs::metadata(&device).unwrap();
+    assert_eq!(meta.len(), 64 << 20, "--device-size 64Mi");
+    // Only the superblock and the checkpoint header are written at format.
+    let allocated = std::os::unix::fs::MetadataExt::blocks(&meta) * 512;
+    assert!(
+        allocated <= 1 << 20,
+        "{allocated} bytes allocated: the file is not sparse"
+    );
+    assert!(agent.metric("slicecache_disk_capacity_bytes", &[]).await > (32 << 20) as f64);
+}
+
+async fn slice_hits(agent: &Agent, tier: &str) -> f64 {
+    agent
+        .metric("slicecache_slices_total", &[("result", "hit"), ("tier", tier)])
+        .await
+}
+
+/// After a restart L1 is empty: the first read of each slice is a disk hit
+/// that the admission policy promotes into memory, the second a memory hit.
+#[tokio::test(flavor = "multi_thread")]
+async fn disk_hits_are_promoted_into_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = dir.path().join("cache.dev");
+    let origin = DemoOrigin::start().await.unwrap();
+    let objs = objects(&origin, "promote", 4, 5);
+    let agent = Agent::start_with_memory(&origin.url(), &device, dir.path(), 1, "64Mi").await;
+    fetch_all(&agent, &objs).await;
+    agent.stop();
+
+    origin.state.clear_seen();
+    let agent = Agent::start_with_memory(&origin.url(), &device, dir.path(), 2, "64Mi").await;
+    fetch_all(&agent, &objs).await;
+    let disk_hits = slice_hits(&agent, "disk").await;
+    assert!(disk_hits >= 16.0, "{disk_hits} disk hits for 4 objects of 4-5 slices");
+    assert_eq!(slice_hits(&agent, "memory").await, 0.0);
+    assert_eq!(agent.metric("slicecache_promotions_total", &[]).await, disk_hits);
+
+    fetch_all(&agent, &objs).await;
+    assert_eq!(
+        slice_hits(&agent, "memory").await,
+        disk_hits,
+        "every promoted slice is a memory hit"
+    );
+    assert_eq!(
+        slice_hits(&agent, "disk").await,
+        disk_hits,
+        "no slice went back to disk"
+    );
+    assert_eq!(
+        agent.metric("slicecache_slices_total", &[("result", "miss")]).await,
+        0.0
+    );
+    assert_eq!(origin.state.body_bytes.load(Ordering::Relaxed), 0);
 }

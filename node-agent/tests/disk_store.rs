@@ -571,3 +571,73 @@ async fn loop_device_round_trip() {
         assert!(assert_exact_or_miss(&store, k).await);
     }
 }
+
+/// Device reads run on their own threads while region writes are in
+/// flight: a read that starts with a write in flight and ends before any
+/// write completes ran entirely inside that write. With reads queued behind
+/// writes (one I/O thread, or writes holding a lock across the syscall) no
+/// read could satisfy that.
+///
+/// The file is written full of zeros first: on a sparse file every region
+/// write allocates blocks, and ext4 then holds the inode lock exclusively
+/// across the direct write, which queues the reads in the filesystem (a
+/// block device has no such lock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_reads_overlap_region_writes() {
+    let dir = tmpdir();
+    let path = dir.path().join("dev");
+    let size = 512u64 << 20;
+    {
+        let mut f = std::fs::File::create(&path).unwrap();
+        let zeros = vec![0u8; 4 << 20];
+        for _ in 0..size / zeros.len() as u64 {
+            f.write_all(&zeros).unwrap();
+        }
+        f.sync_all().unwrap();
+    }
+    let o = options(&path, size, 16 << 20);
+    let store = std::sync::Arc::new(open(&o).unwrap());
+    let old: Vec<_> = (0..128).map(|i| key(30, i, 256 << 10)).collect();
+    for k in &old {
+        store.put(*k, content(k)).await;
+    }
+    store.flush().await.unwrap();
+
+    let new: Vec<_> = (0..320).map(|i| key(31, i, 1 << 20)).collect();
+    let bodies: Vec<_> = new.iter().map(content).collect();
+    let writer = {
+        let store = std::sync::Arc::clone(&store);
+        let new = new.clone();
+        tokio::spawn(async move {
+            for (k, body) in new.into_iter().zip(bodies) {
+                store.put(k, body).await;
+            }
+            store.flush().await.unwrap();
+        })
+    };
+    let (mut device_reads, mut overlapped) = (0u32, 0u32);
+    let mut i = 0usize;
+    while !writer.is_finished() {
+        let k = &old[i % old.len()];
+        i += 1;
+        let before = store.io_activity();
+        let got = store.get(k).await;
+        let after = store.io_activity();
+        assert!(got.is_some_and(|b| b == content(k)), "{k:?} lost or wrong");
+        if after.device_reads > before.device_reads {
+            device_reads += 1;
+            if before.writes_in_flight > 0 && after.writes_completed == before.writes_completed {
+                overlapped += 1;
+            }
+        }
+    }
+    writer.await.unwrap();
+    println!("device reads during the write burst: {device_reads}, inside one write: {overlapped}");
+    assert!(
+        overlapped >= 5,
+        "only {overlapped} of {device_reads} device reads ran inside a write"
+    );
+    for k in &new {
+        assert!(assert_exact_or_miss(&store, k).await, "{k:?} lost");
+    }
+}

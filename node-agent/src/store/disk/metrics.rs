@@ -31,6 +31,7 @@ pub struct DiskMetrics {
     pub recovery_duration_seconds: Gauge,
     pub read_duration_seconds: Histogram,
     pub write_duration_seconds: Histogram,
+    pub writes_in_flight: IntGauge,
 }
 
 impl DiskMetrics {
@@ -95,6 +96,10 @@ impl DiskMetrics {
                 "write_duration_seconds",
                 "Latency of device writes (region flushes).",
             ))?,
+            writes_in_flight: IntGauge::with_opts(opts(
+                "writes_in_flight",
+                "Device writes submitted and not yet returned (reads proceed meanwhile).",
+            ))?,
         })
     }
 
@@ -118,6 +123,7 @@ impl DiskMetrics {
         registry.register(Box::new(self.recovery_duration_seconds.clone()))?;
         registry.register(Box::new(self.read_duration_seconds.clone()))?;
         registry.register(Box::new(self.write_duration_seconds.clone()))?;
+        registry.register(Box::new(self.writes_in_flight.clone()))?;
         Ok(())
     }
 }

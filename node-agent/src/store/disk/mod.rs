@@ -199,6 +199,17 @@ pub struct DiskStats {
     pub index_bytes_per_entry: f64,
 }
 
+/// Device I/O as seen at one moment (see [`DiskStore::io_activity`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoActivity {
+    /// Entry reads that went to the device (not served from a write buffer).
+    pub device_reads: u64,
+    /// Writes that have returned.
+    pub writes_completed: u64,
+    /// Writes submitted to the device and not yet returned.
+    pub writes_in_flight: i64,
+}
+
 /// The L2 store. Cheap to share behind an `Arc`; see the module docs.
 pub struct DiskStore {
     shared: Arc<Shared>,
@@ -389,6 +400,20 @@ impl DiskStore {
     /// How the index was obtained at open.
     pub fn recovery(&self) -> RecoveryReport {
         self.recovery
+    }
+
+    /// Counts of device I/O. Completed writes are read before the in-flight
+    /// gauge: when a later call shows `writes_completed` unchanged, every
+    /// write in flight at this call was still in flight then.
+    pub fn io_activity(&self) -> IoActivity {
+        let m = &self.shared.metrics;
+        let device_reads = m.read_duration_seconds.get_sample_count();
+        let writes_completed = m.write_duration_seconds.get_sample_count();
+        IoActivity {
+            device_reads,
+            writes_completed,
+            writes_in_flight: m.writes_in_flight.get(),
+        }
     }
 
     pub fn stats(&self) -> DiskStats {

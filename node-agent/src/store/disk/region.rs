@@ -92,6 +92,22 @@ pub enum Cmd {
     },
 }
 
+/// One device write, counted and timed. The in-flight gauge drops before the
+/// duration is observed, so a reader that sees the histogram's count
+/// unchanged across its own read, and the gauge raised at its start, knows a
+/// write was in progress the whole time (the overlap test relies on it).
+fn write_span(shared: &Shared, span: &[u8], at: u64) -> std::io::Result<()> {
+    let m = &shared.metrics;
+    m.device_written_bytes.inc_by(span.len() as u64);
+    m.writes_in_flight.inc();
+    let started = Instant::now();
+    let result = shared.dev.write_at(span, at);
+    let elapsed = started.elapsed();
+    m.writes_in_flight.dec();
+    m.write_duration_seconds.observe(elapsed.as_secs_f64());
+    result
+}
+
 /// Knobs of the writer.
 #[derive(Clone, Copy, Debug)]
 pub struct WriterConfig {
@@ -242,16 +258,8 @@ impl RegionWriter {
         } = head;
         self.inflight += 1;
         let submitted = self.flusher.execute(move || {
-            let started = Instant::now();
             let base = shared.geometry.region_offset(region);
-            let (result, _) = buf.with_dirty_span(written, |span| {
-                shared.metrics.device_written_bytes.inc_by(span.len() as u64);
-                shared.dev.write_at(span, base + written as u64)
-            });
-            shared
-                .metrics
-                .write_duration_seconds
-                .observe(started.elapsed().as_secs_f64());
+            let (result, _) = buf.with_dirty_span(written, |span| write_span(&shared, span, base + written as u64));
             {
                 let mut st = shared.lock();
                 if let Err(e) = result {
@@ -401,18 +409,12 @@ impl RegionWriter {
         if head.buf.filled() == head.written_filled {
             return Ok(());
         }
-        let started = Instant::now();
         let base = self.shared.geometry.region_offset(head.region);
         let from = head.written;
         let shared = &self.shared;
-        let (result, filled) = head.buf.with_dirty_span(from, |span| {
-            shared.metrics.device_written_bytes.inc_by(span.len() as u64);
-            shared.dev.write_at(span, base + from as u64)
-        });
-        self.shared
-            .metrics
-            .write_duration_seconds
-            .observe(started.elapsed().as_secs_f64());
+        let (result, filled) = head
+            .buf
+            .with_dirty_span(from, |span| write_span(shared, span, base + from as u64));
         result.map_err(|e| {
             self.shared.metrics.io_errors.inc();
             DiskError::io(self.shared.dev.path(), "write", e)
