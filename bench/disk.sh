@@ -4,12 +4,14 @@
 # reads (throughput, p50/p99), recovery time per GiB, write amplification.
 #
 # Usage: bench/disk.sh [SIZE_MIB]   (default 2048)
-# Env:   BENCH_DIR (default bench/out), REGION (bytes, default 16 MiB)
+# Env:   BENCH_DIR (default bench/out), REGION (bytes, default 16 MiB),
+#        ROUNDS (fill-vs-dd pairs, default 5; the medians are reported)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SIZE_MIB=${1:-2048}
 REGION=${REGION:-16777216}
+ROUNDS=${ROUNDS:-5}
 OUT=${BENCH_DIR:-bench/out}
 mkdir -p "$OUT"
 F="$(cd "$OUT" && pwd)/disk-bench.img"
@@ -25,16 +27,31 @@ dd_mbps() { # dd on $1, overwriting in place; prints MB/s
     awk '/copied/ { for (i = 1; i <= NF; i++) if ($i ~ /^s,?$/) secs = $(i-1); print $1 / secs / 1e6 }'
 }
 
+median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
 run() { # $1 label, $2 target path
   local label=$1 target=$2
   echo "== $label: $target, $SIZE_MIB MiB"
   dd_mbps "$target" >/dev/null # first pass allocates a fresh file's blocks
-  local dd; dd=$(dd_mbps "$target")
-  # dd left zeros: the store sees a blank device and formats it.
+  # Fill against dd, alternating, ROUNDS times: a virtual disk's bandwidth
+  # drifts by tens of percent between runs, so one pair proves little. dd
+  # leaves zeros: the store sees a blank device and formats it each time.
+  : >"$OUT/$label-rounds.txt"
+  for r in $(seq "$ROUNDS"); do
+    local dd fill
+    dd=$(dd_mbps "$target")
+    fill=$(DISK_BENCH_FILL_ONLY=1 "$BIN" "$target" $((SIZE_MIB * 1048576)) "$REGION" |
+      awk -F= '/^fill_mb_per_s=/ {print $2}')
+    echo "round $r: dd_oflag_direct_mb_per_s=$dd fill_mb_per_s=$fill" | tee -a "$OUT/$label-rounds.txt"
+  done
+  dd_mbps "$target" >/dev/null
   "$BIN" "$target" $((SIZE_MIB * 1048576)) "$REGION" | tee "$OUT/$label.txt"
-  local fill; fill=$(awk -F= '/^fill_mb_per_s=/ {print $2}' "$OUT/$label.txt")
-  echo "dd_oflag_direct_mb_per_s=$dd" | tee -a "$OUT/$label.txt"
-  awk -v f="$fill" -v d="$dd" 'BEGIN { printf "fill_vs_dd=%.2f\n", f / d }' | tee -a "$OUT/$label.txt"
+  awk '{ split($3, d, "="); split($4, f, "="); print d[2], f[2], f[2] / d[2] }' "$OUT/$label-rounds.txt" >"$OUT/$label-pairs.txt"
+  echo "rounds_dd_mb_per_s=$(awk '{print $1}' "$OUT/$label-pairs.txt" | tr '\n' ' ')" | tee -a "$OUT/$label.txt"
+  echo "rounds_fill_mb_per_s=$(awk '{print $2}' "$OUT/$label-pairs.txt" | tr '\n' ' ')" | tee -a "$OUT/$label.txt"
+  echo "median_dd_mb_per_s=$(awk '{print $1}' "$OUT/$label-pairs.txt" | median)" | tee -a "$OUT/$label.txt"
+  echo "median_fill_mb_per_s=$(awk '{print $2}' "$OUT/$label-pairs.txt" | median)" | tee -a "$OUT/$label.txt"
+  echo "median_fill_vs_dd=$(awk '{printf "%.2f\n", $3}' "$OUT/$label-pairs.txt" | median)" | tee -a "$OUT/$label.txt"
 }
 
 rm -f "$F"

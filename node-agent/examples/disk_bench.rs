@@ -71,6 +71,9 @@ async fn main() -> anyhow::Result<()> {
     println!("fill_mb_per_s={:.1}", mbps(count * u64::from(extent), fill));
     store.close().await?;
     drop(store);
+    if std::env::var_os("DISK_BENCH_FILL_ONLY").is_some() {
+        return Ok(());
+    }
 
     // Random reads from disk (fresh open: nothing resident).
     let started = Instant::now();

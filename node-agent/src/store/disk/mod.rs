@@ -60,7 +60,8 @@ pub struct DiskOptions {
     pub format: FormatPolicy,
     /// Region size for formatting; must match an existing superblock.
     pub region_size: u32,
-    /// Region buffers in memory (head plus in-flight writes), at least 2.
+    /// Region buffers in memory (the head plus up to `write_buffers - 1`
+    /// region writes in flight, each on its own flusher thread), at least 2.
     pub write_buffers: usize,
     /// Threads serving device reads.
     pub read_threads: usize,
@@ -73,7 +74,7 @@ pub struct DiskOptions {
 }
 
 impl DiskOptions {
-    /// Defaults for `path`: 16 MiB regions, 2 write buffers, 4 read threads,
+    /// Defaults for `path`: 16 MiB regions, 3 write buffers, 4 read threads,
     /// 1 s flush interval, reinsertion on, format if blank.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         let path = path.into();
@@ -85,7 +86,7 @@ impl DiskOptions {
             size: None,
             format: FormatPolicy::IfNotOwned,
             region_size: DEFAULT_REGION_SIZE,
-            write_buffers: 2,
+            write_buffers: 3,
             read_threads: 4,
             flush_interval: Duration::from_secs(1),
             reinsert_hot: true,
@@ -312,15 +313,13 @@ impl DiskStore {
             }
         };
         let geometry = sb.geometry;
-        if geometry.region_count as usize <= opts.write_buffers {
-            return Err(DiskError::InvalidOptions {
-                path,
-                reason: format!(
-                    "{} regions cannot support {} write buffers; use smaller regions",
-                    geometry.region_count, opts.write_buffers
-                ),
-            });
-        }
+        // Reclaim takes the oldest sealed region, which must not be one still
+        // being written: a small device gets fewer buffers (never under 2,
+        // which MIN_REGIONS leaves room for).
+        let write_buffers = opts
+            .write_buffers
+            .min((geometry.region_count as usize).saturating_sub(1))
+            .max(2);
         let metrics = DiskMetrics::new(&opts.name)?;
         let (index, regions, mut report) = if formatted {
             let report = RecoveryReport {
@@ -370,7 +369,7 @@ impl DiskStore {
         shared.metrics.register(registry)?;
         let config = WriterConfig {
             flush_interval: opts.flush_interval,
-            write_buffers: opts.write_buffers,
+            write_buffers,
             reinsert: opts.reinsert_hot,
         };
         let writer = RegionWriter::new(Arc::clone(&shared), config)

@@ -128,7 +128,8 @@ struct Head {
 }
 
 /// The single appender. Owns the head buffer, the spare buffers and the
-/// flusher thread.
+/// flusher threads (one per spare buffer: sealed regions are written in
+/// parallel, which keeps more than one direct write queued on the device).
 #[derive(Debug)]
 pub(crate) struct RegionWriter {
     shared: Arc<Shared>,
@@ -157,7 +158,7 @@ impl RegionWriter {
             inflight: 0,
             done_tx,
             done_rx,
-            flusher: IoPool::new("slicecache-disk-flush", 1)?,
+            flusher: IoPool::new("slicecache-disk-flush", config.write_buffers.max(2) - 1)?,
             last_flush: Instant::now(),
         })
     }
