@@ -113,7 +113,8 @@ async fn memory_hits_go_out_by_sendfile_on_a_kept_alive_connection() {
     assert_eq!(
         after - before,
         sent_by_sendfile,
-        "exactly the long bodies went out by sendfile"
+        "exactly the long bodies went out by sendfile (none at all: is shmem THP on? see the agent log:\n{})",
+        agent.log()
     );
 }
 

@@ -16,6 +16,15 @@
 //! and the next writer gets fresh pages. The file is sparse, so only bytes
 //! actually cached use memory.
 //!
+//! That holds only while the file is made of base pages. Punching part of a
+//! large shmem folio zeroes the punched bytes in place (and only then tries
+//! to split the folio), so bytes a socket had not sent yet would go out as
+//! zeros. Large folios reach a memfd written with `pwrite` only when the
+//! host's shmem THP policy says `always`, `within_size` or `force` (for the
+//! PMD size or any mTHP size); `advise` applies to `madvise`d mappings,
+//! which this module never makes. [`Arena::new`] refuses such a host, and the
+//! memory tier then keeps its extents on the heap.
+//!
 //! This is the module's one `unsafe` operation: mapping the file. The memfd
 //! is created here, never shared, never truncated, and written only in ranges
 //! that no [`Bytes`] views (allocation hands a range to exactly one lease),
@@ -59,7 +68,15 @@ impl std::fmt::Debug for Arena {
 
 impl Arena {
     /// Creates a sparse arena of `size` bytes (rounded up to whole pages).
+    /// Fails on a host whose shmem THP policy could give the file large
+    /// folios (see the module docs).
     pub fn new(size: u64) -> std::io::Result<Self> {
+        if let Some(setting) = shmem_large_folios(std::path::Path::new(THP_SYSFS)) {
+            return Err(std::io::Error::other(format!(
+                "shmem transparent huge pages are enabled ({setting}); freeing part of a huge page \
+                 would zero bytes still being sent. Set it to `advise` or `never` to use sendfile"
+            )));
+        }
         let size = size.div_ceil(PAGE).max(1) * PAGE;
         let fd = rustix::fs::memfd_create("slicecache-l1", MemfdFlags::CLOEXEC)?;
         rustix::fs::ftruncate(&fd, size)?;
@@ -114,6 +131,42 @@ impl Arena {
     pub fn free_bytes(&self) -> u64 {
         self.inner.lock_free().free
     }
+}
+
+const THP_SYSFS: &str = "/sys/kernel/mm/transparent_hugepage";
+
+/// The setting (file and value) under `dir` that lets shmem written with
+/// `pwrite` use large folios, if any. A missing directory (no THP in the
+/// kernel) means base pages only.
+fn shmem_large_folios(dir: &std::path::Path) -> Option<String> {
+    let read = |p: &std::path::Path| {
+        let text = std::fs::read_to_string(p).ok()?;
+        // The active value is the one in brackets: "always [never] advise".
+        let start = text.find('[')? + 1;
+        let end = start + text[start..].find(']')?;
+        Some(text[start..end].to_owned())
+    };
+    let enables = |v: &str| matches!(v, "always" | "within_size" | "force");
+    let top_file = dir.join("shmem_enabled");
+    let top = read(&top_file);
+    if let Some(v) = top.as_deref().filter(|v| enables(v)) {
+        return Some(format!("{}: {v}", top_file.display()));
+    }
+    let mut sizes: Vec<_> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path().join("shmem_enabled")))
+        .filter(|p| {
+            p.parent().is_some_and(|d| {
+                d.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("hugepages-"))
+            })
+        })
+        .collect();
+    sizes.sort();
+    sizes.into_iter().find_map(|p| {
+        let v = read(&p)?;
+        enables(&v).then(|| format!("{}: {v}", p.display()))
+    })
 }
 
 impl Inner {
@@ -247,5 +300,39 @@ mod tests {
         assert!(clone.iter().all(|&x| x == 7));
         drop(clone);
         assert_eq!(arena.free_bytes(), 4 * PAGE);
+    }
+
+    fn thp_dir(top: &str, sizes: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("shmem_enabled"), top).expect("write");
+        for (size, value) in sizes {
+            let d = dir.path().join(format!("hugepages-{size}"));
+            std::fs::create_dir(&d).expect("mkdir");
+            std::fs::write(d.join("shmem_enabled"), value).expect("write");
+        }
+        dir
+    }
+
+    #[test]
+    fn shmem_thp_policies_that_allow_large_folios_are_found() {
+        let never = "always within_size advise [never] deny force\n";
+        let inherit = "always [inherit] within_size advise never\n";
+        let off = "always inherit within_size advise [never]\n";
+        // The defaults, and `advise`, which needs an madvise'd mapping.
+        assert_eq!(
+            shmem_large_folios(thp_dir(never, &[("2048kB", inherit), ("64kB", off)]).path()),
+            None
+        );
+        let advise = "always within_size [advise] never deny force\n";
+        assert_eq!(shmem_large_folios(thp_dir(advise, &[("2048kB", inherit)]).path()), None);
+        assert_eq!(shmem_large_folios(std::path::Path::new("/nonexistent/thp")), None);
+        // A global policy, or one mTHP size, that applies to pwrite.
+        let within = "always [within_size] advise never deny force\n";
+        let found = shmem_large_folios(thp_dir(within, &[]).path()).expect("within_size");
+        assert!(found.ends_with("shmem_enabled: within_size"), "{found}");
+        let always64 = "[always] inherit within_size advise never\n";
+        let found =
+            shmem_large_folios(thp_dir(never, &[("2048kB", inherit), ("64kB", always64)]).path()).expect("64kB");
+        assert!(found.contains("hugepages-64kB"), "{found}");
     }
 }
