@@ -121,7 +121,10 @@ fn objects(origin: &DemoOrigin, prefix: &str, count: usize, seed: u64) -> Vec<(S
 async fn fetch_all(agent: &Agent, objects: &[(String, Bytes)]) {
     let mut client = HttpClient::new(agent.listen);
     for (path, body) in objects {
-        let r = client.get(path, &[]).await.unwrap();
+        let r = client
+            .get(path, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}; agent log:\n{}", agent.log()));
         assert_eq!(r.status, 200, "{path}");
         assert!(r.body == *body, "{path}: wrong bytes");
     }
