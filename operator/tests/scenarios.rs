@@ -835,6 +835,59 @@ async fn a_workload_of_the_other_kind_owned_by_someone_else_is_not_deleted() {
     assert!(result.is_ok());
 }
 
+#[tokio::test]
+async fn a_deployment_scaled_to_zero_is_not_ready_and_not_degraded() {
+    let cache = cache(&format!("{DEPLOYMENT}  replicas: 0\n"));
+    let d = desired(&cache);
+    let mut reads = live_objects_of(&d);
+    reads.push((
+        DEPLOY,
+        serde_json::to_value(settled_deployment(deployment(&d), 0)).unwrap(),
+    ));
+    reads.push((DS, not_found()));
+    let (ctx, handle) = context();
+    let c = cache.clone();
+    let result = run(cache, ctx, handle, move |mut h| async move {
+        expect_reads(&mut h, reads).await;
+        let call = expect_apply(&mut h, STATUS, Some(with_status(&c, &json!({})))).await;
+        let status = &call.body["status"];
+        assert_eq!(condition(status, "Ready")["status"], "False");
+        assert_eq!(condition(status, "Ready")["reason"], "ScaledToZero");
+        assert_eq!(condition(status, "Degraded")["status"], "False");
+        assert_eq!(condition(status, "Progressing")["status"], "False");
+        assert_eq!(status["replicas"], 0);
+        h
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(controller::RESYNC));
+}
+
+/// Storage of the pod goes with the pods: even a confirmed wipe has nothing
+/// to do, and no agent is stopped first.
+#[tokio::test]
+async fn delete_with_storage_of_the_pod_wipes_nothing() {
+    let mut cache = cache(&format!(
+        "{DEPLOYMENT}  cache:\n    disk:\n      volumeClaimTemplate:\n        size: 10Gi\n  cleanup:\n    wipeDevicesOnDelete: true\n    confirmation: yes-really-wipe-cache-devices\n"
+    ));
+    cache.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap(),
+    ));
+    let (ctx, handle) = context();
+    let reply = serde_json::to_value(&cache).unwrap();
+    let result = run(cache, ctx, handle, move |mut h| async move {
+        let event = expect_event(&mut h, "Normal", "CleanedUp").await;
+        assert!(
+            event.body["note"].as_str().unwrap().contains("storage of the pod only"),
+            "{}",
+            event.body["note"]
+        );
+        expect(&mut h, "PATCH", CACHE, 200, Some(reply)).await;
+        h
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::await_change());
+}
+
 // === tuning ===
 
 /// A Prometheus stand-in on 127.0.0.1 answering instant queries with
