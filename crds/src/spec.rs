@@ -26,6 +26,12 @@ use crate::{
     units::{ByteSize, HumanDuration},
 };
 
+/// CEL: `spec.replicas` only with `workload: Deployment`.
+pub const REPLICAS_RULE: &str = "!has(self.replicas) || (has(self.workload) && self.workload == 'Deployment')";
+
+/// CEL: `workload: Deployment` only without storage of the node.
+pub const DEPLOYMENT_STORAGE_RULE: &str = "!has(self.workload) || self.workload != 'Deployment' || !has(self.cache) || !has(self.cache.disk) || ((!has(self.cache.disk.devices) || size(self.cache.disk.devices) == 0) && !has(self.cache.disk.deviceFilter) && (!has(self.cache.disk.useAllDevices) || !self.cache.disk.useAllDevices) && !has(self.cache.disk.hostPathFile))";
+
 /// The confirmation string that arms `spec.cleanup.wipeDevicesOnDelete`.
 pub const WIPE_CONFIRMATION: &str = "yes-really-wipe-cache-devices";
 
@@ -61,6 +67,11 @@ pub const SLICE_BOUNDS_RULE: &str = "!has(self.minSliceSize) || !has(self.maxSli
     shortname = "slc",
     category = "slicecache",
     status = "SliceCacheStatus",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
     derive = "PartialEq",
     doc = "A fleet of slicing HTTP caches on the local disks of cluster nodes, in front of one origin.",
     printcolumn(
@@ -110,6 +121,14 @@ pub const SLICE_BOUNDS_RULE: &str = "!has(self.minSliceSize) || !has(self.maxSli
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new(REPLICAS_RULE)
+        .message("replicas applies only to workload: Deployment; a DaemonSet runs one agent on every node that placement selects")
+        .field_path(".replicas"),
+    validation = Rule::new(DEPLOYMENT_STORAGE_RULE)
+        .message("workload: Deployment cannot use storage of the node (devices, deviceFilter, useAllDevices, hostPathFile); use cache.disk.emptyDirFile or cache.disk.volumeClaimTemplate")
+        .field_path(".workload")
+)]
 pub struct SliceCacheSpec {
     /// The origin that misses are fetched from.
     pub origin: OriginSpec,
@@ -159,8 +178,17 @@ pub struct SliceCacheSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cleanup: Option<CleanupSpec>,
 
-    /// Upper bound on the number of nodes that run an agent. Unset: every node
-    /// that matches `placement`. Reserved for a scale subresource.
+    /// What runs the agents: DaemonSet (one agent on every node that
+    /// placement selects, with storage of the node) or Deployment (a number
+    /// of agent pods, each with storage of its own, scalable through the
+    /// scale subresource). Default: DaemonSet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<WorkloadKind>,
+
+    /// Agent pods of workload Deployment; the scale subresource reads and
+    /// writes this field, so an HPA or KEDA scales the SliceCache through it.
+    /// Unset: the operator leaves the Deployment's replicas to whoever sets
+    /// them (1 when it is created). Only with workload Deployment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub replicas: Option<i32>,
@@ -295,6 +323,18 @@ pub struct DiskSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_path_file: Option<HostPathFileSpec>,
 
+    /// A file in an emptyDir volume of each agent pod, used as a block
+    /// device: storage of the pod, which starts empty with every new pod.
+    /// Works with both workloads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub empty_dir_file: Option<EmptyDirFileSpec>,
+
+    /// A PersistentVolumeClaim with volumeMode Block for each agent pod (a
+    /// generic ephemeral volume: created with the pod, deleted with it),
+    /// used as a block device. Works with both workloads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_claim_template: Option<VolumeClaimTemplateSpec>,
+
     /// Whether agents may format a device that carries no slicecache
     /// ownership marker. IfNotOwned formats only blank devices (no filesystem,
     /// partition table or other signature) and devices already marked as
@@ -315,6 +355,30 @@ pub struct HostPathFileSpec {
     #[schemars(regex(pattern = r"^/\S*[^/]$"), length(max = 4096))]
     pub path: String,
     /// File size, as bytes or a quantity; at least 64Mi.
+    pub size: ByteSize,
+}
+
+/// A file in an emptyDir volume of each agent pod.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EmptyDirFileSpec {
+    /// File size, as bytes or a quantity; at least 64Mi. Also the emptyDir's
+    /// sizeLimit; request as much `ephemeral-storage` in `resources` so the
+    /// scheduler places the pod where the node has the room.
+    pub size: ByteSize,
+}
+
+/// A raw block PersistentVolumeClaim for each agent pod.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeClaimTemplateSpec {
+    /// StorageClass of the claims; it must support volumeMode Block.
+    /// Unset: the cluster's default StorageClass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    pub storage_class_name: Option<String>,
+    /// Requested size of each claim, as bytes or a quantity; at least 64Mi.
+    /// The agent uses the whole volume it gets.
     pub size: ByteSize,
 }
 
@@ -346,6 +410,30 @@ pub struct PlacementSpec {
     /// Affinity of the agent pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
+}
+
+/// What runs the agents. DaemonSet: one agent on every node that placement
+/// selects, with storage of the node (devices, hostPathFile) or of the pod.
+/// Deployment: `replicas` agent pods, scalable through the scale
+/// subresource (HPA, KEDA), with storage of the pod only (emptyDirFile,
+/// volumeClaimTemplate) or memory alone. Default: DaemonSet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum WorkloadKind {
+    /// One agent on every selected node.
+    #[default]
+    DaemonSet,
+    /// A scalable number of agent pods.
+    Deployment,
+}
+
+impl WorkloadKind {
+    /// The Kubernetes kind that runs the agents.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DaemonSet => "DaemonSet",
+            Self::Deployment => "Deployment",
+        }
+    }
 }
 
 /// The client-facing Service.

@@ -54,6 +54,21 @@ pub struct SliceCacheStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nodes: Option<NodesStatus>,
 
+    /// Agent pods the workload (DaemonSet or Deployment) runs, old and new;
+    /// the scale subresource's `status.replicas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+
+    /// Agent pods that are ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+
+    /// Label selector of the agent pods as a string, e.g.
+    /// `app.kubernetes.io/instance=media,app.kubernetes.io/name=slicecache-agent`;
+    /// the scale subresource's selector, by which an HPA finds the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+
     /// Tunables in force on the agents (the spec values, or the tuner's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub effective: Option<EffectiveTunables>,

@@ -25,7 +25,7 @@ use crate::{
         MAX_SLICE_SIZE, MIN_SLICE_SIZE,
     },
     quantity::format_bytes,
-    spec::{ServiceType, SliceCacheSpec, TuningMode, WIPE_CONFIRMATION},
+    spec::{ServiceType, SliceCacheSpec, TuningMode, WorkloadKind, WIPE_CONFIRMATION},
     units::{ByteSize, HumanDuration},
 };
 
@@ -36,6 +36,14 @@ pub const PURGE_TOKEN_FILE: &str = "/var/run/secrets/slicecache/purge-token";
 pub const DEFAULT_PURGE_TOKEN_KEY: &str = "token";
 /// Smallest file-backed device.
 pub const MIN_HOST_PATH_FILE_SIZE: u64 = 64 << 20;
+/// Where the operator mounts the emptyDir of `cache.disk.emptyDirFile` in
+/// the agent container.
+pub const EMPTY_DIR_FILE_DIR: &str = "/var/cache/slicecache";
+/// The file of `cache.disk.emptyDirFile` as the agent sees it.
+pub const EMPTY_DIR_FILE_PATH: &str = "/var/cache/slicecache/cache.img";
+/// Where the operator attaches the raw block volume of
+/// `cache.disk.volumeClaimTemplate` in the agent container.
+pub const BLOCK_VOLUME_PATH: &str = "/dev/slicecache-volume";
 /// Largest `minObjectSize`: larger whole objects would defeat slicing.
 pub const MAX_MIN_OBJECT_SIZE: u64 = MAX_SLICE_SIZE;
 /// Shortest tuning interval: Prometheus needs a few scrapes per interval.
@@ -143,6 +151,16 @@ pub enum ValidationError {
     Empty { field: &'static str },
     #[error("{field}: must be {WIPE_CONFIRMATION:?} for wipeDevicesOnDelete to act")]
     WipeNotConfirmed { field: &'static str },
+    #[error("{field}: applies only to spec.workload: Deployment; a DaemonSet runs one agent on every node that spec.placement selects")]
+    ReplicasNeedDeployment { field: &'static str },
+    #[error("{field}: workload Deployment cannot use storage of the node, as its pods move between nodes and two may share one; use spec.cache.disk.emptyDirFile or spec.cache.disk.volumeClaimTemplate, or workload DaemonSet")]
+    NodeStorageWithDeployment { field: &'static str },
+    #[error("{field}: {pod} (storage of the pod) cannot be combined with {node} (storage of the node)")]
+    PodAndNodeStorage {
+        field: &'static str,
+        pod: &'static str,
+        node: &'static str,
+    },
 }
 
 // === impl ValidationError ===
@@ -172,6 +190,9 @@ impl ValidationError {
             Self::InvalidMaxUnavailable { .. } => "InvalidMaxUnavailable",
             Self::Empty { .. } => "Empty",
             Self::WipeNotConfirmed { .. } => "WipeNotConfirmed",
+            Self::ReplicasNeedDeployment { .. } => "ReplicasNeedDeployment",
+            Self::NodeStorageWithDeployment { .. } => "NodeStorageWithDeployment",
+            Self::PodAndNodeStorage { .. } => "PodAndNodeStorage",
         }
     }
 
@@ -196,8 +217,11 @@ impl ValidationError {
             | Self::InvalidHostPath { field, .. }
             | Self::MemoryBelowSlice { field, .. }
             | Self::InvalidMaxUnavailable { field, .. }
+            | Self::PodAndNodeStorage { field, .. }
             | Self::Empty { field }
-            | Self::WipeNotConfirmed { field } => field,
+            | Self::WipeNotConfirmed { field }
+            | Self::ReplicasNeedDeployment { field }
+            | Self::NodeStorageWithDeployment { field } => field,
         }
     }
 }
@@ -275,6 +299,7 @@ pub struct ValidatedSliceCache {
     rollout: Rollout,
     paused: bool,
     wipe_devices_on_delete: bool,
+    workload: WorkloadKind,
     replicas: Option<i32>,
     purge_token: Option<PurgeTokenRef>,
 }
@@ -308,6 +333,8 @@ pub struct Cache {
     memory: u64,
     devices: DeviceSelection,
     host_path_file: Option<HostPathFile>,
+    empty_dir_file: Option<u64>,
+    block_volume: Option<BlockVolume>,
     format: FormatPolicy,
     default_ttl: HumanDuration,
     honor_origin_cache_control: bool,
@@ -330,6 +357,13 @@ pub enum DeviceSelection {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostPathFile {
     path: String,
+    size: u64,
+}
+
+/// A raw block PersistentVolumeClaim per agent pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockVolume {
+    storage_class_name: Option<String>,
     size: u64,
 }
 
@@ -398,16 +432,7 @@ impl ValidatedSliceCache {
         let rollout = validate_rollout(spec, &mut errors);
         let wipe_devices_on_delete = validate_cleanup(spec, &mut errors);
         let purge_token = validate_purge_token(spec, &mut errors);
-
-        if let Some(replicas) = spec.replicas {
-            check_range(
-                &mut errors,
-                "spec.replicas",
-                i64::from(replicas),
-                0,
-                i64::from(i32::MAX),
-            );
-        }
+        let workload = validate_workload(spec, &cache, &mut errors);
         if spec.image.as_deref().is_some_and(|i| i.trim().is_empty()) {
             errors.push(ValidationError::Empty { field: "spec.image" });
         }
@@ -434,6 +459,7 @@ impl ValidatedSliceCache {
                 rollout,
                 paused: spec.paused.unwrap_or(false),
                 wipe_devices_on_delete,
+                workload,
                 replicas: spec.replicas,
                 purge_token,
             }),
@@ -490,7 +516,13 @@ impl ValidatedSliceCache {
         self.wipe_devices_on_delete
     }
 
-    /// Upper bound on agent nodes; `None` means every eligible node.
+    /// What runs the agents.
+    pub fn workload(&self) -> WorkloadKind {
+        self.workload
+    }
+
+    /// Agent pods of workload Deployment; `None` leaves the Deployment's
+    /// replicas to whoever sets them. Always `None` for a DaemonSet.
     pub fn replicas(&self) -> Option<i32> {
         self.replicas
     }
@@ -545,6 +577,20 @@ impl ValidatedSliceCache {
             devices.push(DeviceConfig {
                 path: file.path.clone(),
                 size: Some(ByteSize(file.size)),
+                format,
+            });
+        }
+        if let Some(size) = self.cache.empty_dir_file {
+            devices.push(DeviceConfig {
+                path: EMPTY_DIR_FILE_PATH.to_string(),
+                size: Some(ByteSize(size)),
+                format,
+            });
+        }
+        if self.cache.block_volume.is_some() {
+            devices.push(DeviceConfig {
+                path: BLOCK_VOLUME_PATH.to_string(),
+                size: None,
                 format,
             });
         }
@@ -648,6 +694,16 @@ impl Cache {
         self.host_path_file.as_ref()
     }
 
+    /// Size in bytes of the file in each pod's emptyDir, if any.
+    pub fn empty_dir_file(&self) -> Option<u64> {
+        self.empty_dir_file
+    }
+
+    /// The raw block volume of each pod, if any.
+    pub fn block_volume(&self) -> Option<&BlockVolume> {
+        self.block_volume.as_ref()
+    }
+
     pub fn format(&self) -> FormatPolicy {
         self.format
     }
@@ -662,6 +718,12 @@ impl Cache {
 
     /// Whether any L2 storage is configured.
     pub fn has_disk(&self) -> bool {
+        self.has_node_storage() || self.empty_dir_file.is_some() || self.block_volume.is_some()
+    }
+
+    /// Whether L2 storage lives on the node (block devices or a host file),
+    /// outliving the agent pods: what a DaemonSet needs and a wipe erases.
+    pub fn has_node_storage(&self) -> bool {
         !matches!(self.devices, DeviceSelection::None) || self.host_path_file.is_some()
     }
 }
@@ -675,6 +737,20 @@ impl HostPathFile {
     }
 
     /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+// === impl BlockVolume ===
+
+impl BlockVolume {
+    /// StorageClass of the claims; `None` means the cluster's default.
+    pub fn storage_class_name(&self) -> Option<&str> {
+        self.storage_class_name.as_deref()
+    }
+
+    /// Requested size in bytes.
     pub fn size(&self) -> u64 {
         self.size
     }
@@ -1134,17 +1210,102 @@ fn validate_cache(
         }
     });
 
+    let pod_storage_size = |errors: &mut Vec<ValidationError>, field: &'static str, size: ByteSize| {
+        if size.bytes() < MIN_HOST_PATH_FILE_SIZE {
+            errors.push(ValidationError::SizeTooSmall {
+                field,
+                value: size,
+                min: ByteSize(MIN_HOST_PATH_FILE_SIZE),
+            });
+        }
+        size.bytes()
+    };
+    let empty_dir_file = disk
+        .empty_dir_file
+        .as_ref()
+        .map(|f| pod_storage_size(errors, "spec.cache.disk.emptyDirFile.size", f.size));
+    let block_volume = disk.volume_claim_template.as_ref().map(|t| {
+        if t.storage_class_name.as_deref().is_some_and(|c| c.trim().is_empty()) {
+            errors.push(ValidationError::Empty {
+                field: "spec.cache.disk.volumeClaimTemplate.storageClassName",
+            });
+        }
+        BlockVolume {
+            storage_class_name: t.storage_class_name.clone(),
+            size: pod_storage_size(errors, "spec.cache.disk.volumeClaimTemplate.size", t.size),
+        }
+    });
+    // A wipe on delete erases the node's devices with the pod's own mounts;
+    // storage of the pod goes with its pods, so the two do not mix.
+    let pod = if disk.empty_dir_file.is_some() {
+        Some("emptyDirFile")
+    } else if disk.volume_claim_template.is_some() {
+        Some("volumeClaimTemplate")
+    } else {
+        None
+    };
+    if let (Some(pod), Some(node)) = (pod, node_storage_fields(&disk).first()) {
+        errors.push(ValidationError::PodAndNodeStorage {
+            field: "spec.cache.disk",
+            pod,
+            node: node.1,
+        });
+    }
+
     let ttl = c.ttl.unwrap_or_default();
     Cache {
         memory: memory.bytes(),
         devices,
         host_path_file,
+        empty_dir_file,
+        block_volume,
         format: disk.format.unwrap_or_default(),
         default_ttl: ttl.default.unwrap_or(tunable_defaults.default_ttl),
         honor_origin_cache_control: ttl
             .honor_origin_cache_control
             .unwrap_or(tunable_defaults.honor_origin_cache_control),
     }
+}
+
+/// The node storage fields set in `disk`, as `(field path, field name)`.
+fn node_storage_fields(disk: &crate::spec::DiskSpec) -> Vec<(&'static str, &'static str)> {
+    let mut found = Vec::new();
+    if !disk.devices.is_empty() {
+        found.push(("spec.cache.disk.devices", "devices"));
+    }
+    if disk.device_filter.is_some() {
+        found.push(("spec.cache.disk.deviceFilter", "deviceFilter"));
+    }
+    if disk.use_all_devices == Some(true) {
+        found.push(("spec.cache.disk.useAllDevices", "useAllDevices"));
+    }
+    if disk.host_path_file.is_some() {
+        found.push(("spec.cache.disk.hostPathFile", "hostPathFile"));
+    }
+    found
+}
+
+fn validate_workload(spec: &SliceCacheSpec, cache: &Cache, errors: &mut Vec<ValidationError>) -> WorkloadKind {
+    let workload = spec.workload.unwrap_or_default();
+    match workload {
+        WorkloadKind::DaemonSet => {
+            if spec.replicas.is_some() {
+                errors.push(ValidationError::ReplicasNeedDeployment { field: "spec.replicas" });
+            }
+        }
+        WorkloadKind::Deployment => {
+            if let Some(replicas) = spec.replicas {
+                check_range(errors, "spec.replicas", i64::from(replicas), 0, i64::from(i32::MAX));
+            }
+            if cache.has_node_storage() {
+                let disk = spec.cache.as_ref().and_then(|c| c.disk.clone()).unwrap_or_default();
+                for (field, _) in node_storage_fields(&disk) {
+                    errors.push(ValidationError::NodeStorageWithDeployment { field });
+                }
+            }
+        }
+    }
+    workload
 }
 
 fn validate_service(spec: &SliceCacheSpec, errors: &mut Vec<ValidationError>) -> Service {
@@ -1702,7 +1863,7 @@ purgeTokenSecretRef: { name: purge }
                 "11 is outside 0-10",
             ),
             ("service:\n  port: 0\n", "spec.service.port", "0 is outside 1-65535"),
-            ("replicas: -1\n", "spec.replicas", "-1 is outside"),
+            ("workload: Deployment\nreplicas: -1\n", "spec.replicas", "-1 is outside"),
             (
                 "tuning:\n  minConcurrency: 0\n",
                 "spec.tuning.minConcurrency",
@@ -1990,6 +2151,100 @@ purgeTokenSecretRef: { name: purge }
         assert!(
             text.contains("spec.slicing.sliceSize: 3Mi is not a power of two; "),
             "{text}"
+        );
+    }
+
+    // === workload ===
+
+    #[test]
+    fn workload_defaults_to_daemon_set_without_replicas() {
+        let v = valid(ORIGIN);
+        assert_eq!(v.workload(), WorkloadKind::DaemonSet);
+        assert_eq!(v.replicas(), None);
+    }
+
+    #[test]
+    fn deployment_takes_replicas_and_storage_of_the_pod() {
+        let v = valid(&format!(
+            "{ORIGIN}workload: Deployment\nreplicas: 3\ncache:\n  disk:\n    emptyDirFile:\n      size: 1Gi\n    volumeClaimTemplate:\n      storageClassName: fast-block\n      size: 100Gi\n"
+        ));
+        assert_eq!(v.workload(), WorkloadKind::Deployment);
+        assert_eq!(v.replicas(), Some(3));
+        let c = v.cache();
+        assert!(c.has_disk());
+        assert!(!c.has_node_storage());
+        assert_eq!(c.empty_dir_file(), Some(1 << 30));
+        let volume = c.block_volume().expect("block volume");
+        assert_eq!(volume.storage_class_name(), Some("fast-block"));
+        assert_eq!(volume.size(), 100 << 30);
+        let devices = v.agent_config().cache.devices;
+        let paths: Vec<_> = devices.iter().map(|d| (d.path.as_str(), d.size)).collect();
+        assert_eq!(
+            paths,
+            [(EMPTY_DIR_FILE_PATH, Some(ByteSize::gib(1))), (BLOCK_VOLUME_PATH, None)]
+        );
+
+        // Memory alone, and replicas left to an autoscaler.
+        let v = valid(&format!("{ORIGIN}workload: Deployment\n"));
+        assert_eq!(v.replicas(), None);
+        assert!(!v.cache().has_disk());
+        // Storage of the pod works with a DaemonSet too.
+        valid(&format!(
+            "{ORIGIN}cache:\n  disk:\n    emptyDirFile:\n      size: 64Mi\n"
+        ));
+    }
+
+    #[test]
+    fn replicas_need_workload_deployment() {
+        for yaml in ["replicas: 2\n", "workload: DaemonSet\nreplicas: 0\n"] {
+            rejected(
+                &format!("{ORIGIN}{yaml}"),
+                "spec.replicas",
+                "ReplicasNeedDeployment",
+                "applies only to spec.workload: Deployment",
+            );
+        }
+    }
+
+    #[test]
+    fn deployment_rejects_storage_of_the_node() {
+        for (disk, field) in [
+            ("devices: [/dev/sdb]", "spec.cache.disk.devices"),
+            ("deviceFilter: \"^nvme\"", "spec.cache.disk.deviceFilter"),
+            ("useAllDevices: true", "spec.cache.disk.useAllDevices"),
+            (
+                "hostPathFile:\n      path: /var/lib/slicecache/cache.img\n      size: 1Gi",
+                "spec.cache.disk.hostPathFile",
+            ),
+        ] {
+            rejected(
+                &format!("{ORIGIN}workload: Deployment\ncache:\n  disk:\n    {disk}\n"),
+                field,
+                "NodeStorageWithDeployment",
+                "use spec.cache.disk.emptyDirFile or spec.cache.disk.volumeClaimTemplate",
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_pod_storage_beside_node_storage_and_small_pod_storage() {
+        rejected(
+            &format!("{ORIGIN}cache:\n  disk:\n    devices: [/dev/sdb]\n    volumeClaimTemplate:\n      size: 1Gi\n"),
+            "spec.cache.disk",
+            "PodAndNodeStorage",
+            "volumeClaimTemplate (storage of the pod) cannot be combined with devices",
+        );
+        rejected(
+            &format!("{ORIGIN}cache:\n  disk:\n    emptyDirFile:\n      size: 1Mi\n"),
+            "spec.cache.disk.emptyDirFile.size",
+            "SizeTooSmall",
+            "smaller than the minimum 64Mi",
+        );
+        rejected(
+            &format!("{ORIGIN}workload: Deployment\ncache:\n  disk:\n    volumeClaimTemplate:\n      size: 32Mi\n"),
+            "spec.cache.disk.volumeClaimTemplate.size",
+            "SizeTooSmall",
+            "smaller than the minimum 64Mi",
         );
     }
 

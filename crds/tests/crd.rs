@@ -89,7 +89,15 @@ fn names_scope_and_subresources() {
     assert!(v.served && v.storage);
     let sub = v.subresources.as_ref().expect("subresources");
     assert!(sub.status.is_some(), "status subresource");
-    assert!(sub.scale.is_none(), "no scale subresource yet");
+    let scale = sub.scale.as_ref().expect("scale subresource");
+    assert_eq!(scale.spec_replicas_path, ".spec.replicas");
+    assert_eq!(scale.status_replicas_path, ".status.replicas");
+    assert_eq!(scale.label_selector_path.as_deref(), Some(".status.selector"));
+    // The paths point at fields the schema has, of the types /scale needs.
+    let schema = schema();
+    assert_eq!(node(&schema, "spec.replicas")["type"], "integer");
+    assert_eq!(node(&schema, "status.replicas")["type"], "integer");
+    assert_eq!(node(&schema, "status.selector")["type"], "string");
 }
 
 #[test]
@@ -137,6 +145,8 @@ fn cel_rules_sit_where_fields_constrain_each_other() {
         );
     };
     has("spec.cleanup", "yes-really-wipe-cache-devices");
+    has("spec", "self.workload == 'Deployment'");
+    has("spec", "!has(self.cache.disk.hostPathFile)");
     has("spec.cache.disk", "has(self.deviceFilter)");
     has("spec.tuning", "self.minConcurrency <= self.maxConcurrency");
     has("spec.tuning", "has(self.prometheus)");
@@ -342,6 +352,46 @@ fn cel_wipe_needs_confirmation() {
         needle,
     );
     cel(with("cleanup", json!({ "wipeDevicesOnDelete": false }))).expect("off needs no confirmation");
+}
+
+#[test]
+fn cel_replicas_and_node_storage_need_the_right_workload() {
+    let spec = |extra: Value| {
+        let mut spec = json!({ "origin": origin() });
+        for (k, v) in extra.as_object().expect("object") {
+            spec[k] = v.clone();
+        }
+        spec
+    };
+    let replicas = "replicas applies only to workload: Deployment";
+    assert_cel_rejects(spec(json!({ "replicas": 2 })), replicas);
+    assert_cel_rejects(spec(json!({ "workload": "DaemonSet", "replicas": 2 })), replicas);
+    cel(spec(json!({ "workload": "Deployment", "replicas": 2 }))).expect("Deployment takes replicas");
+    cel(spec(json!({ "workload": "Deployment" }))).expect("replicas may stay unset");
+
+    let node_storage = "workload: Deployment cannot use storage of the node";
+    for disk in [
+        json!({ "devices": ["/dev/sdb"] }),
+        json!({ "deviceFilter": "^nvme" }),
+        json!({ "useAllDevices": true }),
+        json!({ "hostPathFile": { "path": "/var/lib/slicecache/cache.img", "size": "1Gi" } }),
+    ] {
+        assert_cel_rejects(
+            spec(json!({ "workload": "Deployment", "cache": { "disk": disk.clone() } })),
+            node_storage,
+        );
+        cel(spec(json!({ "cache": { "disk": disk } }))).expect("a DaemonSet uses storage of the node");
+    }
+    for disk in [
+        json!({ "emptyDirFile": { "size": "10Gi" } }),
+        json!({ "volumeClaimTemplate": { "storageClassName": "fast-block", "size": "100Gi" } }),
+        json!({ "useAllDevices": false, "devices": [] }),
+    ] {
+        cel(spec(
+            json!({ "workload": "Deployment", "replicas": 3, "cache": { "disk": disk } }),
+        ))
+        .expect("storage of the pod");
+    }
 }
 
 #[test]

@@ -7,12 +7,17 @@ use std::path::PathBuf;
 use serde_json::Value;
 use slicecache_api::{
     crd::crd,
-    spec::TuningMode,
+    spec::{TuningMode, WorkloadKind},
     validate::{DeviceSelection, ValidatedSliceCache},
     SliceCache,
 };
 
-const EXAMPLES: [&str; 3] = ["minimal.yaml", "production-nvme.yaml", "file-backed.yaml"];
+const EXAMPLES: [&str; 4] = [
+    "minimal.yaml",
+    "production-nvme.yaml",
+    "file-backed.yaml",
+    "autoscaled.yaml",
+];
 
 fn read(name: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples").join(name);
@@ -146,4 +151,11 @@ fn examples_say_what_they_claim() {
     let f = file.cache().host_path_file().expect("hostPathFile");
     assert_eq!(f.size(), 50 << 30);
     assert_eq!(file.agent_config().cache.devices.len(), 1);
+
+    let scaled = validated("autoscaled.yaml");
+    assert_eq!(scaled.workload(), WorkloadKind::Deployment);
+    assert_eq!(scaled.replicas(), Some(2));
+    assert!(!scaled.cache().has_node_storage());
+    let volume = scaled.cache().block_volume().expect("volumeClaimTemplate");
+    assert_eq!(volume.size(), 200 << 30);
 }

@@ -55,7 +55,10 @@ pub fn cluster_rules() -> Vec<PolicyRule> {
         // Owner references with blockOwnerDeletion need update on finalizers.
         rule("slicecache.io", &["slicecaches/finalizers"], &["update"]),
         rule("", &["configmaps", "services", "serviceaccounts"], OWNED),
-        rule("apps", &["daemonsets"], OWNED),
+        // The agents run in a DaemonSet or, with workload Deployment, a
+        // Deployment; switching deletes the other. The operator never calls
+        // slicecaches/scale: autoscalers write it with their own RBAC.
+        rule("apps", &["daemonsets", "deployments"], OWNED),
         rule("policy", &["poddisruptionbudgets"], OWNED),
         // Device wipe Jobs on delete (only with the confirmation string).
         rule("batch", &["jobs"], OWNED),
@@ -120,6 +123,14 @@ mod tests {
             ["get", "create", "patch"]
         );
         assert_eq!(namespaced_rules().len(), 1, "the Role grants leases and nothing else");
+    }
+
+    #[test]
+    fn both_agent_workloads_are_owned_and_scale_is_not_granted() {
+        let owned = ["get", "list", "watch", "create", "patch", "delete"];
+        assert_eq!(grants(&cluster_rules(), "apps", "daemonsets"), owned);
+        assert_eq!(grants(&cluster_rules(), "apps", "deployments"), owned);
+        assert!(grants(&cluster_rules(), "slicecache.io", "slicecaches/scale").is_empty());
     }
 
     #[test]

@@ -11,7 +11,8 @@ use k8s_openapi::api::{apps::v1::DaemonSet, core::v1::Container};
 use slicecache_api::{agent_config::AgentConfig, units::ByteSize, SliceCache, ValidatedSliceCache};
 use slicecache_operator::{
     controller::build::{
-        self, BuildDefaults, DesiredState, Owner, CONFIG_FILE_KEY, CONFIG_GENERATION, DESIRED_HASH, POD_TEMPLATE_HASH,
+        self, AgentWorkload, BuildDefaults, DesiredState, Owner, CONFIG_FILE_KEY, CONFIG_GENERATION, DESIRED_HASH,
+        POD_TEMPLATE_HASH,
     },
     render,
     tuner::Tunables,
@@ -36,8 +37,12 @@ fn build_cache(cache: &SliceCache) -> DesiredState {
     build::build(&validated, &Owner::of(cache, "default"), &BuildDefaults::default()).unwrap()
 }
 
-fn agent(ds: &DaemonSet) -> &Container {
-    &ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0]
+fn agent(workload: &AgentWorkload) -> &Container {
+    &workload.pod_template().unwrap().spec.as_ref().unwrap().containers[0]
+}
+
+fn daemon_set(desired: &DesiredState) -> &DaemonSet {
+    desired.workload.daemon_set().expect("a DaemonSet")
 }
 
 fn parsed_config(desired: &DesiredState) -> AgentConfig {
@@ -47,7 +52,7 @@ fn parsed_config(desired: &DesiredState) -> AgentConfig {
 
 #[test]
 fn rendered_fixtures_match_golden_files() {
-    for name in ["minimal", "file-backed", "production-nvme"] {
+    for name in ["minimal", "file-backed", "production-nvme", "autoscaled"] {
         let input = std::fs::read_to_string(fixture_path(&format!("{name}.yaml"))).unwrap();
         let out = render::render(&input, &BuildDefaults::default()).unwrap();
         let golden = fixture_path(&format!("{name}.rendered.yaml"));
@@ -106,10 +111,7 @@ fn tunable_change_keeps_the_pod_template_and_rewrites_only_the_config_map() {
 
     let (a, b) = (build_cache(&before), build_cache(&after));
     assert_eq!(a.pod_template_hash, b.pod_template_hash);
-    assert_eq!(
-        a.daemon_set, b.daemon_set,
-        "a tunable change must not touch the DaemonSet"
-    );
+    assert_eq!(a.workload, b.workload, "a tunable change must not touch the DaemonSet");
     assert_eq!(a.client_service, b.client_service);
     assert_eq!(a.peer_service, b.peer_service);
     assert_eq!(a.service_account, b.service_account);
@@ -141,7 +143,7 @@ fn tuned_values_reach_only_the_config_map() {
     .unwrap();
 
     assert_eq!(spec.pod_template_hash, tuned.pod_template_hash);
-    assert_eq!(spec.daemon_set, tuned.daemon_set, "tuning must not restart agents");
+    assert_eq!(spec.workload, tuned.workload, "tuning must not restart agents");
     assert_eq!(spec.client_service, tuned.client_service);
     assert_eq!(spec.pod_disruption_budget, tuned.pod_disruption_budget);
     assert_ne!(spec.config_hash, tuned.config_hash);
@@ -171,7 +173,7 @@ fn generation_bump_alone_changes_no_desired_hash() {
     let (a, b) = (build_cache(&before), build_cache(&after));
     let hash = |d: &DesiredState| d.config_map.metadata.annotations.as_ref().unwrap()[DESIRED_HASH].clone();
     assert_eq!(hash(&a), hash(&b));
-    assert_eq!(a.daemon_set, b.daemon_set);
+    assert_eq!(a.workload, b.workload);
 }
 
 #[test]
@@ -208,8 +210,7 @@ fn restart_relevant_changes_alter_the_pod_template_hash() {
     ] {
         let desired = build_cache(&changed);
         assert_ne!(desired.pod_template_hash, base_hash, "{what} must restart the agents");
-        let annotations = desired
-            .daemon_set
+        let annotations = daemon_set(&desired)
             .spec
             .as_ref()
             .unwrap()
@@ -228,8 +229,7 @@ fn restart_relevant_changes_alter_the_pod_template_hash() {
 fn explicit_devices_are_block_device_host_paths_mounted_at_the_same_path() {
     let cache = load("production-nvme.yaml");
     let desired = build_cache(&cache);
-    let pod = desired
-        .daemon_set
+    let pod = daemon_set(&desired)
         .spec
         .as_ref()
         .unwrap()
@@ -237,7 +237,7 @@ fn explicit_devices_are_block_device_host_paths_mounted_at_the_same_path() {
         .spec
         .as_ref()
         .unwrap();
-    let container = agent(&desired.daemon_set);
+    let container = agent(&desired.workload);
     for path in &cache.spec.cache.as_ref().unwrap().disk.as_ref().unwrap().devices {
         let volume = pod
             .volumes
@@ -266,7 +266,7 @@ fn explicit_devices_are_block_device_host_paths_mounted_at_the_same_path() {
 fn no_container_is_privileged_unless_devices_need_it() {
     for name in ["minimal.yaml", "file-backed.yaml"] {
         let desired = build_cache(&load(name));
-        let container = agent(&desired.daemon_set);
+        let container = agent(&desired.workload);
         let security = container.security_context.as_ref().unwrap();
         assert_ne!(security.privileged, Some(true), "{name}");
         assert_eq!(security.allow_privilege_escalation, Some(false), "{name}");
@@ -279,7 +279,7 @@ fn no_container_is_privileged_unless_devices_need_it() {
     }
     let minimal = build_cache(&load("minimal.yaml"));
     assert_eq!(
-        agent(&minimal.daemon_set)
+        agent(&minimal.workload)
             .security_context
             .as_ref()
             .unwrap()
@@ -291,8 +291,7 @@ fn no_container_is_privileged_unless_devices_need_it() {
 #[test]
 fn host_path_file_mounts_its_directory() {
     let desired = build_cache(&load("file-backed.yaml"));
-    let pod = desired
-        .daemon_set
+    let pod = daemon_set(&desired)
         .spec
         .as_ref()
         .unwrap()
@@ -314,7 +313,7 @@ fn device_filter_mounts_dev_and_passes_the_filter_in_the_config() {
     let mut cache = load("minimal.yaml");
     cache.spec.cache = Some(serde_yaml_ng::from_str("disk:\n  deviceFilter: ^nvme[0-9]+n1$\n").unwrap());
     let desired = build_cache(&cache);
-    let container = agent(&desired.daemon_set);
+    let container = agent(&desired.workload);
     let dev = container
         .volume_mounts
         .iter()
@@ -353,14 +352,14 @@ fn every_object_is_owned_and_labelled() {
 #[test]
 fn rollout_settings_reach_the_daemon_set() {
     let desired = build_cache(&load("production-nvme.yaml"));
-    let spec = desired.daemon_set.spec.as_ref().unwrap();
+    let spec = daemon_set(&desired).spec.as_ref().unwrap();
     let rolling = spec.update_strategy.as_ref().unwrap().rolling_update.as_ref().unwrap();
     assert_eq!(
         rolling.max_unavailable,
         Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
     );
     assert_eq!(spec.min_ready_seconds, Some(300));
-    let container = agent(&desired.daemon_set);
+    let container = agent(&desired.workload);
     assert_eq!(
         container.args.as_deref().unwrap(),
         ["run", "--config", "/etc/slicecache/agent.yaml"]
@@ -395,7 +394,7 @@ fn rollout_maps_to_rolling_update_and_min_ready_seconds() {
         .unwrap();
         cache.metadata.generation = Some(1);
         let desired = build_cache(&cache);
-        let spec = desired.daemon_set.spec.as_ref().unwrap();
+        let spec = daemon_set(&desired).spec.as_ref().unwrap();
         let strategy = spec.update_strategy.as_ref().unwrap();
         assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"), "{rollout}");
         let rolling = strategy.rolling_update.as_ref().unwrap();
@@ -403,4 +402,186 @@ fn rollout_maps_to_rolling_update_and_min_ready_seconds() {
         assert_eq!(rolling.max_surge, Some(IntOrString::Int(0)), "{rollout}");
         assert_eq!(spec.min_ready_seconds, Some(min_ready), "{rollout}");
     }
+}
+
+// === workload Deployment ===
+
+fn media(spec_yaml: &str) -> SliceCache {
+    let mut cache: SliceCache = serde_yaml_ng::from_str(&format!(
+        "apiVersion: slicecache.io/v1alpha1\nkind: SliceCache\nmetadata:\n  name: media\n  namespace: default\n  uid: uid-1\nspec:\n  origin:\n    url: https://media.example.com\n{spec_yaml}"
+    ))
+    .unwrap();
+    cache.metadata.generation = Some(1);
+    cache
+}
+
+#[test]
+fn deployment_wraps_the_daemon_set_pod_template() {
+    let storage = "  cache:\n    disk:\n      emptyDirFile:\n        size: 1Gi\n  rollout:\n    maxUnavailable: 25%\n    pauseBetweenNodes: 30s\n";
+    let ds = build_cache(&media(storage));
+    let deploy = build_cache(&media(&format!("{storage}  workload: Deployment\n")));
+
+    // One pod template, one hash: switching the workload changes only the wrapper.
+    assert_eq!(ds.pod_template_hash, deploy.pod_template_hash);
+    assert_eq!(ds.workload.pod_template(), deploy.workload.pod_template());
+    assert_eq!(ds.config_map, deploy.config_map);
+    assert_eq!(ds.client_service, deploy.client_service);
+    assert_eq!(ds.pod_disruption_budget, deploy.pod_disruption_budget);
+
+    let daemon_set = ds.workload.daemon_set().unwrap();
+    let deployment = deploy.workload.deployment().expect("a Deployment");
+    assert!(deploy.workload.daemon_set().is_none());
+    assert_eq!(deployment.metadata.name.as_deref(), Some("media-agent"));
+    assert_eq!(deployment.metadata.labels, daemon_set.metadata.labels);
+    let owner = &deployment.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!((owner.kind.as_str(), owner.uid.as_str()), ("SliceCache", "uid-1"));
+    assert_eq!(owner.controller, Some(true));
+    assert!(deployment
+        .metadata
+        .annotations
+        .as_ref()
+        .unwrap()
+        .contains_key(DESIRED_HASH));
+
+    let spec = deployment.spec.as_ref().unwrap();
+    assert_eq!(spec.selector, daemon_set.spec.as_ref().unwrap().selector);
+    assert_eq!(
+        deploy.workload.selector_string().as_deref(),
+        Some("app.kubernetes.io/instance=media,app.kubernetes.io/name=slicecache-agent")
+    );
+    // Unset replicas stay out of the applied object: the autoscaler owns them.
+    assert_eq!(spec.replicas, None);
+    let json = serde_json::to_value(deployment).unwrap();
+    assert!(json["spec"].get("replicas").is_none(), "{}", json["spec"]);
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let strategy = spec.strategy.as_ref().unwrap();
+    assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
+    let rolling = strategy.rolling_update.as_ref().unwrap();
+    assert_eq!(rolling.max_unavailable, Some(IntOrString::String("25%".into())));
+    assert_eq!(rolling.max_surge, Some(IntOrString::Int(1)));
+    assert_eq!(spec.min_ready_seconds, Some(30));
+
+    // The last object printed is the Deployment.
+    let values = deploy.to_values().unwrap();
+    assert_eq!(values.last().unwrap()["kind"], "Deployment");
+}
+
+#[test]
+fn deployment_takes_the_spec_replicas_and_they_change_only_the_deployment() {
+    let two = build_cache(&media("  workload: Deployment\n  replicas: 2\n"));
+    let five = build_cache(&media("  workload: Deployment\n  replicas: 5\n"));
+    let replicas = |d: &DesiredState| d.workload.deployment().unwrap().spec.as_ref().unwrap().replicas;
+    assert_eq!(replicas(&two), Some(2));
+    assert_eq!(replicas(&five), Some(5));
+    // Scaling is no restart: same pod template, same ConfigMap.
+    assert_eq!(two.pod_template_hash, five.pod_template_hash);
+    assert_eq!(two.config_map, five.config_map);
+    assert_ne!(
+        two.workload
+            .deployment()
+            .unwrap()
+            .metadata
+            .annotations
+            .as_ref()
+            .unwrap()[DESIRED_HASH],
+        five.workload
+            .deployment()
+            .unwrap()
+            .metadata
+            .annotations
+            .as_ref()
+            .unwrap()[DESIRED_HASH],
+        "a new replica count is written"
+    );
+}
+
+#[test]
+fn empty_dir_file_is_a_sized_empty_dir_of_an_unprivileged_pod() {
+    let desired = build_cache(&media(
+        "  workload: Deployment\n  cache:\n    disk:\n      emptyDirFile:\n        size: 10Gi\n",
+    ));
+    let pod = desired.workload.pod_template().unwrap().spec.as_ref().unwrap();
+    let volume = pod
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|v| v.name == "cache-file")
+        .unwrap();
+    let empty_dir = volume.empty_dir.as_ref().unwrap();
+    assert_eq!(empty_dir.size_limit.as_ref().unwrap().0, "10Gi");
+    assert_eq!(empty_dir.medium, None, "tmpfs has no O_DIRECT");
+    let container = agent(&desired.workload);
+    let mount = container
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|m| m.name == "cache-file")
+        .unwrap();
+    assert_eq!(mount.mount_path, slicecache_api::validate::EMPTY_DIR_FILE_DIR);
+    let security = container.security_context.as_ref().unwrap();
+    assert_eq!(security.run_as_non_root, Some(true));
+    assert_eq!(security.privileged, Some(false));
+    let config = parsed_config(&desired);
+    assert_eq!(config.cache.devices.len(), 1);
+    assert_eq!(
+        config.cache.devices[0].path,
+        slicecache_api::validate::EMPTY_DIR_FILE_PATH
+    );
+    assert_eq!(config.cache.devices[0].size, Some(ByteSize::gib(10)));
+}
+
+#[test]
+fn volume_claim_template_is_a_raw_block_ephemeral_volume() {
+    let desired = build_cache(&load("autoscaled.yaml"));
+    let pod = desired.workload.pod_template().unwrap().spec.as_ref().unwrap();
+    let volume = pod
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|v| v.name == "cache-volume")
+        .unwrap();
+    let claim = volume
+        .ephemeral
+        .as_ref()
+        .unwrap()
+        .volume_claim_template
+        .as_ref()
+        .unwrap();
+    assert_eq!(claim.spec.volume_mode.as_deref(), Some("Block"));
+    assert_eq!(
+        claim.spec.access_modes.as_deref(),
+        Some(&["ReadWriteOnce".to_string()][..])
+    );
+    assert_eq!(claim.spec.storage_class_name.as_deref(), Some("fast-block"));
+    let requests = claim.spec.resources.as_ref().unwrap().requests.as_ref().unwrap();
+    assert_eq!(requests["storage"].0, "200Gi");
+    let container = agent(&desired.workload);
+    let devices = container.volume_devices.as_ref().unwrap();
+    assert_eq!(devices.len(), 1);
+    assert_eq!(devices[0].name, "cache-volume");
+    assert_eq!(devices[0].device_path, slicecache_api::validate::BLOCK_VOLUME_PATH);
+    // Root to open the root-owned device node, nothing more.
+    let security = container.security_context.as_ref().unwrap();
+    assert_eq!(security.run_as_user, Some(0));
+    assert_eq!(security.privileged, Some(false));
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    assert_eq!(
+        security.capabilities.as_ref().unwrap().drop.as_deref(),
+        Some(&["ALL".to_string()][..])
+    );
+    assert!(pod.volumes.as_ref().unwrap().iter().all(|v| v.host_path.is_none()));
+    let config = parsed_config(&desired);
+    assert_eq!(config.cache.devices.len(), 1);
+    assert_eq!(
+        config.cache.devices[0].path,
+        slicecache_api::validate::BLOCK_VOLUME_PATH
+    );
+    assert_eq!(config.cache.devices[0].size, None, "the agent uses the whole volume");
+    assert_eq!(
+        desired.workload.deployment().unwrap().spec.as_ref().unwrap().replicas,
+        Some(2)
+    );
 }

@@ -104,8 +104,9 @@ fn discovery_response(path: &str) -> (&'static str, String) {
         "/apis/apps/v1" => (
             "200 OK",
             format!(
-                r#"{{"kind":"APIResourceList","groupVersion":"apps/v1","resources":[{}]}}"#,
-                resource("daemonsets", "DaemonSet")
+                r#"{{"kind":"APIResourceList","groupVersion":"apps/v1","resources":[{},{}]}}"#,
+                resource("daemonsets", "DaemonSet"),
+                resource("deployments", "Deployment")
             ),
         ),
         "/apis/policy/v1" => (
@@ -177,7 +178,10 @@ fn rendered_examples_pass_kubectl_client_dry_run() {
             example.display(),
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(stdout.contains("daemonset.apps/"), "{stdout}");
+        assert!(
+            stdout.contains("daemonset.apps/") || stdout.contains("deployment.apps/"),
+            "{stdout}"
+        );
         assert!(stdout.contains("configmap/"), "{stdout}");
     }
 }

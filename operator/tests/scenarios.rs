@@ -7,7 +7,7 @@
 use std::{sync::Arc, time::Duration};
 
 use http::{Request, Response};
-use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus};
+use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus, Deployment, DeploymentStatus};
 use kube::{client::Body, runtime::controller::Action, Client};
 use serde_json::{json, Value};
 use slicecache_api::{SliceCache, ValidatedSliceCache};
@@ -29,6 +29,7 @@ const SVC: &str = "/api/v1/namespaces/default/services/media";
 const PEERS: &str = "/api/v1/namespaces/default/services/media-peers";
 const PDB: &str = "/apis/policy/v1/namespaces/default/poddisruptionbudgets/media-agent";
 const DS: &str = "/apis/apps/v1/namespaces/default/daemonsets/media-agent";
+const DEPLOY: &str = "/apis/apps/v1/namespaces/default/deployments/media-agent";
 const CACHE: &str = "/apis/slicecache.io/v1alpha1/namespaces/default/slicecaches/media";
 const STATUS: &str = "/apis/slicecache.io/v1alpha1/namespaces/default/slicecaches/media/status";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
@@ -173,6 +174,29 @@ fn with_status(cache: &SliceCache, status: &Value) -> Value {
     v
 }
 
+fn daemon_set(d: &DesiredState) -> DaemonSet {
+    d.workload.daemon_set().expect("a DaemonSet").clone()
+}
+
+fn deployment(d: &DesiredState) -> Deployment {
+    d.workload.deployment().expect("a Deployment").clone()
+}
+
+/// A Deployment its controller has rolled out: `replicas` pods, all ready.
+fn settled_deployment(mut deploy: Deployment, replicas: i32) -> Deployment {
+    deploy.metadata.generation = Some(1);
+    deploy.spec.as_mut().unwrap().replicas = Some(replicas);
+    deploy.status = Some(DeploymentStatus {
+        replicas: Some(replicas),
+        ready_replicas: Some(replicas),
+        updated_replicas: Some(replicas),
+        available_replicas: Some(replicas),
+        observed_generation: Some(1),
+        ..DeploymentStatus::default()
+    });
+    deploy
+}
+
 fn settled(mut ds: DaemonSet, nodes: i32) -> DaemonSet {
     ds.metadata.generation = Some(1);
     ds.status = Some(DaemonSetStatus {
@@ -255,6 +279,8 @@ async fn first_reconcile_creates_everything_and_reports_progress() {
             assert_eq!(call.body["metadata"]["ownerReferences"][0]["uid"], "uid-1");
             assert_eq!(call.body["metadata"]["ownerReferences"][0]["controller"], true);
         }
+        // No Deployment of an earlier workload: nothing to delete.
+        expect(&mut h, "GET", DEPLOY, 404, Some(not_found())).await;
         let call = expect_apply(&mut h, STATUS, Some(with_status(&c, &json!({})))).await;
         let status = &call.body["status"];
         assert_eq!(call.body["kind"], "SliceCache");
@@ -285,7 +311,7 @@ async fn settled_reconcile_makes_no_writes() {
         serde_json::to_value(&d.client_service).unwrap(),
         serde_json::to_value(&d.peer_service).unwrap(),
         serde_json::to_value(d.pod_disruption_budget.as_ref().unwrap()).unwrap(),
-        serde_json::to_value(settled(d.daemon_set.clone(), 3)).unwrap(),
+        serde_json::to_value(settled(daemon_set(&d), 3)).unwrap(),
     );
     let reads = move |live: (Value, Value, Value, Value, Value, Value)| {
         move |mut h: Handle| async move {
@@ -295,6 +321,7 @@ async fn settled_reconcile_makes_no_writes() {
             expect(&mut h, "GET", PEERS, 200, Some(live.3)).await;
             expect(&mut h, "GET", PDB, 200, Some(live.4)).await;
             expect(&mut h, "GET", DS, 200, Some(live.5)).await;
+            expect(&mut h, "GET", DEPLOY, 404, Some(not_found())).await;
             h
         }
     };
@@ -376,8 +403,9 @@ async fn tunable_change_patches_only_the_config_map() {
         let pdb = serde_json::to_value(d.pod_disruption_budget.as_ref().unwrap()).unwrap();
         expect(&mut h, "GET", PDB, 200, Some(pdb)).await;
         // The DaemonSet is read, found current, and not written.
-        let ds = serde_json::to_value(settled(d.daemon_set.clone(), 2)).unwrap();
+        let ds = serde_json::to_value(settled(daemon_set(&d), 2)).unwrap();
         expect(&mut h, "GET", DS, 200, Some(ds)).await;
+        expect(&mut h, "GET", DEPLOY, 404, Some(not_found())).await;
         let call = expect_apply(&mut h, STATUS, Some(with_status(&c, &json!({})))).await;
         assert_eq!(call.body["status"]["effective"]["concurrency"], 16);
         assert_eq!(call.body["status"]["observedGeneration"], 2);
@@ -459,7 +487,7 @@ async fn delete_with_confirmation_stops_agents_then_wipes_each_node() {
 
     // Pass 1: the agents still run: their DaemonSet is deleted first.
     let (ctx, handle) = context();
-    let ds = serde_json::to_value(settled(d.daemon_set.clone(), 1)).unwrap();
+    let ds = serde_json::to_value(settled(daemon_set(&d), 1)).unwrap();
     let c = cache.clone();
     let result = run(cache.clone(), ctx.clone(), handle, move |mut h| async move {
         expect(&mut h, "GET", DS, 200, Some(ds.clone())).await;
@@ -608,6 +636,258 @@ async fn a_new_slice_cache_gets_the_finalizer_first() {
     assert_eq!(result.unwrap(), Action::await_change());
 }
 
+// === workload Deployment ===
+
+const DEPLOYMENT: &str = "  origin:\n    url: https://media.example.com\n  workload: Deployment\n";
+
+#[tokio::test]
+async fn deployment_mode_applies_a_deployment_and_reports_the_scale_status() {
+    let cache = cache(&format!("{DEPLOYMENT}  replicas: 3\n"));
+    let d = desired(&cache);
+    let live = serde_json::to_value(settled_deployment(deployment(&d), 3)).unwrap();
+    let (ctx, handle) = context();
+    let c = cache.clone();
+    let result = run(cache, ctx, handle, move |mut h| async move {
+        for path in [SA, CM, SVC, PEERS, PDB] {
+            expect(&mut h, "GET", path, 404, Some(not_found())).await;
+            expect_apply(&mut h, path, None).await;
+        }
+        expect(&mut h, "GET", DEPLOY, 404, Some(not_found())).await;
+        let call = expect_apply(&mut h, DEPLOY, Some(live)).await;
+        assert_eq!(call.body["kind"], "Deployment");
+        assert_eq!(call.body["apiVersion"], "apps/v1");
+        assert_eq!(call.body["spec"]["replicas"], 3, "spec.replicas is copied");
+        assert_eq!(call.body["metadata"]["ownerReferences"][0]["uid"], "uid-1");
+        assert_eq!(call.body["metadata"]["ownerReferences"][0]["controller"], true);
+        let pod = &call.body["spec"]["template"];
+        assert_eq!(pod["metadata"]["labels"]["app.kubernetes.io/instance"], "media");
+        // No DaemonSet of an earlier workload: nothing to delete.
+        expect(&mut h, "GET", DS, 404, Some(not_found())).await;
+        let call = expect_apply(&mut h, STATUS, Some(with_status(&c, &json!({})))).await;
+        let status = &call.body["status"];
+        assert_eq!(status["replicas"], 3, "{status}");
+        assert_eq!(status["readyReplicas"], 3, "{status}");
+        assert_eq!(
+            status["selector"],
+            "app.kubernetes.io/instance=media,app.kubernetes.io/name=slicecache-agent"
+        );
+        assert_eq!(status["nodes"], json!({"desired": 3, "ready": 3, "updated": 3}));
+        assert_eq!(condition(status, "Ready")["status"], "True");
+        assert_eq!(condition(status, "Ready")["message"], "3/3 agents ready");
+        assert_eq!(condition(status, "Progressing")["reason"], "RolloutComplete");
+        let event = expect_event(&mut h, "Normal", "Created").await;
+        assert!(event.body["note"].as_str().unwrap().contains("Deployment media-agent"));
+        h
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(controller::RESYNC));
+}
+
+/// Without spec.replicas the applied Deployment has no replicas field, so
+/// the operator does not own it; an autoscaler that set 7 on the Deployment
+/// keeps its 7, and status reports them.
+#[tokio::test]
+async fn unset_replicas_are_left_to_the_autoscaler() {
+    let cache = cache(DEPLOYMENT);
+    let d = desired(&cache);
+    let scaled = serde_json::to_value(settled_deployment(deployment(&d), 7)).unwrap();
+    let mut reads: Vec<(&'static str, Value)> = live_objects_of(&d);
+    reads.push((DEPLOY, scaled));
+    reads.push((DS, not_found()));
+
+    // Pass 1: the Deployment is not yet applied: its body carries no replicas.
+    let (ctx, handle) = context();
+    let (c, echo) = (cache.clone(), reads[5].1.clone());
+    let written = Arc::new(std::sync::Mutex::new(Value::Null));
+    let w = written.clone();
+    let result = run(cache.clone(), ctx, handle, move |mut h| async move {
+        for path in [SA, CM, SVC, PEERS, PDB] {
+            expect(&mut h, "GET", path, 404, Some(not_found())).await;
+            expect_apply(&mut h, path, None).await;
+        }
+        expect(&mut h, "GET", DEPLOY, 404, Some(not_found())).await;
+        let call = expect_apply(&mut h, DEPLOY, Some(echo)).await;
+        assert!(call.body["spec"].get("replicas").is_none(), "{}", call.body["spec"]);
+        expect(&mut h, "GET", DS, 404, Some(not_found())).await;
+        let call = expect_apply(&mut h, STATUS, Some(with_status(&c, &json!({})))).await;
+        let status = call.body["status"].clone();
+        assert_eq!(status["replicas"], 7, "{status}");
+        assert_eq!(status["nodes"]["desired"], 7, "{status}");
+        *w.lock().unwrap() = status;
+        expect_event(&mut h, "Normal", "Created").await;
+        h
+    })
+    .await;
+    assert!(result.is_ok());
+
+    // Pass 2: the autoscaler's 7 is live: reads only, the Deployment is not written.
+    let mut cache = cache;
+    cache.status = Some(serde_json::from_value(written.lock().unwrap().clone()).unwrap());
+    let (ctx, handle) = context();
+    let result = run(cache, ctx, handle, move |mut h| async move {
+        expect_reads(&mut h, reads).await;
+        h
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(controller::RESYNC));
+}
+
+/// The SliceCache's objects other than the workload, as `desired` builds them.
+fn live_objects_of(d: &DesiredState) -> Vec<(&'static str, Value)> {
+    vec![
+        (SA, serde_json::to_value(&d.service_account).unwrap()),
+        (CM, serde_json::to_value(&d.config_map).unwrap()),
+        (SVC, serde_json::to_value(&d.client_service).unwrap()),
+        (PEERS, serde_json::to_value(&d.peer_service).unwrap()),
+        (
+            PDB,
+            serde_json::to_value(d.pod_disruption_budget.as_ref().unwrap()).unwrap(),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn switching_the_workload_replaces_the_old_kind() {
+    let as_daemon_set = cache(MINIMAL);
+    let as_deployment = cache(&format!("{DEPLOYMENT}  replicas: 2\n"));
+    let old = desired(&as_daemon_set);
+    let new = desired(&as_deployment);
+    // Everything but the workload stays as it is.
+    let shared = live_objects_of(&old);
+    assert_eq!(shared, live_objects_of(&new));
+
+    // DaemonSet -> Deployment: the Deployment is applied, then the DaemonSet deleted.
+    let (ctx, handle) = context();
+    let live_ds = serde_json::to_value(settled(daemon_set(&old), 2)).unwrap();
+    let (c, reads, echo) = (
+        as_deployment.clone(),
+        shared.clone(),
+        serde_json::to_value(deployment(&new)).unwrap(),
+    );
+    let result = run(as_deployment, ctx, handle, move |mut h| async move {
+        expect_reads(&mut h, reads).await;
+        expect(&mut h, "GET", DEPLOY, 404, Some(not_found())).await;
+        let call = expect_apply(&mut h, DEPLOY, Some(echo)).await;
+        assert_eq!(call.body["spec"]["replicas"], 2);
+        expect(&mut h, "GET", DS, 200, Some(live_ds.clone())).await;
+        let call = expect(&mut h, "DELETE", DS, 200, Some(live_ds)).await;
+        assert_eq!(call.body["propagationPolicy"], "Background");
+        let call = expect_apply(&mut h, STATUS, Some(with_status(&c, &json!({})))).await;
+        let status = &call.body["status"];
+        // The new Deployment has not been observed yet.
+        assert_eq!(condition(status, "Ready")["reason"], "Reconciling");
+        assert!(condition(status, "Ready")["message"]
+            .as_str()
+            .unwrap()
+            .contains("Deployment controller"));
+        let event = expect_event(&mut h, "Normal", "Created").await;
+        assert!(event.body["note"].as_str().unwrap().contains("Deployment media-agent"));
+        let event = expect_event(&mut h, "Normal", "Deleted").await;
+        assert_eq!(event.body["note"], "deleted DaemonSet media-agent, no longer wanted");
+        h
+    })
+    .await;
+    assert!(result.is_ok());
+
+    // Deployment -> DaemonSet: the reverse. A Deployment that some other
+    // controller owns would be left alone; this one is ours.
+    let (ctx, handle) = context();
+    let live_deploy = serde_json::to_value(settled_deployment(deployment(&new), 2)).unwrap();
+    let echo = serde_json::to_value(daemon_set(&old)).unwrap();
+    let c = as_daemon_set.clone();
+    let result = run(as_daemon_set, ctx, handle, move |mut h| async move {
+        expect_reads(&mut h, shared).await;
+        expect(&mut h, "GET", DS, 404, Some(not_found())).await;
+        let call = expect_apply(&mut h, DS, Some(echo)).await;
+        assert_eq!(call.body["kind"], "DaemonSet");
+        expect(&mut h, "GET", DEPLOY, 200, Some(live_deploy.clone())).await;
+        expect(&mut h, "DELETE", DEPLOY, 200, Some(live_deploy)).await;
+        expect_apply(&mut h, STATUS, Some(with_status(&c, &json!({})))).await;
+        expect_event(&mut h, "Normal", "Created").await;
+        let event = expect_event(&mut h, "Normal", "Deleted").await;
+        assert_eq!(event.body["note"], "deleted Deployment media-agent, no longer wanted");
+        h
+    })
+    .await;
+    assert!(result.is_ok());
+}
+
+#[tokio::test]
+async fn a_workload_of_the_other_kind_owned_by_someone_else_is_not_deleted() {
+    let cache = cache(DEPLOYMENT);
+    let d = desired(&cache);
+    let mut foreign = daemon_set(&desired(&self::cache(MINIMAL)));
+    foreign.metadata.owner_references = None;
+    let foreign = serde_json::to_value(foreign).unwrap();
+    let live = serde_json::to_value(settled_deployment(deployment(&d), 1)).unwrap();
+    let mut reads = live_objects_of(&d);
+    reads.push((DEPLOY, live));
+    reads.push((DS, foreign));
+    let (ctx, handle) = context();
+    let c = cache.clone();
+    let result = run(cache, ctx, handle, move |mut h| async move {
+        // Reads only: no DELETE of the DaemonSet that is not ours.
+        expect_reads(&mut h, reads).await;
+        expect_apply(&mut h, STATUS, Some(with_status(&c, &json!({})))).await;
+        h
+    })
+    .await;
+    assert!(result.is_ok());
+}
+
+#[tokio::test]
+async fn a_deployment_scaled_to_zero_is_not_ready_and_not_degraded() {
+    let cache = cache(&format!("{DEPLOYMENT}  replicas: 0\n"));
+    let d = desired(&cache);
+    let mut reads = live_objects_of(&d);
+    reads.push((
+        DEPLOY,
+        serde_json::to_value(settled_deployment(deployment(&d), 0)).unwrap(),
+    ));
+    reads.push((DS, not_found()));
+    let (ctx, handle) = context();
+    let c = cache.clone();
+    let result = run(cache, ctx, handle, move |mut h| async move {
+        expect_reads(&mut h, reads).await;
+        let call = expect_apply(&mut h, STATUS, Some(with_status(&c, &json!({})))).await;
+        let status = &call.body["status"];
+        assert_eq!(condition(status, "Ready")["status"], "False");
+        assert_eq!(condition(status, "Ready")["reason"], "ScaledToZero");
+        assert_eq!(condition(status, "Degraded")["status"], "False");
+        assert_eq!(condition(status, "Progressing")["status"], "False");
+        assert_eq!(status["replicas"], 0);
+        h
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(controller::RESYNC));
+}
+
+/// Storage of the pod goes with the pods: even a confirmed wipe has nothing
+/// to do, and no agent is stopped first.
+#[tokio::test]
+async fn delete_with_storage_of_the_pod_wipes_nothing() {
+    let mut cache = cache(&format!(
+        "{DEPLOYMENT}  cache:\n    disk:\n      volumeClaimTemplate:\n        size: 10Gi\n  cleanup:\n    wipeDevicesOnDelete: true\n    confirmation: yes-really-wipe-cache-devices\n"
+    ));
+    cache.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap(),
+    ));
+    let (ctx, handle) = context();
+    let reply = serde_json::to_value(&cache).unwrap();
+    let result = run(cache, ctx, handle, move |mut h| async move {
+        let event = expect_event(&mut h, "Normal", "CleanedUp").await;
+        assert!(
+            event.body["note"].as_str().unwrap().contains("storage of the pod only"),
+            "{}",
+            event.body["note"]
+        );
+        expect(&mut h, "PATCH", CACHE, 200, Some(reply)).await;
+        h
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::await_change());
+}
+
 // === tuning ===
 
 /// A Prometheus stand-in on 127.0.0.1 answering instant queries with
@@ -715,14 +995,16 @@ fn live_objects(cache: &SliceCache) -> Vec<(&'static str, Value)> {
             PDB,
             serde_json::to_value(d.pod_disruption_budget.as_ref().unwrap()).unwrap(),
         ),
-        (DS, serde_json::to_value(settled(d.daemon_set.clone(), 2)).unwrap()),
+        (DS, serde_json::to_value(settled(daemon_set(&d), 2)).unwrap()),
+        (DEPLOY, not_found()),
     ]
 }
 
-/// Every owned object is read and found as desired (no write follows).
+/// Every owned object is read and found as desired, or absent (no write follows).
 async fn expect_reads(h: &mut Handle, live: Vec<(&'static str, Value)>) {
     for (path, object) in live {
-        expect(h, "GET", path, 200, Some(object)).await;
+        let code = if object["reason"] == "NotFound" { 404 } else { 200 };
+        expect(h, "GET", path, code, Some(object)).await;
     }
 }
 
@@ -754,7 +1036,8 @@ async fn auto_tuning_halves_concurrency_on_429s_through_the_config_map() {
     let w = written.clone();
     let (result, handle) = run_keeping_handle(cache.clone(), ctx.clone(), handle, move |mut h| async move {
         for (path, object) in l {
-            expect(&mut h, "GET", path, 200, Some(object)).await;
+            let code = if object["reason"] == "NotFound" { 404 } else { 200 };
+            expect(&mut h, "GET", path, code, Some(object)).await;
             if path == CM {
                 let call = expect_apply(&mut h, CM, None).await;
                 let yaml = call.body["data"]["agent.yaml"].as_str().unwrap();
@@ -906,7 +1189,7 @@ async fn the_controller_watches_owned_kinds_and_nodes() {
 
     let mut listed = std::collections::BTreeMap::new();
     let mut open_watches = Vec::new();
-    while listed.len() < 8 {
+    while listed.len() < 9 {
         let (call, send) = next(&mut handle).await;
         assert_eq!(call.method, "GET", "{} {}", call.path, call.query);
         if call.query.contains("watch=true") {
@@ -924,6 +1207,7 @@ async fn the_controller_watches_owned_kinds_and_nodes() {
     let managed = "labelSelector=app.kubernetes.io%2Fmanaged-by%3Dslicecache-operator";
     for owned in [
         "/apis/apps/v1/daemonsets",
+        "/apis/apps/v1/deployments",
         "/api/v1/configmaps",
         "/api/v1/services",
         "/api/v1/serviceaccounts",

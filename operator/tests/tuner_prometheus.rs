@@ -247,14 +247,16 @@ async fn tune_reads_a_real_prometheus_scraping_a_real_agent() {
     );
     wait_ready(&format!("http://{admin}/readyz"), Duration::from_secs(20)).await;
 
-    // The labels Kubernetes service discovery would attach to an agent pod.
+    // The labels Kubernetes service discovery would attach to an agent pod:
+    // of a DaemonSet (cache), and of a Deployment (deploy; the same agent).
     let config = dir.path().join("prometheus.yml");
     let mut f = std::fs::File::create(&config).unwrap();
     write!(
         f,
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: agents\n    \
          static_configs:\n      - targets: ['{admin}']\n        labels:\n          namespace: e2e\n          \
-         pod: cache-agent-x7k2p\n"
+         pod: cache-agent-x7k2p\n      - targets: ['{admin}']\n        labels:\n          namespace: e2e\n          \
+         pod: deploy-agent-7d9f8b6c5d-q4m2z\n"
     )
     .unwrap();
     drop(f);
@@ -326,6 +328,15 @@ async fn tune_reads_a_real_prometheus_scraping_a_real_agent() {
     assert_eq!(value("originThrottleRatio"), "0.0000", "{output}");
     assert!(output.contains("\ndecision: "), "{output}");
     assert!(output.contains("\nreason:   "), "{output}");
+
+    // The default selector also finds the pods of a Deployment.
+    let deploy = tune("deploy");
+    assert!(
+        deploy
+            .lines()
+            .any(|l| l.trim_start().starts_with("sliceSizeBytes") && l.contains("262144")),
+        "{deploy}"
+    );
 
     // Another SliceCache's selector matches no series: hold, NoData.
     let other = tune("other");

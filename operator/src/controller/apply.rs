@@ -6,7 +6,12 @@
 //! a reconcile that changes nothing makes no writes. Objects that are no
 //! longer wanted are deleted when they are ours. An object of the same name
 //! that another controller owns is never taken over. Returns what was
-//! written and the live DaemonSet, for the status step.
+//! written and the live workload, for the status step.
+//!
+//! The agents run in a DaemonSet or a Deployment of the same name; after
+//! applying the one the spec asks for, the other kind is deleted when it
+//! is ours, so switching `spec.workload` replaces the agents (the new ones
+//! start before the old ones go).
 //!
 //! A live object whose managed fields were edited by hand but whose hash
 //! annotation was kept is repaired on the next change of the SliceCache.
@@ -14,7 +19,11 @@
 use std::fmt::Debug;
 
 use k8s_openapi::{
-    api::{apps::v1::DaemonSet, core::v1::ConfigMap, policy::v1::PodDisruptionBudget},
+    api::{
+        apps::v1::{DaemonSet, Deployment},
+        core::v1::{ConfigMap, PodTemplateSpec},
+        policy::v1::PodDisruptionBudget,
+    },
     NamespaceResourceScope,
 };
 use kube::{
@@ -23,7 +32,7 @@ use kube::{
 };
 use serde::{de::DeserializeOwned, Serialize};
 
-use super::build::{DesiredState, DESIRED_HASH, FIELD_MANAGER, POD_TEMPLATE_HASH};
+use super::build::{template_hash, AgentWorkload, DesiredState, DESIRED_HASH, FIELD_MANAGER};
 
 /// Why the built objects could not be applied.
 #[derive(Debug, thiserror::Error)]
@@ -79,11 +88,11 @@ pub enum Change {
 pub struct Applied {
     /// `(kind, name, change)` for every object that was written or deleted.
     pub changes: Vec<(&'static str, String, Change)>,
-    /// The DaemonSet as the API server returned it.
-    pub daemon_set: DaemonSet,
+    /// The DaemonSet or Deployment as the API server returned it.
+    pub workload: AgentWorkload,
     /// The ConfigMap as the API server returned it.
     pub config_map: ConfigMap,
-    /// The pod template hash the live DaemonSet had before this apply, when
+    /// The pod template hash the live workload had before this apply, when
     /// it existed and differed: a rollout starts.
     pub rollout_from: Option<String>,
 }
@@ -93,6 +102,13 @@ impl Applied {
         self.changes
             .iter()
             .filter(|(_, _, c)| *c == Change::Created)
+            .map(|(k, n, _)| (*k, n.as_str()))
+    }
+
+    pub fn deleted(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        self.changes
+            .iter()
+            .filter(|(_, _, c)| *c == Change::Deleted)
             .map(|(k, n, _)| (*k, n.as_str()))
     }
 
@@ -148,34 +164,49 @@ pub async fn apply(
         }
     }
 
-    let ds_api: Api<DaemonSet> = Api::namespaced(client.clone(), namespace);
-    let live_ds = read(&ds_api, &desired.names.daemon_set).await?;
-    let rollout_from = live_ds
-        .as_ref()
-        .and_then(template_hash)
-        .filter(|h| *h != desired.pod_template_hash);
-    let (daemon_set, c) = apply_with(&ds_api, live_ds, owner_uid, &desired.daemon_set).await?;
-    record("DaemonSet", &desired.names.daemon_set, c);
+    let names = &desired.names;
+    let (workload, rollout_from) = match &desired.workload {
+        AgentWorkload::DaemonSet(ds) => {
+            let api: Api<DaemonSet> = Api::namespaced(client.clone(), namespace);
+            let live = read(&api, &names.daemon_set).await?;
+            let from = changed_template(
+                live.as_ref().and_then(|l| l.spec.as_ref()).map(|s| &s.template),
+                desired,
+            );
+            let (applied, c) = apply_with(&api, live, owner_uid, ds).await?;
+            record("DaemonSet", &names.daemon_set, c);
+            let c = delete_if_owned::<Deployment>(client, namespace, owner_uid, &names.deployment).await?;
+            record("Deployment", &names.deployment, c);
+            (AgentWorkload::DaemonSet(applied), from)
+        }
+        AgentWorkload::Deployment(deploy) => {
+            let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+            let live = read(&api, &names.deployment).await?;
+            let from = changed_template(
+                live.as_ref().and_then(|l| l.spec.as_ref()).map(|s| &s.template),
+                desired,
+            );
+            let (applied, c) = apply_with(&api, live, owner_uid, deploy).await?;
+            record("Deployment", &names.deployment, c);
+            let c = delete_if_owned::<DaemonSet>(client, namespace, owner_uid, &names.daemon_set).await?;
+            record("DaemonSet", &names.daemon_set, c);
+            (AgentWorkload::Deployment(applied), from)
+        }
+    };
 
     Ok(Applied {
         changes,
-        daemon_set,
+        workload,
         config_map,
         rollout_from,
     })
 }
 
-/// The pod template hash of a live DaemonSet.
-pub fn template_hash(ds: &DaemonSet) -> Option<String> {
-    ds.spec
-        .as_ref()?
-        .template
-        .metadata
-        .as_ref()?
-        .annotations
-        .as_ref()?
-        .get(POD_TEMPLATE_HASH)
-        .cloned()
+/// The live pod template's hash, when it differs from the desired one.
+fn changed_template(live: Option<&PodTemplateSpec>, desired: &DesiredState) -> Option<String> {
+    live.and_then(template_hash)
+        .filter(|h| *h != desired.pod_template_hash)
+        .map(str::to_string)
 }
 
 async fn apply_one<K>(client: &Client, namespace: &str, owner_uid: &str, desired: &K) -> Result<(K, Change), ApplyError>

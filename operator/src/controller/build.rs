@@ -15,22 +15,34 @@
 //! the ConfigMap. Everything else (image, devices, ports, resources,
 //! placement, and the config fields that are read once at start) goes into
 //! the pod template hash ([`POD_TEMPLATE_HASH`]), and a changed hash rolls
-//! the DaemonSet node by node.
+//! the agents within `spec.rollout`.
+//!
+//! The agents run in a DaemonSet or, with `spec.workload: Deployment`, in a
+//! Deployment ([`AgentWorkload`]); both wrap the one pod template that
+//! [`pod_template`] builds. A Deployment carries `replicas` only when the
+//! spec sets them: unset, the field is left out of the applied object, so
+//! under server-side apply the operator does not own it and never resets
+//! what an autoscaler wrote.
 
 use std::{collections::BTreeMap, path::Path};
 
 use k8s_openapi::{
     api::{
-        apps::v1::{DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet},
+        apps::v1::{
+            DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, Deployment, DeploymentSpec, DeploymentStrategy,
+            RollingUpdateDaemonSet, RollingUpdateDeployment,
+        },
         core::v1::{
             Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-            HTTPGetAction, HostPathVolumeSource, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-            SeccompProfile, SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
-            Volume, VolumeMount,
+            EphemeralVolumeSource, HTTPGetAction, HostPathVolumeSource, KeyToPath, PersistentVolumeClaimSpec,
+            PersistentVolumeClaimTemplate, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
+            SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume,
+            VolumeDevice, VolumeMount, VolumeResourceRequirements,
         },
         policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec},
     },
     apimachinery::pkg::{
+        api::resource::Quantity,
         apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference},
         util::intstr::IntOrString,
     },
@@ -39,8 +51,10 @@ use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use slicecache_api::{
     agent_config::{AgentConfig, Tunables},
+    quantity::format_bytes,
+    spec::WorkloadKind,
     units::ByteSize,
-    validate::{DeviceSelection, MaxUnavailable, PURGE_TOKEN_FILE},
+    validate::{DeviceSelection, MaxUnavailable, BLOCK_VOLUME_PATH, EMPTY_DIR_FILE_DIR, PURGE_TOKEN_FILE},
     SliceCache, ValidatedSliceCache,
 };
 
@@ -150,6 +164,8 @@ pub struct ObjectNames {
     pub service_account: String,
     pub config_map: String,
     pub daemon_set: String,
+    /// The Deployment of workload Deployment; the same name as the DaemonSet.
+    pub deployment: String,
     pub client_service: String,
     pub peer_service: String,
     pub pod_disruption_budget: String,
@@ -161,6 +177,7 @@ impl ObjectNames {
             service_account: format!("{name}-agent"),
             config_map: format!("{name}-agent-config"),
             daemon_set: format!("{name}-agent"),
+            deployment: format!("{name}-agent"),
             client_service: name.to_string(),
             peer_service: format!("{name}-peers"),
             pod_disruption_budget: format!("{name}-agent"),
@@ -179,7 +196,8 @@ pub struct DesiredState {
     /// `None` when no PDB is wanted (`rollout.maxUnavailable: 100%`): the
     /// apply step then deletes one left from before.
     pub pod_disruption_budget: Option<PodDisruptionBudget>,
-    pub daemon_set: DaemonSet,
+    /// The DaemonSet or Deployment that runs the agents.
+    pub workload: AgentWorkload,
     /// The agent config rendered into the ConfigMap.
     pub agent_config: AgentConfig,
     /// Value of [`POD_TEMPLATE_HASH`] on the pod template.
@@ -189,7 +207,7 @@ pub struct DesiredState {
 }
 
 impl DesiredState {
-    /// The objects in apply order (the DaemonSet last, so that its pods find
+    /// The objects in apply order (the workload last, so that its pods find
     /// their ServiceAccount and ConfigMap), as JSON values for printing.
     pub fn to_values(&self) -> Result<Vec<serde_json::Value>, serde_json::Error> {
         let mut out = vec![
@@ -201,9 +219,84 @@ impl DesiredState {
         if let Some(pdb) = &self.pod_disruption_budget {
             out.push(serde_json::to_value(pdb)?);
         }
-        out.push(serde_json::to_value(&self.daemon_set)?);
+        out.push(match &self.workload {
+            AgentWorkload::DaemonSet(ds) => serde_json::to_value(ds)?,
+            AgentWorkload::Deployment(deploy) => serde_json::to_value(deploy)?,
+        });
         Ok(out)
     }
+}
+
+/// What runs the agents: a DaemonSet or a Deployment around the same pod
+/// template. The apply step returns the live object in the same form.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AgentWorkload {
+    DaemonSet(DaemonSet),
+    Deployment(Deployment),
+}
+
+impl AgentWorkload {
+    pub fn kind(&self) -> WorkloadKind {
+        match self {
+            Self::DaemonSet(_) => WorkloadKind::DaemonSet,
+            Self::Deployment(_) => WorkloadKind::Deployment,
+        }
+    }
+
+    pub fn daemon_set(&self) -> Option<&DaemonSet> {
+        match self {
+            Self::DaemonSet(ds) => Some(ds),
+            Self::Deployment(_) => None,
+        }
+    }
+
+    pub fn deployment(&self) -> Option<&Deployment> {
+        match self {
+            Self::Deployment(deploy) => Some(deploy),
+            Self::DaemonSet(_) => None,
+        }
+    }
+
+    /// The agents' pod template.
+    pub fn pod_template(&self) -> Option<&PodTemplateSpec> {
+        match self {
+            Self::DaemonSet(ds) => ds.spec.as_ref().map(|s| &s.template),
+            Self::Deployment(deploy) => deploy.spec.as_ref().map(|s| &s.template),
+        }
+    }
+
+    /// The workload's pod selector as a string (`k=v,k=v`), as the scale
+    /// subresource reports it in `status.selector`.
+    pub fn selector_string(&self) -> Option<String> {
+        let selector = match self {
+            Self::DaemonSet(ds) => &ds.spec.as_ref()?.selector,
+            Self::Deployment(deploy) => &deploy.spec.as_ref()?.selector,
+        };
+        let labels = selector.match_labels.as_ref()?;
+        Some(
+            labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+    }
+
+    /// The value of [`POD_TEMPLATE_HASH`] on the pod template.
+    pub fn pod_template_hash(&self) -> Option<&str> {
+        template_hash(self.pod_template()?)
+    }
+}
+
+/// The value of [`POD_TEMPLATE_HASH`] on a pod template.
+pub fn template_hash(template: &PodTemplateSpec) -> Option<&str> {
+    template
+        .metadata
+        .as_ref()?
+        .annotations
+        .as_ref()?
+        .get(POD_TEMPLATE_HASH)
+        .map(String::as_str)
 }
 
 /// How much the agent container may do, from what its devices need.
@@ -217,6 +310,10 @@ pub enum Privilege {
     /// the container runs as uid 0 with every capability dropped, which is
     /// enough to create and write the file and nothing else.
     HostFile,
+    /// A raw block PersistentVolumeClaim of the pod: the kubelet grants the
+    /// container the device, whose node is root-owned; uid 0 with every
+    /// capability dropped opens it, as for [`Privilege::HostFile`].
+    BlockVolume,
     /// Memory only: non-root, every capability dropped.
     Unprivileged,
 }
@@ -226,6 +323,9 @@ impl Privilege {
         match validated.cache().devices() {
             DeviceSelection::Paths(_) | DeviceSelection::Filter(_) | DeviceSelection::All => Self::RawDevices,
             DeviceSelection::None if validated.cache().host_path_file().is_some() => Self::HostFile,
+            DeviceSelection::None if validated.cache().block_volume().is_some() => Self::BlockVolume,
+            // A file in an emptyDir: the kubelet creates the directory
+            // world-writable, so a non-root agent creates the file.
             DeviceSelection::None => Self::Unprivileged,
         }
     }
@@ -360,31 +460,7 @@ pub fn build_tuned(
         &pod_template_hash,
     );
 
-    let daemon_set = DaemonSet {
-        metadata: metadata(owner, &names.daemon_set, "cache-agent"),
-        spec: Some(DaemonSetSpec {
-            selector: LabelSelector {
-                match_labels: Some(selector_labels(owner)),
-                ..LabelSelector::default()
-            },
-            template,
-            update_strategy: Some(DaemonSetUpdateStrategy {
-                type_: Some("RollingUpdate".into()),
-                rolling_update: Some(RollingUpdateDaemonSet {
-                    max_unavailable: Some(max_unavailable.to_int_or_string()),
-                    // Two agents must never open the same device at once.
-                    max_surge: Some(IntOrString::Int(0)),
-                }),
-            }),
-            // pauseBetweenNodes: a new agent counts as available (and the
-            // rollout moves on) only after it has been ready this long.
-            min_ready_seconds: Some(
-                i32::try_from(validated.rollout().pause_between_nodes().as_secs()).unwrap_or(i32::MAX),
-            ),
-            revision_history_limit: Some(5),
-        }),
-        ..DaemonSet::default()
-    };
+    let workload = agent_workload(validated, owner, &names, template);
 
     let mut state = DesiredState {
         names,
@@ -393,7 +469,7 @@ pub fn build_tuned(
         client_service,
         peer_service,
         pod_disruption_budget,
-        daemon_set,
+        workload,
         agent_config,
         pod_template_hash,
         config_hash,
@@ -405,8 +481,72 @@ pub fn build_tuned(
     if let Some(pdb) = state.pod_disruption_budget.as_mut() {
         stamp(pdb)?;
     }
-    stamp(&mut state.daemon_set)?;
+    match &mut state.workload {
+        AgentWorkload::DaemonSet(ds) => stamp(ds)?,
+        AgentWorkload::Deployment(deploy) => stamp(deploy)?,
+    }
     Ok(state)
+}
+
+/// The DaemonSet or Deployment around `template`.
+fn agent_workload(
+    validated: &ValidatedSliceCache,
+    owner: &Owner,
+    names: &ObjectNames,
+    template: PodTemplateSpec,
+) -> AgentWorkload {
+    let selector = LabelSelector {
+        match_labels: Some(selector_labels(owner)),
+        ..LabelSelector::default()
+    };
+    let max_unavailable = Some(validated.rollout().max_unavailable().to_int_or_string());
+    // pauseBetweenNodes: a new agent counts as available (and the rollout
+    // moves on) only after it has been ready this long.
+    let min_ready_seconds =
+        Some(i32::try_from(validated.rollout().pause_between_nodes().as_secs()).unwrap_or(i32::MAX));
+    match validated.workload() {
+        WorkloadKind::DaemonSet => AgentWorkload::DaemonSet(DaemonSet {
+            metadata: metadata(owner, &names.daemon_set, "cache-agent"),
+            spec: Some(DaemonSetSpec {
+                selector,
+                template,
+                update_strategy: Some(DaemonSetUpdateStrategy {
+                    type_: Some("RollingUpdate".into()),
+                    rolling_update: Some(RollingUpdateDaemonSet {
+                        max_unavailable,
+                        // Two agents must never open the same device at once.
+                        max_surge: Some(IntOrString::Int(0)),
+                    }),
+                }),
+                min_ready_seconds,
+                revision_history_limit: Some(5),
+            }),
+            ..DaemonSet::default()
+        }),
+        WorkloadKind::Deployment => AgentWorkload::Deployment(Deployment {
+            metadata: metadata(owner, &names.deployment, "cache-agent"),
+            spec: Some(DeploymentSpec {
+                // None leaves the field, and its ownership, to whoever scales
+                // the Deployment.
+                replicas: validated.replicas(),
+                selector,
+                template,
+                strategy: Some(DeploymentStrategy {
+                    type_: Some("RollingUpdate".into()),
+                    rolling_update: Some(RollingUpdateDeployment {
+                        max_unavailable,
+                        // Each pod has storage of its own, so a new agent
+                        // may start before an old one stops.
+                        max_surge: Some(IntOrString::Int(1)),
+                    }),
+                }),
+                min_ready_seconds,
+                revision_history_limit: Some(5),
+                ..DeploymentSpec::default()
+            }),
+            ..Deployment::default()
+        }),
+    }
 }
 
 /// What a restart is needed for, hashed into [`POD_TEMPLATE_HASH`].
@@ -521,6 +661,53 @@ fn pod_template(
             ..VolumeMount::default()
         });
     }
+    if let Some(size) = validated.cache().empty_dir_file() {
+        volumes.push(Volume {
+            name: "cache-file".into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: None,
+                size_limit: Some(Quantity(format_bytes(size))),
+            }),
+            ..Volume::default()
+        });
+        mounts.push(VolumeMount {
+            name: "cache-file".into(),
+            mount_path: EMPTY_DIR_FILE_DIR.into(),
+            ..VolumeMount::default()
+        });
+    }
+    let mut volume_devices = Vec::new();
+    if let Some(block) = validated.cache().block_volume() {
+        volumes.push(Volume {
+            name: "cache-volume".into(),
+            ephemeral: Some(EphemeralVolumeSource {
+                volume_claim_template: Some(PersistentVolumeClaimTemplate {
+                    metadata: Some(ObjectMeta {
+                        labels: Some(labels(owner, "cache-volume")),
+                        ..ObjectMeta::default()
+                    }),
+                    spec: PersistentVolumeClaimSpec {
+                        access_modes: Some(vec!["ReadWriteOnce".into()]),
+                        volume_mode: Some("Block".into()),
+                        storage_class_name: block.storage_class_name().map(str::to_string),
+                        resources: Some(VolumeResourceRequirements {
+                            requests: Some(BTreeMap::from([(
+                                "storage".to_string(),
+                                Quantity(format_bytes(block.size())),
+                            )])),
+                            ..VolumeResourceRequirements::default()
+                        }),
+                        ..PersistentVolumeClaimSpec::default()
+                    },
+                }),
+            }),
+            ..Volume::default()
+        });
+        volume_devices.push(VolumeDevice {
+            name: "cache-volume".into(),
+            device_path: BLOCK_VOLUME_PATH.into(),
+        });
+    }
     if let Some(token) = validated.purge_token() {
         let file = Path::new(PURGE_TOKEN_FILE);
         let dir = file
@@ -584,6 +771,7 @@ fn pod_template(
         readiness_probe: Some(probe("/readyz", 5, 2)),
         resources: validated.resources().cloned(),
         volume_mounts: Some(mounts),
+        volume_devices: (!volume_devices.is_empty()).then_some(volume_devices),
         security_context: Some(container_security(privilege)),
         ..Container::default()
     };
@@ -598,7 +786,7 @@ fn pod_template(
             seccomp_profile: Some(runtime_default_seccomp()),
             ..PodSecurityContext::default()
         },
-        Privilege::HostFile | Privilege::RawDevices => PodSecurityContext {
+        Privilege::HostFile | Privilege::BlockVolume | Privilege::RawDevices => PodSecurityContext {
             seccomp_profile: Some(runtime_default_seccomp()),
             ..PodSecurityContext::default()
         },
@@ -637,7 +825,7 @@ fn container_security(privilege: Privilege) -> SecurityContext {
             read_only_root_filesystem: Some(true),
             ..SecurityContext::default()
         },
-        Privilege::HostFile => SecurityContext {
+        Privilege::HostFile | Privilege::BlockVolume => SecurityContext {
             privileged: Some(false),
             run_as_user: Some(0),
             run_as_non_root: Some(false),
@@ -678,7 +866,7 @@ fn host_path_volume(name: &str, path: &str, type_: &str) -> Volume {
 // === labels, metadata, hashes ===
 
 /// Labels that select one SliceCache's agent pods; never change them, as a
-/// DaemonSet's selector is immutable.
+/// DaemonSet's and a Deployment's selector are immutable.
 pub fn selector_labels(owner: &Owner) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".to_string(), APP_NAME.to_string()),

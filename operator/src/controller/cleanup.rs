@@ -3,7 +3,9 @@
 //! Contract: runs under the `slicecache.io/cleanup` finalizer. The objects
 //! the SliceCache owns go by garbage collection once the finalizer is
 //! removed, so by default cleanup only records an Event and lets go; cache
-//! devices keep their data. Devices are wiped only when
+//! devices keep their data. Storage of the pod (`emptyDirFile`,
+//! `volumeClaimTemplate`) goes with the pods and is never wiped; storage
+//! of the node only exists with a DaemonSet. Devices are wiped only when
 //! `cleanup.wipeDevicesOnDelete` is true AND `cleanup.confirmation` is
 //! exactly `yes-really-wipe-cache-devices` AND the spec is valid: the agents
 //! are stopped first (their DaemonSet is deleted, so no agent holds a
@@ -89,7 +91,10 @@ pub fn plan(cache: &SliceCache) -> Plan {
         };
     }
     match ValidatedSliceCache::new(&cache.spec) {
-        Ok(v) if v.cache().has_disk() => Plan::Wipe(Box::new(v)),
+        Ok(v) if v.cache().has_node_storage() => Plan::Wipe(Box::new(v)),
+        Ok(v) if v.cache().has_disk() => Plan::KeepDevices {
+            why: "the SliceCache has storage of the pod only, which goes with its pods: nothing to wipe".into(),
+        },
         Ok(_) => Plan::KeepDevices {
             why: "the SliceCache has no disk: nothing to wipe".into(),
         },

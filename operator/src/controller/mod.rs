@@ -24,7 +24,7 @@ use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use k8s_openapi::api::{
-    apps::v1::DaemonSet,
+    apps::v1::{DaemonSet, Deployment},
     batch::v1::Job,
     core::v1::{ConfigMap, Node, Service, ServiceAccount},
     policy::v1::PodDisruptionBudget,
@@ -348,16 +348,28 @@ async fn publish_apply_events(
         )
         .await;
     }
+    let deleted: Vec<String> = applied.deleted().map(|(k, n)| format!("{k} {n}")).collect();
+    if !deleted.is_empty() {
+        ctx.publish(
+            cache,
+            EventType::Normal,
+            "Deleted",
+            "Delete",
+            format!("deleted {}, no longer wanted", deleted.join(", ")),
+        )
+        .await;
+    }
     if let Some(from) = &applied.rollout_from {
+        let how = match desired.workload {
+            build::AgentWorkload::DaemonSet(_) => "agents restart node by node",
+            build::AgentWorkload::Deployment(_) => "agent pods are replaced a few at a time",
+        };
         ctx.publish(
             cache,
             EventType::Normal,
             "RolloutStarted",
             "Rollout",
-            format!(
-                "pod template {from} -> {}: agents restart node by node",
-                desired.pod_template_hash
-            ),
+            format!("pod template {from} -> {}: {how}", desired.pod_template_hash),
         )
         .await;
     } else if applied.change_of("ConfigMap") == Change::Updated {
@@ -512,6 +524,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     let caches = controller.store();
     controller
         .owns(Api::<DaemonSet>::all(client.clone()), owned.clone())
+        .owns(Api::<Deployment>::all(client.clone()), owned.clone())
         .owns(Api::<ConfigMap>::all(client.clone()), owned.clone())
         .owns(Api::<Service>::all(client.clone()), owned.clone())
         .owns(Api::<ServiceAccount>::all(client.clone()), owned.clone())

@@ -9,8 +9,9 @@
 //! operator's one field manager.
 //!
 //! Condition reasons (documented for users in `docs/operations.md`):
-//! - `Ready`: `AllAgentsReady`, `AgentsNotReady`, `NoEligibleNodes`,
-//!   `Reconciling`, or the reason of an error that stopped reconciling.
+//! - `Ready`: `AllAgentsReady`, `AgentsNotReady`, `NoEligibleNodes`
+//!   (DaemonSet), `ScaledToZero` (Deployment), `Reconciling`, or the reason
+//!   of an error that stopped reconciling.
 //! - `Progressing`: `RollingOut`, `RolloutComplete`, `Paused`,
 //!   `CleaningUp`, or an error reason.
 //! - `Degraded`: `AsExpected`, `AgentsUnavailable`, or an error reason such
@@ -23,13 +24,16 @@
 //!
 //! `status.effective` is the slice size and concurrency rendered into the
 //! agents' ConfigMap (the tuner's in mode Auto); `status.tuning.lastDecision`
-//! is the tune step's record.
+//! is the tune step's record. `status.nodes`, `replicas`, `readyReplicas`
+//! and `selector` come from the live DaemonSet or Deployment
+//! ([`agent_counts`]); the last three serve the scale subresource.
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{
     api::{Patch, PatchParams},
     Api, Client, Resource, ResourceExt,
 };
+use slicecache_api::spec::WorkloadKind;
 use slicecache_api::{
     status::{condition, new_condition, EffectiveTunables, NodesStatus, TuningStatus},
     SliceCache, SliceCacheStatus, ValidatedSliceCache,
@@ -37,7 +41,7 @@ use slicecache_api::{
 
 use super::{
     apply::Applied,
-    build::{DesiredState, CONFIG_GENERATION, FIELD_MANAGER},
+    build::{AgentWorkload, DesiredState, CONFIG_GENERATION, FIELD_MANAGER},
     tune::TuningReport,
 };
 
@@ -136,17 +140,20 @@ pub fn compute(
                     last_decision: Some(decision.clone()),
                 });
             }
-            let ds_status = applied.daemon_set.status.clone().unwrap_or_default();
+            let counts = agent_counts(&applied.workload);
             let per_node = old
                 .and_then(|o| o.nodes.as_ref())
                 .map(|n| n.per_node.clone())
                 .unwrap_or_default();
             status.nodes = Some(NodesStatus {
-                desired: ds_status.desired_number_scheduled,
-                ready: ds_status.number_ready,
-                updated: ds_status.updated_number_scheduled.unwrap_or(0),
+                desired: counts.desired,
+                ready: counts.ready,
+                updated: counts.updated,
                 per_node,
             });
+            status.replicas = Some(counts.total);
+            status.ready_replicas = Some(counts.ready);
+            status.selector = desired.workload.selector_string();
             status.effective = Some(EffectiveTunables {
                 slice_size: desired.agent_config.tunables.slice_size,
                 concurrency: desired.agent_config.tunables.concurrency,
@@ -184,15 +191,67 @@ pub fn compute(
     status
 }
 
+/// Agent counts of a live DaemonSet or Deployment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AgentCounts {
+    /// Whether the workload's controller has observed its current spec.
+    pub current: bool,
+    /// Agents that should run: the DaemonSet's desired nodes, or the
+    /// Deployment's replicas (1 when unset).
+    pub desired: i32,
+    /// Agents that are ready.
+    pub ready: i32,
+    /// Agents that run the current pod template.
+    pub updated: i32,
+    /// Agent pods that exist, old and new.
+    pub total: i32,
+    /// Pods of an old template that still run (Deployments, which start new
+    /// pods before old ones go); 0 for a DaemonSet, whose old pods count
+    /// against `updated`.
+    pub old: i32,
+}
+
+/// What the live workload reports about its agents.
+pub fn agent_counts(workload: &AgentWorkload) -> AgentCounts {
+    match workload {
+        AgentWorkload::DaemonSet(ds) => {
+            let st = ds.status.clone().unwrap_or_default();
+            AgentCounts {
+                current: ds.status.is_some()
+                    && st.observed_generation.is_some()
+                    && st.observed_generation == ds.metadata.generation,
+                desired: st.desired_number_scheduled,
+                ready: st.number_ready,
+                updated: st.updated_number_scheduled.unwrap_or(0),
+                total: st.current_number_scheduled,
+                old: 0,
+            }
+        }
+        AgentWorkload::Deployment(deploy) => {
+            let st = deploy.status.clone().unwrap_or_default();
+            let updated = st.updated_replicas.unwrap_or(0);
+            let total = st.replicas.unwrap_or(0);
+            AgentCounts {
+                current: deploy.status.is_some()
+                    && st.observed_generation.is_some()
+                    && st.observed_generation == deploy.metadata.generation,
+                desired: deploy.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+                ready: st.ready_replicas.unwrap_or(0),
+                updated,
+                total,
+                old: (total - updated).max(0),
+            }
+        }
+    }
+}
+
 fn applied_conditions(desired: &DesiredState, applied: &Applied) -> Vec<ConditionUpdate> {
-    let ds = &applied.daemon_set;
-    let ds_status = ds.status.clone().unwrap_or_default();
-    let current = ds.status.is_some()
-        && ds_status.observed_generation.is_some()
-        && ds_status.observed_generation == ds.metadata.generation;
-    let want = ds_status.desired_number_scheduled;
-    let ready = ds_status.number_ready;
-    let updated = ds_status.updated_number_scheduled.unwrap_or(0);
+    let counts = agent_counts(&applied.workload);
+    let kind = applied.workload.kind();
+    let current = counts.current;
+    let want = counts.desired;
+    let ready = counts.ready;
+    let updated = counts.updated;
     let config_generation = applied
         .config_map
         .annotations()
@@ -200,14 +259,24 @@ fn applied_conditions(desired: &DesiredState, applied: &Applied) -> Vec<Conditio
         .cloned()
         .unwrap_or_else(|| "unknown".into());
     let hash = &desired.pod_template_hash;
-    let rolling = !current || updated < want;
+    let rolling = !current || updated < want || counts.old > 0;
 
     let ready_c = if !current {
         ConditionUpdate::new(
             condition::READY,
             false,
             "Reconciling",
-            "waiting for the DaemonSet controller to pick up the current pod template",
+            format!(
+                "waiting for the {} controller to pick up the current pod template",
+                kind.as_str()
+            ),
+        )
+    } else if want == 0 && kind == WorkloadKind::Deployment {
+        ConditionUpdate::new(
+            condition::READY,
+            false,
+            "ScaledToZero",
+            "the Deployment runs no agents: spec.replicas (or an autoscaler) is 0",
         )
     } else if want == 0 {
         ConditionUpdate::new(

@@ -37,18 +37,19 @@ use std::{collections::BTreeMap, fmt, time::Duration};
 use super::prometheus::{PrometheusClient, QueryError};
 
 /// Label matchers selecting one SliceCache's agent series, without braces:
-/// `namespace="shop",pod=~"videos-agent-[a-z0-9]{5}"`.
+/// `namespace="shop",pod=~"videos-agent-([a-z0-9]{1,10}-)?[a-z0-9]{5}"`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Selector(String);
 
 impl Selector {
     /// The default: the namespace and the pod names of the SliceCache's
-    /// DaemonSet (`NAME-agent-xxxxx`). These are the `namespace` and `pod`
+    /// DaemonSet (`NAME-agent-xxxxx`) or Deployment (`NAME-agent-<replica set
+    /// hash, up to 10>-xxxxx`). These are the `namespace` and `pod`
     /// labels that Kubernetes service discovery, PodMonitors and
     /// ServiceMonitors attach to every target, so no relabeling is needed.
     pub fn for_slicecache(namespace: &str, name: &str) -> Self {
         Self(format!(
-            r#"namespace="{}",pod=~"{}-agent-[a-z0-9]{{5}}""#,
+            r#"namespace="{}",pod=~"{}-agent-([a-z0-9]{{1,10}}-)?[a-z0-9]{{5}}""#,
             escape_string(namespace),
             escape_string(&regex_escape(name))
         ))
@@ -286,9 +287,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_selector_matches_the_daemonset_pods() {
+    fn default_selector_matches_the_daemonset_and_deployment_pods() {
         let sel = Selector::for_slicecache("shop", "videos.eu");
-        assert_eq!(sel.as_str(), r#"namespace="shop",pod=~"videos\\.eu-agent-[a-z0-9]{5}""#);
+        assert_eq!(
+            sel.as_str(),
+            r#"namespace="shop",pod=~"videos\\.eu-agent-([a-z0-9]{1,10}-)?[a-z0-9]{5}""#
+        );
         assert_eq!(Selector::custom(r#" {job="x"} "#).as_str(), r#"job="x""#);
     }
 
