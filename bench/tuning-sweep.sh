@@ -14,7 +14,8 @@
 #   SWEEP_OUT            also write the report to this file
 #   SWEEP_WORKLOADS      comma-separated: ranges,downloads,mixed (default all)
 #   SWEEP_WARMUP         seconds of warm-up before each measurement (2)
-#   SWEEP_MEASURE        seconds measured per setting (5)
+#   SWEEP_MEASURE        seconds measured per setting (4)
+#   SWEEP_PASSES         measurements of each setting, averaged (2)
 #   SWEEP_MAX_INTERVALS  tuner intervals before giving up (20)
 set -euo pipefail
 

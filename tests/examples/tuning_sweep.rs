@@ -16,10 +16,14 @@
 //! Throughput is bytes of response bodies the clients checked byte for
 //! byte, per second; a response that straddles a window edge counts for
 //! the share of its duration inside the window. Origin amplification is
-//! the tuner's own definition, from the agents' counters.
+//! the tuner's own definition, from the agents' counters. Each setting is
+//! measured in two passes (the second over the grid in reverse order) and
+//! reported as their mean, with the spread between passes: on a small,
+//! shared machine that spread is the noise every comparison sits in.
 //!
 //! The markdown report goes to stdout, progress to stderr. Environment:
-//! `SWEEP_WARMUP` and `SWEEP_MEASURE` (seconds, 2 and 5),
+//! `SWEEP_WARMUP` and `SWEEP_MEASURE` (seconds, 2 and 4), `SWEEP_PASSES`
+//! (measurements of each setting, 2),
 //! `SWEEP_MAX_INTERVALS` (tuner intervals before giving up, 20),
 //! `SWEEP_WORKLOADS` (comma-separated names, default all).
 
@@ -546,49 +550,102 @@ fn show(t: Tunables) -> String {
     format!("{}/c{}", size(t.slice_size), t.concurrency)
 }
 
+/// Every measurement of one setting.
+#[derive(Clone, Debug)]
+struct Setting {
+    tunables: Tunables,
+    samples: Vec<Point>,
+}
+
+impl Setting {
+    fn throughput(&self) -> f64 {
+        self.samples.iter().map(|p| p.throughput).sum::<f64>() / self.samples.len() as f64
+    }
+
+    fn amplification(&self) -> Option<f64> {
+        let amps: Vec<f64> = self.samples.iter().filter_map(|p| p.amplification).collect();
+        (!amps.is_empty()).then(|| amps.iter().sum::<f64>() / amps.len() as f64)
+    }
+
+    /// Highest minus lowest throughput over their mean; `None` for one sample.
+    fn spread(&self) -> Option<f64> {
+        let (lo, hi) = self.samples.iter().fold((f64::MAX, 0.0f64), |(lo, hi), p| {
+            (lo.min(p.throughput), hi.max(p.throughput))
+        });
+        (self.samples.len() > 1).then(|| (hi - lo) / self.throughput())
+    }
+}
+
 /// One workload's results.
 #[derive(Debug)]
 struct Outcome {
     shape: Shape,
-    grid: Vec<Point>,
+    /// Every measurement, the grid's and those of the tuner's path.
+    points: Vec<Point>,
     run: TunerRun,
     errors: u64,
     wrong: u64,
 }
 
 impl Outcome {
-    fn best(&self) -> Point {
-        self.grid
-            .iter()
-            .copied()
-            .max_by(|a, b| a.throughput.total_cmp(&b.throughput))
-            .expect("a grid of at least one point")
+    fn settings(&self) -> BTreeMap<(u64, u32), Setting> {
+        let mut by: BTreeMap<(u64, u32), Setting> = BTreeMap::new();
+        for p in &self.points {
+            by.entry((p.tunables.slice_size, p.tunables.concurrency))
+                .or_insert_with(|| Setting {
+                    tunables: p.tunables,
+                    samples: Vec::new(),
+                })
+                .samples
+                .push(*p);
+        }
+        by
     }
 
-    /// After which interval the setting in force was first one whose static
+    fn setting(&self, t: Tunables) -> Option<Setting> {
+        self.settings().remove(&(t.slice_size, t.concurrency))
+    }
+
+    fn best(&self) -> Setting {
+        self.settings()
+            .into_values()
+            .max_by(|a, b| a.throughput().total_cmp(&b.throughput()))
+            .expect("at least one measured setting")
+    }
+
+    /// After which interval the setting in force was first one whose
     /// throughput is within 10% of the best (interval 0: the start).
     fn within_10_percent(&self) -> String {
-        let best = self.best().throughput;
+        let best = self.best().throughput();
         let mut steps = vec![(0, self.run.start)];
         steps.extend(self.run.path.iter().copied());
         for (i, t) in steps {
-            match self.grid.iter().find(|p| p.tunables == t) {
-                Some(p) if p.throughput >= 0.9 * best => return format!("after interval {i}"),
+            match self.setting(t) {
+                Some(s) if s.throughput() >= 0.9 * best => return format!("after interval {i}"),
                 Some(_) => {}
-                None => return format!("unknown: {} is off the grid", show(t)),
+                None => return format!("unknown: {} was not measured", show(t)),
             }
         }
         "never".into()
     }
+
+    /// Median and largest spread between samples of one setting.
+    fn noise(&self) -> Option<(f64, f64)> {
+        let mut spreads: Vec<f64> = self.settings().values().filter_map(Setting::spread).collect();
+        spreads.sort_by(f64::total_cmp);
+        Some((*spreads.get(spreads.len() / 2)?, *spreads.last()?))
+    }
 }
 
-fn report(outcomes: &[Outcome], warmup: Duration, measure: Duration, max_intervals: u32) -> String {
+fn report(outcomes: &[Outcome], warmup: Duration, measure: Duration, passes: u32, max_intervals: u32) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "Each setting: {}s warm-up, then {}s measured. Tuner: operator law defaults with {}s intervals \
-         and rate windows, 1s scrapes, confirmation over 2 intervals, cooldown 1 interval, bounds \
-         64Ki-64Mi and 1-64, at most {max_intervals} intervals. Two agents with {} of memory each.\n",
+        "Each setting: {}s warm-up, then {}s measured, in {passes} passes over the grid (the second in \
+         reverse order); a throughput is the mean of a setting's measurements. Tuner: operator law \
+         defaults with {}s intervals and rate windows, 1s scrapes, confirmation over 2 intervals, \
+         cooldown 1 interval, bounds 64Ki-64Mi and 1-64, at most {max_intervals} intervals. Two agents \
+         with {} of memory each.\n",
         warmup.as_secs(),
         measure.as_secs(),
         INTERVAL.as_secs(),
@@ -597,19 +654,23 @@ fn report(outcomes: &[Outcome], warmup: Duration, measure: Duration, max_interva
     let _ = writeln!(
         out,
         "| workload | best static | its throughput | tuner start → end | intervals to last change | \
-         throughput at end | end / best | first within 10% of best |"
+         throughput at end | end / best | first within 10% of best | spread between passes (median, max) |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
     for o in outcomes {
         let best = o.best();
         let run = &o.run;
-        let within = o.within_10_percent();
+        let end = o.setting(run.end()).expect("the end setting was measured");
+        let noise = o.noise().map_or_else(
+            || "n/a".into(),
+            |(median, max)| format!("{:.0}%, {:.0}%", median * 100.0, max * 100.0),
+        );
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} → {} | {}{} | {} | {:.2} | {within} |",
+            "| {} | {} | {} | {} → {} | {}{} | {} | {:.2} | {} | {noise} |",
             o.shape.name,
             show(best.tunables),
-            mib_s(best.throughput),
+            mib_s(best.throughput()),
             show(run.start),
             show(run.end()),
             run.last_change(),
@@ -618,17 +679,14 @@ fn report(outcomes: &[Outcome], warmup: Duration, measure: Duration, max_interva
             } else {
                 format!(" (still moving at the cap of {})", run.evaluated)
             },
-            mib_s(run.at_end.throughput),
-            run.at_end.throughput / best.throughput,
+            mib_s(end.throughput()),
+            end.throughput() / best.throughput(),
+            o.within_10_percent(),
         );
     }
     for o in outcomes {
         let _ = writeln!(out, "\n**{}**: {}.\n", o.shape.name, o.shape.what);
-        let by: BTreeMap<(u64, u32), Point> = o
-            .grid
-            .iter()
-            .map(|p| ((p.tunables.slice_size, p.tunables.concurrency), *p))
-            .collect();
+        let by = o.settings();
         let slices: BTreeSet<u64> = by.keys().map(|(s, _)| *s).collect();
         let concurrencies: BTreeSet<u32> = by.keys().map(|(_, c)| *c).collect();
         let _ = write!(out, "| slice \\ concurrency |");
@@ -645,7 +703,7 @@ fn report(outcomes: &[Outcome], warmup: Duration, measure: Duration, max_interva
             for c in &concurrencies {
                 match by.get(&(*s, *c)) {
                     Some(p) => {
-                        let _ = write!(out, " {} (amp {}) |", mib_s(p.throughput), amp(p.amplification));
+                        let _ = write!(out, " {} (amp {}) |", mib_s(p.throughput()), amp(p.amplification()));
                     }
                     None => out.push_str(" |"),
                 }
@@ -656,7 +714,7 @@ fn report(outcomes: &[Outcome], warmup: Duration, measure: Duration, max_interva
         path.extend(o.run.path.iter().map(|(i, t)| format!("{} (#{i})", show(*t))));
         let _ = writeln!(
             out,
-            "\nTuner path: {}; {} intervals evaluated, {}. At the end: {} (amp {}). \
+            "\nTuner path: {}; {} intervals evaluated, {}. Measured right after the run: {} (amp {}). \
              Client errors {}, wrong bodies {}.",
             path.join(" → "),
             o.run.evaluated,
@@ -678,7 +736,12 @@ fn report(outcomes: &[Outcome], warmup: Duration, measure: Duration, max_interva
 async fn main() {
     let started = Instant::now();
     let warmup = env_secs("SWEEP_WARMUP", 2);
-    let measure = env_secs("SWEEP_MEASURE", 5);
+    let measure = env_secs("SWEEP_MEASURE", 4);
+    let passes = std::env::var("SWEEP_PASSES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2u32)
+        .max(1);
     let max_intervals = std::env::var("SWEEP_MAX_INTERVALS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -742,26 +805,33 @@ async fn main() {
         let mut grid = Vec::new();
         for &slice_size in shape.slices {
             for &concurrency in shape.concurrencies {
-                origin.state.clear_seen();
-                let t = Tunables {
+                grid.push(Tunables {
                     slice_size,
                     concurrency,
-                };
-                grid.push(bench.measure(t, &meter).await);
+                });
+            }
+        }
+        let mut points = Vec::new();
+        for pass in 0..passes {
+            if pass % 2 == 1 {
+                grid.reverse();
+            }
+            for &t in &grid {
+                origin.state.clear_seen();
+                points.push(bench.measure(t, &meter).await);
             }
         }
         origin.state.clear_seen();
         let run = bench.run_tuner(shape.name, shape.start, &meter).await;
         // Every setting the tuner passed through is measured like the grid,
-        // so that the table can say when it first came within 10%.
-        let on_grid = |grid: &[Point], t: Tunables| grid.iter().any(|p| p.tunables == t);
-        if !on_grid(&grid, run.end()) {
-            grid.push(run.at_end);
-        }
+        // so that the table can say when it first came within 10%; the
+        // measurement right after the run counts for the end setting.
+        points.push(run.at_end);
         for t in std::iter::once(run.start).chain(run.path.iter().map(|(_, t)| *t)) {
-            if !on_grid(&grid, t) {
+            let measured = points.iter().filter(|p| p.tunables == t).count() as u32;
+            for _ in measured..passes {
                 origin.state.clear_seen();
-                grid.push(bench.measure(t, &meter).await);
+                points.push(bench.measure(t, &meter).await);
             }
         }
         work.stop().await;
@@ -773,7 +843,7 @@ async fn main() {
         assert_eq!(wrong, 0, "{}: responses with wrong bytes", shape.name);
         outcomes.push(Outcome {
             shape,
-            grid,
+            points,
             run,
             errors,
             wrong,
@@ -781,5 +851,5 @@ async fn main() {
     }
     bench.prometheus.assert_alive();
     bench.log("done");
-    print!("{}", report(&outcomes, warmup, measure, max_intervals));
+    print!("{}", report(&outcomes, warmup, measure, passes, max_intervals));
 }
