@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Checks the Helm chart (charts/slicecache-operator); called from .ci/run.
 #
-#  1. helm lint --strict
+#  1. helm lint --strict, with the defaults and with ci/all-on-values.yaml
 #  2. helm template with the defaults, with every optional part on
 #     (ci/all-on-values.yaml) and with monitoring on "auto" against a cluster
 #     that serves monitoring.coreos.com/v1; each rendering holds the objects
@@ -11,7 +11,10 @@
 #     hold the two lists of files/rbac-rules.yaml
 #  4. the chart's CRD equals `crdgen` output (file byte for byte, rendered
 #     object field for field apart from the chart's labels and annotation)
-#  5. ci/invalid-values.yaml is rejected by values.schema.json
+#  5. values.schema.json rejects ci/invalid-values.yaml (an unknown key) and
+#     more invalid values (wrong type, numbers out of range, a bad enum, a
+#     bad duration, an unknown nested key, replicas > 1 without leader
+#     election), each with an error that names the field
 #  6. every metric named by the PrometheusRule and the Grafana dashboard
 #     exists: agent metrics in a real scrape of the agent binary after real
 #     traffic (memory and disk hits, a Range request, config reloads);
@@ -68,9 +71,13 @@ if ! "$PY" -c 'import yaml' 2>/dev/null; then
   fi
 fi
 
-step "helm lint --strict"
-helm lint --strict "$CHART" >"$work/lint.txt" 2>&1 || { cat "$work/lint.txt"; fail "helm lint --strict"; }
-grep -E '^\[(WARNING|ERROR)\]' "$work/lint.txt" && fail "helm lint reported warnings"
+step "helm lint --strict: defaults and ci/all-on-values.yaml"
+for values in "" "$CHART/ci/all-on-values.yaml"; do
+  helm lint --strict "$CHART" ${values:+-f "$values"} >"$work/lint.txt" 2>&1 ||
+    { cat "$work/lint.txt"; fail "helm lint --strict ${values:-(defaults)}"; }
+  grep -E '^\[(WARNING|ERROR)\]' "$work/lint.txt" && fail "helm lint ${values:-(defaults)} reported warnings"
+  echo "    ok   ${values:-defaults}"
+done
 
 step "helm template: defaults, all-on, monitoring auto with monitoring.coreos.com/v1"
 helm template slicecache "$CHART" -n slicecache-system >"$work/default.yaml"
@@ -78,12 +85,57 @@ helm template slicecache "$CHART" -n slicecache-system -f "$CHART/ci/all-on-valu
 helm template slicecache "$CHART" -n slicecache-system --api-versions monitoring.coreos.com/v1 >"$work/auto.yaml"
 helm template slicecache "$CHART" -n slicecache-system --set crds.install=false --set leaderElection.enabled=false >"$work/minimal.yaml"
 
-step "values.schema.json rejects ci/invalid-values.yaml"
-if helm template slicecache "$CHART" -f "$CHART/ci/invalid-values.yaml" >/dev/null 2>"$work/invalid.txt"; then
-  fail "helm template accepted $CHART/ci/invalid-values.yaml"
-fi
-grep -q "schema" "$work/invalid.txt" || { cat "$work/invalid.txt"; fail "invalid values failed, but not on the schema"; }
-sed 's/^/    /' "$work/invalid.txt"
+step "values.schema.json rejects invalid values, naming the field"
+invalid=0
+reject() { # what, the text the error must hold (it names the field); values on stdin
+  local what="$1" want="$2" f
+  invalid=$((invalid + 1))
+  f="$work/invalid-$invalid.yaml"
+  cat >"$f"
+  if helm template slicecache "$CHART" -f "$f" >/dev/null 2>"$f.err"; then
+    fail "helm template accepted $what"
+  fi
+  grep -q "don't meet the specifications of the schema" "$f.err" || { cat "$f.err"; fail "$what failed, but not on the schema"; }
+  grep -qF -- "$want" "$f.err" || { cat "$f.err"; fail "$what: no \"$want\" in the error"; }
+  echo "    ok   $what: $(grep -F -- "$want" "$f.err" | head -1 | sed 's/^- //')"
+}
+reject "ci/invalid-values.yaml (unknown key)" "Additional property replica is not allowed" <"$CHART/ci/invalid-values.yaml"
+reject "wrong type" "- replicas: Invalid type. Expected: integer" <<'EOF'
+replicas: "2"
+EOF
+reject "number out of range" "- monitoring.rules.lowHitRatio.threshold: Must be less than 1" <<'EOF'
+monitoring:
+  rules:
+    lowHitRatio:
+      threshold: 1.5
+EOF
+reject "integer out of range" "- monitoring.rules.tuningStuck.missedIntervals: Must be greater than or equal to 1" <<'EOF'
+monitoring:
+  rules:
+    tuningStuck:
+      missedIntervals: 0
+EOF
+reject "bad enum" "- monitoring.prometheusOperator: monitoring.prometheusOperator must be one of" <<'EOF'
+monitoring:
+  prometheusOperator: sometimes
+EOF
+reject "bad duration" "- monitoring.rules.agentsNotReady.for: Does not match pattern" <<'EOF'
+monitoring:
+  rules:
+    agentsNotReady:
+      for: 15minutes
+EOF
+reject "unknown nested key" "- monitoring.rules.tuningStuck: Additional property fro is not allowed" <<'EOF'
+monitoring:
+  rules:
+    tuningStuck:
+      fro: 30m
+EOF
+reject "replicas > 1 without leader election" "- leaderElection.enabled: leaderElection.enabled does not match: true" <<'EOF'
+replicas: 2
+leaderElection:
+  enabled: false
+EOF
 
 step "the chart's CRD equals crdgen output"
 cargo run -q -p slicecache-api --bin crdgen >"$work/crdgen.yaml"
@@ -92,8 +144,8 @@ cmp -s "$work/crdgen.yaml" "$CHART/files/crds/slicecaches.slicecache.io.yaml" ||
 
 step "build the agent and operator binaries (debug)"
 cargo build -q -p slicecache-agent -p slicecache-operator --bins --locked
-AGENT=target/debug/slicecache-agent
-OPERATOR=target/debug/slicecache-operator
+AGENT="${CARGO_TARGET_DIR:-target}/debug/slicecache-agent"
+OPERATOR="${CARGO_TARGET_DIR:-target}/debug/slicecache-operator"
 
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_http() { # url; up to 15 s
@@ -238,6 +290,10 @@ for kind, ref in (("ClusterRoleBinding", "ClusterRole"), ("RoleBinding", "Role")
     check(b["subjects"][0]["name"] == sa_name and b["subjects"][0]["namespace"] == "slicecache-system"
           and b["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": ref, "name": bound["metadata"]["name"]},
           f"{kind} binds {ref} {bound['metadata']['name']} to the Deployment's ServiceAccount")
+
+sm = next(d for d in renders["all-on"] if d["kind"] == "ServiceMonitor")
+check(all(e.get("honorLabels") is True for e in sm["spec"]["endpoints"]),
+      "the operator's ServiceMonitor honours its labels (per-SliceCache series keep their namespace)")
 
 crd = yaml.safe_load(open(f"{work}/crdgen.yaml"))
 rendered = next(d for d in renders["default"] if d["kind"] == "CustomResourceDefinition")
