@@ -23,7 +23,11 @@
 #     server (the operator's own tests check it exports them). The operator
 #     binary is started too, to check the /healthz and /metrics routes the
 #     chart's probes and ServiceMonitor use.
-#  7. promtool check rules on the alert groups
+#  7. promtool check rules on the alert groups; promtool test rules on
+#     synthetic operator series: SliceCacheTuningStuck fires for a tuner held
+#     blind and for one that stopped evaluating, not for an idle one;
+#     SliceCacheAgentsNotReady for fewer ready agents than desired and for
+#     none desired, not for a healthy SliceCache
 #  8. the chart README documents every value of values.yaml
 #  9. kubectl apply --dry-run=client accepts the all-on rendering and
 #     examples/minimal.yaml (a discovery stub on 127.0.0.1 stands in for the
@@ -355,6 +359,14 @@ for g in prule["spec"]["groups"]:
         exprs.append((f"alert {r['alert']}", r["expr"]))
 with open(f"{work}/rules.yaml", "w") as f:
     yaml.safe_dump({"groups": prule["spec"]["groups"]}, f)
+# The same without annotations, for promtool's rule tests: they test when
+# an alert fires and with which labels, not its prose.
+bare = json.loads(json.dumps(prule["spec"]["groups"]))
+for g in bare:
+    for r in g["rules"]:
+        r.pop("annotations", None)
+with open(f"{work}/rules-bare.yaml", "w") as f:
+    yaml.safe_dump({"groups": bare}, f)
 cm = next(d for d in renders["all-on"] if d["kind"] == "ConfigMap")
 dash = json.loads(cm["data"]["slicecache.json"])
 check(cm["metadata"]["labels"].get("grafana_dashboard") == "1", "dashboard ConfigMap is labelled grafana_dashboard: \"1\"")
@@ -444,8 +456,76 @@ HOME="$work" "${kube[@]}" apply --dry-run=client --validate=false -f examples/mi
   { cat "$work/dry-run.txt"; fail "kubectl rejected examples/minimal.yaml"; }
 sed 's/^/    /' "$work/dry-run.txt"
 
-step "promtool check rules"
+step "promtool check rules and test rules"
 if ! command -v promtool >/dev/null 2>&1; then bash scripts/install-deps.sh; fi
 promtool check rules "$work/rules.yaml"
+# Times start at 0 in promtool tests, so time() is the minutes below in
+# seconds. The all-on values keep the default `for` durations (tuning 30m,
+# agents 15m) and add team: platform to every alert.
+cat >"$work/rules-test.yaml" <<'EOF'
+rule_files: [rules-bare.yaml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      # Prometheus down from the start: never a successful evaluation.
+      - series: 'slicecache_operator_tuning_active{job="slicecache-operator",namespace="shop",slicecache="blind",reason="PrometheusUnreachable"}'
+        values: '1x90'
+      - series: 'slicecache_operator_tuning_interval_seconds{job="slicecache-operator",namespace="shop",slicecache="blind"}'
+        values: '60x90'
+      # Too little traffic: evaluations read the metrics, nothing to learn.
+      - series: 'slicecache_operator_tuning_active{job="slicecache-operator",namespace="shop",slicecache="idle",reason="Idle"}'
+        values: '1x90'
+      - series: 'slicecache_operator_tuning_last_evaluation_timestamp_seconds{job="slicecache-operator",namespace="shop",slicecache="idle"}'
+        values: '0+60x90'
+      - series: 'slicecache_operator_tuning_interval_seconds{job="slicecache-operator",namespace="shop",slicecache="idle"}'
+        values: '60x90'
+      # Tuning every minute until minute 30, then no evaluation at all.
+      - series: 'slicecache_operator_tuning_active{job="slicecache-operator",namespace="shop",slicecache="stopped",reason="Tuning"}'
+        values: '1x90'
+      - series: 'slicecache_operator_tuning_last_evaluation_timestamp_seconds{job="slicecache-operator",namespace="shop",slicecache="stopped"}'
+        values: '0+60x30 1800x60'
+      - series: 'slicecache_operator_tuning_interval_seconds{job="slicecache-operator",namespace="shop",slicecache="stopped"}'
+        values: '60x90'
+    alert_rule_test:
+      - eval_time: 25m
+        alertname: SliceCacheTuningStuck
+        exp_alerts: []
+      # blind: held since 0 -> fires after 30m; stopped: stale from 33m
+      # (3 intervals) -> fires after 63m.
+      - eval_time: 40m
+        alertname: SliceCacheTuningStuck
+        exp_alerts:
+          - exp_labels: {severity: warning, team: platform, namespace: shop, slicecache: blind}
+      - eval_time: 70m
+        alertname: SliceCacheTuningStuck
+        exp_alerts:
+          - exp_labels: {severity: warning, team: platform, namespace: shop, slicecache: blind}
+          - exp_labels: {severity: warning, team: platform, namespace: shop, slicecache: stopped}
+  - interval: 1m
+    input_series:
+      - series: 'slicecache_operator_agents_desired{job="slicecache-operator",namespace="shop",slicecache="short"}'
+        values: '3x40'
+      - series: 'slicecache_operator_agents_ready{job="slicecache-operator",namespace="shop",slicecache="short"}'
+        values: '2x40'
+      - series: 'slicecache_operator_agents_desired{job="slicecache-operator",namespace="shop",slicecache="nowhere"}'
+        values: '0x40'
+      - series: 'slicecache_operator_agents_ready{job="slicecache-operator",namespace="shop",slicecache="nowhere"}'
+        values: '0x40'
+      - series: 'slicecache_operator_agents_desired{job="slicecache-operator",namespace="shop",slicecache="healthy"}'
+        values: '3x40'
+      - series: 'slicecache_operator_agents_ready{job="slicecache-operator",namespace="shop",slicecache="healthy"}'
+        values: '3x40'
+    alert_rule_test:
+      - eval_time: 10m
+        alertname: SliceCacheAgentsNotReady
+        exp_alerts: []
+      - eval_time: 20m
+        alertname: SliceCacheAgentsNotReady
+        exp_alerts:
+          - exp_labels: {severity: warning, team: platform, namespace: shop, slicecache: short}
+          - exp_labels: {severity: warning, team: platform, namespace: shop, slicecache: nowhere}
+EOF
+promtool test rules "$work/rules-test.yaml"
 
 step "chart checks passed"
