@@ -30,6 +30,8 @@ use tokio::{
     net::TcpListener,
 };
 
+use crate::tuner::{HoldReason, Tunables};
+
 /// `knob` label values: the two tunables.
 pub const KNOB_SLICE_SIZE: &str = "sliceSize";
 pub const KNOB_CONCURRENCY: &str = "concurrency";
@@ -41,13 +43,12 @@ const DIRECTIONS: [&str; 2] = ["up", "down"];
 pub struct TuningEvaluation {
     /// The `TuningActive` reason after the evaluation.
     pub reason: String,
-    /// Slice size and concurrency before and after the decision (equal on a
-    /// hold): in mode Auto the values applied, in Recommend the ones
-    /// recommended. `None` when no decision was made at all.
-    pub change: Option<((u64, u32), (u64, u32))>,
-    /// The hold's reason (`Steady`, `Cooldown`, `PrometheusUnreachable`, ...)
-    /// when nothing moved.
-    pub held_because: Option<&'static str>,
+    /// The tunables before and after the decision (equal on a hold): in
+    /// mode Auto the values applied, in Recommend the ones recommended.
+    /// `None` when no decision was made at all.
+    pub change: Option<(Tunables, Tunables)>,
+    /// The hold's reason when nothing moved.
+    pub held_because: Option<HoldReason>,
     /// The tuner could read the agents' metrics (the hold, if any, is not
     /// for lack of them): this is a successful evaluation.
     pub saw_signals: bool,
@@ -233,10 +234,10 @@ impl Metrics {
     pub fn observe_tuning(&self, namespace: &str, name: &str, evaluation: &TuningEvaluation) {
         self.set_tuning_reason(namespace, name, &evaluation.reason);
         let cache = [namespace, name];
-        if let Some(((from_slice, from_conc), (to_slice, to_conc))) = evaluation.change {
+        if let Some((from, to)) = evaluation.change {
             for (knob, from, to) in [
-                (KNOB_SLICE_SIZE, from_slice, to_slice),
-                (KNOB_CONCURRENCY, u64::from(from_conc), u64::from(to_conc)),
+                (KNOB_SLICE_SIZE, from.slice_size, to.slice_size),
+                (KNOB_CONCURRENCY, u64::from(from.concurrency), u64::from(to.concurrency)),
             ] {
                 if to != from {
                     let direction = if to > from { "up" } else { "down" };
@@ -249,7 +250,7 @@ impl Metrics {
                     .set(i64::try_from(to).unwrap_or(i64::MAX));
             }
         }
-        if let Some(hold) = evaluation.held_because {
+        if let Some(hold) = evaluation.held_because.map(HoldReason::as_str) {
             self.labels
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -387,14 +388,18 @@ mod tests {
 
     fn evaluation(
         reason: &str,
-        change: ((u64, u32), (u64, u32)),
-        held_because: Option<&'static str>,
+        ((from_slice, from_conc), (to_slice, to_conc)): ((u64, u32), (u64, u32)),
+        held_because: Option<HoldReason>,
         saw_signals: bool,
         at_secs: u64,
     ) -> TuningEvaluation {
+        let t = |slice_size, concurrency| Tunables {
+            slice_size,
+            concurrency,
+        };
         TuningEvaluation {
             reason: reason.into(),
-            change: Some(change),
+            change: Some((t(from_slice, from_conc), t(to_slice, to_conc))),
             held_because,
             saw_signals,
             interval: Duration::from_secs(60),
@@ -435,7 +440,7 @@ mod tests {
             &evaluation(
                 "Tuning",
                 ((2 * MI, 4), (2 * MI, 4)),
-                Some("Steady"),
+                Some(HoldReason::Steady),
                 true,
                 1_700_000_120,
             ),
@@ -446,7 +451,7 @@ mod tests {
             &evaluation(
                 "PrometheusUnreachable",
                 ((2 * MI, 4), (2 * MI, 4)),
-                Some("PrometheusUnreachable"),
+                Some(HoldReason::PrometheusUnreachable),
                 false,
                 1_700_000_180,
             ),
@@ -493,7 +498,7 @@ mod tests {
         m.observe_tuning(
             "shop",
             "media",
-            &evaluation("Idle", ((MI, 8), (MI, 8)), Some("Idle"), true, 70),
+            &evaluation("Idle", ((MI, 8), (MI, 8)), Some(HoldReason::Idle), true, 70),
         );
         m.set_tuning_reason("shop", "other", "TuningOff");
         let body = m.render();

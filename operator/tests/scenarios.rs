@@ -864,7 +864,6 @@ async fn auto_tuning_halves_concurrency_on_429s_through_the_config_map() {
     );
 
     // Pass 3: the SliceCache is deleted: its series go with it.
-    let mut cache = cache;
     cache.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
         k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap(),
     ));

@@ -279,11 +279,10 @@ pub fn evaluation_metrics(
     interval: Duration,
     at: SystemTime,
 ) -> TuningEvaluation {
-    let pair = |t: Tunables| (t.slice_size, t.concurrency);
     TuningEvaluation {
         reason: reason.to_string(),
-        change: Some((pair(decision.from), pair(decision.to))),
-        held_because: decision.held_because.map(HoldReason::as_str),
+        change: Some((decision.from, decision.to)),
+        held_because: decision.held_because,
         saw_signals: decision.held_because.is_none_or(|h| !h.is_blind()),
         interval,
         at,
@@ -526,13 +525,13 @@ async fn evaluate(
                 c
             }
             Err(e) => {
-                let hold = HoldReason::PrometheusError.as_str();
+                let hold = HoldReason::PrometheusError;
                 let report = TuningReport {
                     next_in: Some(tuning.interval()),
-                    ..TuningReport::not_running(hold, e.to_string())
+                    ..TuningReport::not_running(hold.as_str(), e.to_string())
                 };
                 let recorded = TuningEvaluation {
-                    reason: hold.to_string(),
+                    reason: hold.as_str().to_string(),
                     change: None,
                     held_because: Some(hold),
                     saw_signals: false,
@@ -811,7 +810,7 @@ mod tests {
         let interval = Duration::from_secs(30);
         let change = decision(t(MI, 8), t(MI, 4), None, "origin 429/503 at 20.00%: concurrency 8 -> 4");
         let e = evaluation_metrics(&change, REASON_TUNING, interval, at);
-        assert_eq!(e.change, Some(((MI, 8), (MI, 4))));
+        assert_eq!(e.change, Some((t(MI, 8), t(MI, 4))));
         assert_eq!((e.held_because, e.saw_signals), (None, true));
         assert_eq!((e.reason.as_str(), e.interval, e.at), (REASON_TUNING, interval, at));
         // Holds with signals are successful evaluations; blind ones are not.
@@ -828,8 +827,8 @@ mod tests {
                 interval,
                 at,
             );
-            assert_eq!((e.held_because, e.saw_signals), (Some(hold.as_str()), saw), "{hold}");
-            assert_eq!(e.change, Some(((MI, 8), (MI, 8))));
+            assert_eq!((e.held_because, e.saw_signals), (Some(hold), saw), "{hold}");
+            assert_eq!(e.change, Some((t(MI, 8), t(MI, 8))));
         }
     }
 
