@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Checks the Helm chart (charts/slicecache-operator); called from .ci/run.
 #
-#  1. helm lint --strict
+#  1. helm lint --strict, with the defaults and with ci/all-on-values.yaml
 #  2. helm template with the defaults, with every optional part on
 #     (ci/all-on-values.yaml) and with monitoring on "auto" against a cluster
 #     that serves monitoring.coreos.com/v1; each rendering holds the objects
@@ -11,7 +11,10 @@
 #     hold the two lists of files/rbac-rules.yaml
 #  4. the chart's CRD equals `crdgen` output (file byte for byte, rendered
 #     object field for field apart from the chart's labels and annotation)
-#  5. ci/invalid-values.yaml is rejected by values.schema.json
+#  5. values.schema.json rejects ci/invalid-values.yaml (an unknown key) and
+#     more invalid values (wrong type, numbers out of range, a bad enum, a
+#     bad duration, an unknown nested key, replicas > 1 without leader
+#     election), each with an error that names the field
 #  6. every metric named by the PrometheusRule and the Grafana dashboard
 #     exists: agent metrics in a real scrape of the agent binary after real
 #     traffic (memory and disk hits, a Range request, config reloads);
@@ -20,7 +23,11 @@
 #     server (the operator's own tests check it exports them). The operator
 #     binary is started too, to check the /healthz and /metrics routes the
 #     chart's probes and ServiceMonitor use.
-#  7. promtool check rules on the alert groups
+#  7. promtool check rules on the alert groups; promtool test rules on
+#     synthetic operator series: SliceCacheTuningStuck fires for a tuner held
+#     blind and for one that stopped evaluating, not for an idle one;
+#     SliceCacheAgentsNotReady for fewer ready agents than desired and for
+#     none desired, not for a healthy SliceCache
 #  8. the chart README documents every value of values.yaml
 #  9. kubectl apply --dry-run=client accepts the all-on rendering and
 #     examples/minimal.yaml (a discovery stub on 127.0.0.1 stands in for the
@@ -68,9 +75,13 @@ if ! "$PY" -c 'import yaml' 2>/dev/null; then
   fi
 fi
 
-step "helm lint --strict"
-helm lint --strict "$CHART" >"$work/lint.txt" 2>&1 || { cat "$work/lint.txt"; fail "helm lint --strict"; }
-grep -E '^\[(WARNING|ERROR)\]' "$work/lint.txt" && fail "helm lint reported warnings"
+step "helm lint --strict: defaults and ci/all-on-values.yaml"
+for values in "" "$CHART/ci/all-on-values.yaml"; do
+  helm lint --strict "$CHART" ${values:+-f "$values"} >"$work/lint.txt" 2>&1 ||
+    { cat "$work/lint.txt"; fail "helm lint --strict ${values:-(defaults)}"; }
+  grep -E '^\[(WARNING|ERROR)\]' "$work/lint.txt" && fail "helm lint ${values:-(defaults)} reported warnings"
+  echo "    ok   ${values:-defaults}"
+done
 
 step "helm template: defaults, all-on, monitoring auto with monitoring.coreos.com/v1"
 helm template slicecache "$CHART" -n slicecache-system >"$work/default.yaml"
@@ -78,12 +89,57 @@ helm template slicecache "$CHART" -n slicecache-system -f "$CHART/ci/all-on-valu
 helm template slicecache "$CHART" -n slicecache-system --api-versions monitoring.coreos.com/v1 >"$work/auto.yaml"
 helm template slicecache "$CHART" -n slicecache-system --set crds.install=false --set leaderElection.enabled=false >"$work/minimal.yaml"
 
-step "values.schema.json rejects ci/invalid-values.yaml"
-if helm template slicecache "$CHART" -f "$CHART/ci/invalid-values.yaml" >/dev/null 2>"$work/invalid.txt"; then
-  fail "helm template accepted $CHART/ci/invalid-values.yaml"
-fi
-grep -q "schema" "$work/invalid.txt" || { cat "$work/invalid.txt"; fail "invalid values failed, but not on the schema"; }
-sed 's/^/    /' "$work/invalid.txt"
+step "values.schema.json rejects invalid values, naming the field"
+invalid=0
+reject() { # what, the text the error must hold (it names the field); values on stdin
+  local what="$1" want="$2" f
+  invalid=$((invalid + 1))
+  f="$work/invalid-$invalid.yaml"
+  cat >"$f"
+  if helm template slicecache "$CHART" -f "$f" >/dev/null 2>"$f.err"; then
+    fail "helm template accepted $what"
+  fi
+  grep -q "don't meet the specifications of the schema" "$f.err" || { cat "$f.err"; fail "$what failed, but not on the schema"; }
+  grep -qF -- "$want" "$f.err" || { cat "$f.err"; fail "$what: no \"$want\" in the error"; }
+  echo "    ok   $what: $(grep -F -- "$want" "$f.err" | head -1 | sed 's/^- //')"
+}
+reject "ci/invalid-values.yaml (unknown key)" "Additional property replica is not allowed" <"$CHART/ci/invalid-values.yaml"
+reject "wrong type" "- replicas: Invalid type. Expected: integer" <<'EOF'
+replicas: "2"
+EOF
+reject "number out of range" "- monitoring.rules.lowHitRatio.threshold: Must be less than 1" <<'EOF'
+monitoring:
+  rules:
+    lowHitRatio:
+      threshold: 1.5
+EOF
+reject "integer out of range" "- monitoring.rules.tuningStuck.missedIntervals: Must be greater than or equal to 1" <<'EOF'
+monitoring:
+  rules:
+    tuningStuck:
+      missedIntervals: 0
+EOF
+reject "bad enum" "- monitoring.prometheusOperator: monitoring.prometheusOperator must be one of" <<'EOF'
+monitoring:
+  prometheusOperator: sometimes
+EOF
+reject "bad duration" "- monitoring.rules.agentsNotReady.for: Does not match pattern" <<'EOF'
+monitoring:
+  rules:
+    agentsNotReady:
+      for: 15minutes
+EOF
+reject "unknown nested key" "- monitoring.rules.tuningStuck: Additional property fro is not allowed" <<'EOF'
+monitoring:
+  rules:
+    tuningStuck:
+      fro: 30m
+EOF
+reject "replicas > 1 without leader election" "- leaderElection.enabled: leaderElection.enabled does not match: true" <<'EOF'
+replicas: 2
+leaderElection:
+  enabled: false
+EOF
 
 step "the chart's CRD equals crdgen output"
 cargo run -q -p slicecache-api --bin crdgen >"$work/crdgen.yaml"
@@ -92,8 +148,8 @@ cmp -s "$work/crdgen.yaml" "$CHART/files/crds/slicecaches.slicecache.io.yaml" ||
 
 step "build the agent and operator binaries (debug)"
 cargo build -q -p slicecache-agent -p slicecache-operator --bins --locked
-AGENT=target/debug/slicecache-agent
-OPERATOR=target/debug/slicecache-operator
+AGENT="${CARGO_TARGET_DIR:-target}/debug/slicecache-agent"
+OPERATOR="${CARGO_TARGET_DIR:-target}/debug/slicecache-operator"
 
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_http() { # url; up to 15 s
@@ -239,6 +295,10 @@ for kind, ref in (("ClusterRoleBinding", "ClusterRole"), ("RoleBinding", "Role")
           and b["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": ref, "name": bound["metadata"]["name"]},
           f"{kind} binds {ref} {bound['metadata']['name']} to the Deployment's ServiceAccount")
 
+sm = next(d for d in renders["all-on"] if d["kind"] == "ServiceMonitor")
+check(all(e.get("honorLabels") is True for e in sm["spec"]["endpoints"]),
+      "the operator's ServiceMonitor honours its labels (per-SliceCache series keep their namespace)")
+
 crd = yaml.safe_load(open(f"{work}/crdgen.yaml"))
 rendered = next(d for d in renders["default"] if d["kind"] == "CustomResourceDefinition")
 meta = rendered["metadata"]
@@ -299,6 +359,14 @@ for g in prule["spec"]["groups"]:
         exprs.append((f"alert {r['alert']}", r["expr"]))
 with open(f"{work}/rules.yaml", "w") as f:
     yaml.safe_dump({"groups": prule["spec"]["groups"]}, f)
+# The same without annotations, for promtool's rule tests: they test when
+# an alert fires and with which labels, not its prose.
+bare = json.loads(json.dumps(prule["spec"]["groups"]))
+for g in bare:
+    for r in g["rules"]:
+        r.pop("annotations", None)
+with open(f"{work}/rules-bare.yaml", "w") as f:
+    yaml.safe_dump({"groups": bare}, f)
 cm = next(d for d in renders["all-on"] if d["kind"] == "ConfigMap")
 dash = json.loads(cm["data"]["slicecache.json"])
 check(cm["metadata"]["labels"].get("grafana_dashboard") == "1", "dashboard ConfigMap is labelled grafana_dashboard: \"1\"")
@@ -388,8 +456,76 @@ HOME="$work" "${kube[@]}" apply --dry-run=client --validate=false -f examples/mi
   { cat "$work/dry-run.txt"; fail "kubectl rejected examples/minimal.yaml"; }
 sed 's/^/    /' "$work/dry-run.txt"
 
-step "promtool check rules"
+step "promtool check rules and test rules"
 if ! command -v promtool >/dev/null 2>&1; then bash scripts/install-deps.sh; fi
 promtool check rules "$work/rules.yaml"
+# Times start at 0 in promtool tests, so time() is the minutes below in
+# seconds. The all-on values keep the default `for` durations (tuning 30m,
+# agents 15m) and add team: platform to every alert.
+cat >"$work/rules-test.yaml" <<'EOF'
+rule_files: [rules-bare.yaml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      # Prometheus down from the start: never a successful evaluation.
+      - series: 'slicecache_operator_tuning_active{job="slicecache-operator",namespace="shop",slicecache="blind",reason="PrometheusUnreachable"}'
+        values: '1x90'
+      - series: 'slicecache_operator_tuning_interval_seconds{job="slicecache-operator",namespace="shop",slicecache="blind"}'
+        values: '60x90'
+      # Too little traffic: evaluations read the metrics, nothing to learn.
+      - series: 'slicecache_operator_tuning_active{job="slicecache-operator",namespace="shop",slicecache="idle",reason="Idle"}'
+        values: '1x90'
+      - series: 'slicecache_operator_tuning_last_evaluation_timestamp_seconds{job="slicecache-operator",namespace="shop",slicecache="idle"}'
+        values: '0+60x90'
+      - series: 'slicecache_operator_tuning_interval_seconds{job="slicecache-operator",namespace="shop",slicecache="idle"}'
+        values: '60x90'
+      # Tuning every minute until minute 30, then no evaluation at all.
+      - series: 'slicecache_operator_tuning_active{job="slicecache-operator",namespace="shop",slicecache="stopped",reason="Tuning"}'
+        values: '1x90'
+      - series: 'slicecache_operator_tuning_last_evaluation_timestamp_seconds{job="slicecache-operator",namespace="shop",slicecache="stopped"}'
+        values: '0+60x30 1800x60'
+      - series: 'slicecache_operator_tuning_interval_seconds{job="slicecache-operator",namespace="shop",slicecache="stopped"}'
+        values: '60x90'
+    alert_rule_test:
+      - eval_time: 25m
+        alertname: SliceCacheTuningStuck
+        exp_alerts: []
+      # blind: held since 0 -> fires after 30m; stopped: stale from 33m
+      # (3 intervals) -> fires after 63m.
+      - eval_time: 40m
+        alertname: SliceCacheTuningStuck
+        exp_alerts:
+          - exp_labels: {severity: warning, team: platform, namespace: shop, slicecache: blind}
+      - eval_time: 70m
+        alertname: SliceCacheTuningStuck
+        exp_alerts:
+          - exp_labels: {severity: warning, team: platform, namespace: shop, slicecache: blind}
+          - exp_labels: {severity: warning, team: platform, namespace: shop, slicecache: stopped}
+  - interval: 1m
+    input_series:
+      - series: 'slicecache_operator_agents_desired{job="slicecache-operator",namespace="shop",slicecache="short"}'
+        values: '3x40'
+      - series: 'slicecache_operator_agents_ready{job="slicecache-operator",namespace="shop",slicecache="short"}'
+        values: '2x40'
+      - series: 'slicecache_operator_agents_desired{job="slicecache-operator",namespace="shop",slicecache="nowhere"}'
+        values: '0x40'
+      - series: 'slicecache_operator_agents_ready{job="slicecache-operator",namespace="shop",slicecache="nowhere"}'
+        values: '0x40'
+      - series: 'slicecache_operator_agents_desired{job="slicecache-operator",namespace="shop",slicecache="healthy"}'
+        values: '3x40'
+      - series: 'slicecache_operator_agents_ready{job="slicecache-operator",namespace="shop",slicecache="healthy"}'
+        values: '3x40'
+    alert_rule_test:
+      - eval_time: 10m
+        alertname: SliceCacheAgentsNotReady
+        exp_alerts: []
+      - eval_time: 20m
+        alertname: SliceCacheAgentsNotReady
+        exp_alerts:
+          - exp_labels: {severity: warning, team: platform, namespace: shop, slicecache: short}
+          - exp_labels: {severity: warning, team: platform, namespace: shop, slicecache: nowhere}
+EOF
+promtool test rules "$work/rules-test.yaml"
 
 step "chart checks passed"

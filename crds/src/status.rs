@@ -77,8 +77,10 @@ pub struct SliceCacheStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tuning: Option<TuningStatus>,
 
-    /// Cache hit ratio over the last tuning interval as a percentage, e.g. `93.4%`.
-    /// Unset until metrics are available.
+    /// Cache hit ratio (slices served from memory or disk) over the last
+    /// tuning interval as a percentage, e.g. `93.4%`, as the tuner read it
+    /// in mode Recommend or Auto. Unset in mode Off and while the tuner reads
+    /// no hit ratio (no traffic, Prometheus unusable).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hit_ratio: Option<String>,
 }

@@ -961,12 +961,14 @@ fn tuned_cache(mode: &str, prometheus: &str) -> SliceCache {
 }
 
 /// Agents behind an origin that refuses a fifth of their subrequests with
-/// 429: the law halves concurrency at once.
+/// 429: the law halves concurrency at once. 93.4% of slices are hits.
 async fn throttled_prometheus() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
     use slicecache_operator::tuner::{window_for, Queries, Selector};
     let q = Queries::new(&Selector::for_slicecache(NS, "media"), window_for(TUNING_INTERVAL));
     fake_prometheus(move |promql| {
-        if promql == q.throttle_ratio {
+        if promql == q.hit_ratio {
+            Some(0.934)
+        } else if promql == q.throttle_ratio {
             Some(0.2)
         } else if promql == q.error_ratio {
             Some(0.0)
@@ -1070,6 +1072,7 @@ async fn auto_tuning_halves_concurrency_on_429s_through_the_config_map() {
         assert_eq!(active["reason"], "Tuning");
         assert!(active["message"].as_str().unwrap().contains(&url), "{active}");
         assert_eq!(status["effective"], json!({"sliceSize": "1Mi", "concurrency": 4}));
+        assert_eq!(status["hitRatio"], "93.4%");
         w.lock().unwrap().1 = status.clone();
         expect_event(&mut h, "Normal", "ConfigUpdated").await;
         let event = expect_event(&mut h, "Normal", "TuningChanged").await;
@@ -1084,6 +1087,35 @@ async fn auto_tuning_halves_concurrency_on_429s_through_the_config_map() {
     assert_eq!(result.unwrap(), Action::requeue(TUNING_INTERVAL));
     let asked = queries.load(std::sync::atomic::Ordering::SeqCst);
     assert_eq!(asked, 13, "one evaluation runs every query once");
+    // The operator's metrics: the change, the values, the reason, the
+    // evaluation, and the agents the DaemonSet reports.
+    let rendered = ctx.metrics.render();
+    let expected = [
+        r#"slicecache_operator_tuning_decisions_total{direction="down",knob="concurrency",namespace="default",slicecache="media"} 1"#,
+        r#"slicecache_operator_tuning_value{knob="concurrency",namespace="default",slicecache="media"} 4"#,
+        r#"slicecache_operator_tuning_value{knob="sliceSize",namespace="default",slicecache="media"} 1048576"#,
+        r#"slicecache_operator_tuning_active{namespace="default",reason="Tuning",slicecache="media"} 1"#,
+        r#"slicecache_operator_tuning_interval_seconds{namespace="default",slicecache="media"} 20"#,
+        r#"slicecache_operator_agents_desired{namespace="default",slicecache="media"} 2"#,
+        r#"slicecache_operator_agents_ready{namespace="default",slicecache="media"} 2"#,
+    ];
+    for line in expected {
+        assert!(rendered.lines().any(|l| l == line), "no {line} in\n{rendered}");
+    }
+    let evaluated: f64 = rendered
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"slicecache_operator_tuning_last_evaluation_timestamp_seconds{namespace="default",slicecache="media"} "#))
+        .unwrap_or_else(|| panic!("no last evaluation in\n{rendered}"))
+        .parse()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        (now - evaluated).abs() < 60.0,
+        "last evaluation at {evaluated}, now {now}"
+    );
 
     // Pass 2, at once (the echo of the status write): no queries, and the
     // tuner's value stays in force: reads only, nothing is written.
@@ -1094,7 +1126,7 @@ async fn auto_tuning_halves_concurrency_on_429s_through_the_config_map() {
         .into_iter()
         .map(|(path, object)| (path, if path == CM { config_map.clone() } else { object }))
         .collect();
-    let (result, _) = run_keeping_handle(cache, ctx, handle, move |mut h| async move {
+    let (result, handle) = run_keeping_handle(cache.clone(), ctx.clone(), handle, move |mut h| async move {
         expect_reads(&mut h, live).await;
         h
     })
@@ -1109,6 +1141,25 @@ async fn auto_tuning_halves_concurrency_on_429s_through_the_config_map() {
         asked,
         "no evaluation before the interval"
     );
+    assert!(
+        ctx.metrics.render().lines().any(|l| l == expected[0]),
+        "no evaluation, no new count"
+    );
+
+    // Pass 3: the SliceCache is deleted: its series go with it.
+    cache.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap(),
+    ));
+    let reply = serde_json::to_value(&cache).unwrap();
+    let (result, _) = run_keeping_handle(cache, ctx.clone(), handle, move |mut h| async move {
+        expect_event(&mut h, "Normal", "CleanedUp").await;
+        expect(&mut h, "PATCH", CACHE, 200, Some(reply)).await;
+        h
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::await_change());
+    let rendered = ctx.metrics.render();
+    assert!(!rendered.contains(r#"slicecache="media""#), "{rendered}");
 }
 
 #[tokio::test]
@@ -1130,6 +1181,8 @@ async fn recommend_writes_the_decision_to_status_only() {
         assert_eq!(active["status"], "True");
         assert_eq!(active["reason"], "Recommending");
         assert_eq!(status["effective"]["concurrency"], 8);
+        // Recommend reads the hit ratio too.
+        assert_eq!(status["hitRatio"], "93.4%");
         let event = expect_event(&mut h, "Normal", "TuningRecommended").await;
         assert!(event.body["note"]
             .as_str()
@@ -1152,7 +1205,7 @@ async fn prometheus_down_holds_and_says_why() {
     let live = live_objects(&cache);
     let (ctx, handle) = context();
     let c = cache.clone();
-    let result = run(cache, ctx, handle, move |mut h| async move {
+    let result = run(cache, ctx.clone(), handle, move |mut h| async move {
         // Reads only: no ConfigMap write.
         expect_reads(&mut h, live).await;
         let call = expect_apply(&mut h, STATUS, Some(with_status(&c, &json!({})))).await;
@@ -1171,12 +1224,32 @@ async fn prometheus_down_holds_and_says_why() {
             "{decision}"
         );
         assert_eq!(status["effective"]["concurrency"], 8);
+        assert!(
+            status.get("hitRatio").is_none(),
+            "no hit ratio without Prometheus: {status}"
+        );
         let event = expect_event(&mut h, "Warning", "PrometheusUnreachable").await;
         assert!(event.body["note"].as_str().unwrap().contains("unreachable"));
         h
     })
     .await;
     assert_eq!(result.unwrap(), Action::requeue(TUNING_INTERVAL));
+    // Alertable: the reason, the hold, and no successful evaluation.
+    let rendered = ctx.metrics.render();
+    for line in [
+        r#"slicecache_operator_tuning_active{namespace="default",reason="PrometheusUnreachable",slicecache="media"} 1"#,
+        r#"slicecache_operator_tuning_holds_total{namespace="default",reason="PrometheusUnreachable",slicecache="media"} 1"#,
+    ] {
+        assert!(rendered.lines().any(|l| l == line), "no {line} in\n{rendered}");
+    }
+    assert!(
+        !rendered.contains("slicecache_operator_tuning_last_evaluation_timestamp_seconds{"),
+        "{rendered}"
+    );
+    assert!(
+        !rendered.contains("slicecache_operator_tuning_decisions_total{"),
+        "{rendered}"
+    );
 }
 
 /// The controller lists (then watches) SliceCaches, every kind it owns (by

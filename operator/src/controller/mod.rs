@@ -148,9 +148,9 @@ impl Context {
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
+            tuners: TunerRegistry::new(metrics.clone()),
             metrics,
             defaults,
-            tuners: TunerRegistry::new(),
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -312,6 +312,10 @@ async fn reconcile_apply(cache: &SliceCache, ctx: &Context) -> Result<Action, Er
         &status::now(),
     );
     status::write_if_changed(&ctx.client, cache, &new).await?;
+    if let Some(nodes) = &new.nodes {
+        ctx.metrics
+            .observe_agents(&owner.namespace, &owner.name, nodes.desired, nodes.ready);
+    }
     publish_apply_events(cache, ctx, &desired, &applied, &new).await;
     for event in tune::tuning_events(validated.tuning().mode(), cache.status.as_ref(), &new) {
         let type_ = if event.warning {
@@ -448,6 +452,8 @@ async fn reconcile_cleanup(cache: &SliceCache, ctx: &Context) -> Result<Action, 
     match &result {
         Ok(note) => {
             ctx.tuners.forget(&key_of(cache));
+            ctx.metrics
+                .forget_slicecache(&cache.namespace().unwrap_or_default(), &cache.name_any());
             ctx.publish(cache, EventType::Normal, "CleanedUp", "Cleanup", note.clone())
                 .await
         }

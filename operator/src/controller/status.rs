@@ -24,9 +24,10 @@
 //!
 //! `status.effective` is the slice size and concurrency rendered into the
 //! agents' ConfigMap (the tuner's in mode Auto); `status.tuning.lastDecision`
-//! is the tune step's record. `status.nodes`, `replicas`, `readyReplicas`
-//! and `selector` come from the live DaemonSet or Deployment
-//! ([`agent_counts`]); the last three serve the scale subresource.
+//! is the tune step's record, `status.hitRatio` the hit ratio its last
+//! evaluation read. `status.nodes`, `replicas`, `readyReplicas` and
+//! `selector` come from the live DaemonSet or Deployment ([`agent_counts`]);
+//! the last three serve the scale subresource.
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{
@@ -135,6 +136,7 @@ pub fn compute(
                 set(u);
             }
             set(tuning.condition.clone());
+            status.hit_ratio = tuning.hit_ratio.clone();
             if let Some(decision) = &tuning.last_decision {
                 status.tuning = Some(TuningStatus {
                     last_decision: Some(decision.clone()),

@@ -23,12 +23,24 @@
 //! so a steady SliceCache's status is not rewritten every interval. Events
 //! ([`tuning_events`]) follow from what the status write changed.
 //!
+//! `status.hitRatio` (the `Hit%` column) is the hit ratio the evaluation
+//! read, as a percentage with one decimal ([`hit_ratio_text`]); unset when
+//! it read none (no traffic, Prometheus unusable) and while no tuner runs
+//! (mode Off, no Prometheus URL), as a number from an old interval would
+//! mislead. Rounded so, it changes status at most once per interval.
+//!
+//! Each evaluation is also recorded in the operator's metrics
+//! ([`Metrics::observe_tuning`]): changes by knob and direction, holds by
+//! reason, the values, the `TuningActive` reason and the time of the last
+//! evaluation that could read the agents' metrics. Reconciles in between
+//! record nothing; mode Off and a missing URL set only the reason.
+//!
 //! Everything but the registry and the queries is a pure function here.
 
 use std::{
     collections::HashMap,
-    sync::{Mutex, PoisonError},
-    time::{Duration, Instant},
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant, SystemTime},
 };
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
@@ -41,9 +53,12 @@ use slicecache_api::{
 };
 
 use super::{build::Owner, status::ConditionUpdate};
-use crate::tuner::{
-    self, prometheus::DEFAULT_QUERY_TIMEOUT, Bounds, HoldReason, LawConfig, PrometheusClient, Queries, Selector,
-    Tunables, Tuner, TuningDecision,
+use crate::{
+    metrics::{Metrics, TuningEvaluation},
+    tuner::{
+        self, prometheus::DEFAULT_QUERY_TIMEOUT, Bounds, HoldReason, LawConfig, PrometheusClient, Queries, Selector,
+        Tunables, Tuner, TuningDecision,
+    },
 };
 
 /// `TuningActive` reason while mode Auto has usable signals.
@@ -75,6 +90,9 @@ pub struct TuningReport {
     pub last_decision: Option<TuningDecisionStatus>,
     /// Time until the next evaluation; `None` when the tuner does not run.
     pub next_in: Option<Duration>,
+    /// `status.hitRatio`: the hit ratio the last evaluation read, e.g.
+    /// `93.4%`; `None` unsets it.
+    pub hit_ratio: Option<String>,
 }
 
 impl TuningReport {
@@ -90,6 +108,7 @@ impl TuningReport {
             ),
             last_decision: None,
             next_in: None,
+            hit_ratio: None,
         }
     }
 
@@ -246,6 +265,30 @@ pub fn tuning_condition(
     }
 }
 
+/// `status.hitRatio` for a hit ratio between 0 and 1: a percentage with one
+/// decimal, `0.934` -> `93.4%`.
+pub fn hit_ratio_text(ratio: f64) -> String {
+    format!("{:.1}%", ratio.clamp(0.0, 1.0) * 100.0)
+}
+
+/// What an evaluation that decided `decision` and reports `TuningActive`
+/// with `reason` records in the metrics.
+pub fn evaluation_metrics(
+    decision: &TuningDecision,
+    reason: &str,
+    interval: Duration,
+    at: SystemTime,
+) -> TuningEvaluation {
+    TuningEvaluation {
+        reason: reason.to_string(),
+        change: Some((decision.from, decision.to)),
+        held_because: decision.held_because,
+        saw_signals: decision.held_because.is_none_or(|h| !h.is_blind()),
+        interval,
+        at,
+    }
+}
+
 /// An Event the tune step's outcome calls for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TuningEvent {
@@ -356,10 +399,11 @@ impl Slot {
     }
 }
 
-/// The tuners of every SliceCache this operator reconciles.
-#[derive(Default)]
+/// The tuners of every SliceCache this operator reconciles, and the
+/// operator metrics they report to.
 pub struct TunerRegistry {
     slots: Mutex<HashMap<String, Slot>>,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for TunerRegistry {
@@ -370,13 +414,20 @@ impl std::fmt::Debug for TunerRegistry {
 }
 
 impl TunerRegistry {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            slots: Mutex::new(HashMap::new()),
+            metrics,
+        }
     }
 
-    /// Drops the tuner of `key` (`namespace/name`): the SliceCache is gone.
+    /// Drops the tuner of `key` (`namespace/name`) and its metrics: the
+    /// SliceCache is gone or its tuner stopped.
     pub fn forget(&self, key: &str) {
         self.slots.lock().unwrap_or_else(PoisonError::into_inner).remove(key);
+        if let Some((namespace, name)) = key.split_once('/') {
+            self.metrics.forget_tuning(namespace, name);
+        }
     }
 
     /// The tune step for the SliceCache `owner`; `status` is its current
@@ -392,10 +443,12 @@ impl TunerRegistry {
         let tuning = validated.tuning();
         if tuning.mode() == TuningMode::Off {
             self.forget(&key);
+            self.metrics.set_tuning_reason(namespace, name, REASON_OFF);
             return TuningReport::off();
         }
         let Some(url) = tuning.prometheus_url().map(|u| u.to_string()) else {
             self.forget(&key);
+            self.metrics.set_tuning_reason(namespace, name, REASON_NO_PROMETHEUS);
             return TuningReport::not_running(
                 REASON_NO_PROMETHEUS,
                 format!(
@@ -428,7 +481,8 @@ impl TunerRegistry {
                 }
             }
             _ => {
-                let report = evaluate(&mut slot, (namespace, name), tuning, &url, status, now).await;
+                let (report, recorded) = evaluate(&mut slot, (namespace, name), tuning, &url, status, now).await;
+                self.metrics.observe_tuning(namespace, name, &recorded);
                 slot.evaluated_at = Some(now);
                 slot.report = Some(report.clone());
                 report
@@ -453,7 +507,8 @@ fn now_in_seconds() -> Time {
     Time(Timestamp::from_second(now.as_second()).unwrap_or(now))
 }
 
-/// One evaluation: query, step the law, and report.
+/// One evaluation: query, step the law, and report; and what it records
+/// in the metrics.
 async fn evaluate(
     slot: &mut Slot,
     (namespace, name): (&str, &str),
@@ -461,7 +516,7 @@ async fn evaluate(
     url: &str,
     status: Option<&SliceCacheStatus>,
     now: Instant,
-) -> TuningReport {
+) -> (TuningReport, TuningEvaluation) {
     let client = match &slot.client {
         Some((u, c)) if u == url => c.clone(),
         _ => match PrometheusClient::new(url, DEFAULT_QUERY_TIMEOUT) {
@@ -470,10 +525,20 @@ async fn evaluate(
                 c
             }
             Err(e) => {
-                return TuningReport {
+                let hold = HoldReason::PrometheusError;
+                let report = TuningReport {
                     next_in: Some(tuning.interval()),
-                    ..TuningReport::not_running(HoldReason::PrometheusError.as_str(), e.to_string())
-                }
+                    ..TuningReport::not_running(hold.as_str(), e.to_string())
+                };
+                let recorded = TuningEvaluation {
+                    reason: hold.as_str().to_string(),
+                    change: None,
+                    held_because: Some(hold),
+                    saw_signals: false,
+                    interval: tuning.interval(),
+                    at: SystemTime::now(),
+                };
+                return (report, recorded);
             }
         },
     };
@@ -482,6 +547,12 @@ async fn evaluate(
         tuner::window_for(tuning.interval()),
     );
     let evaluation = tuner::evaluate(&client, &queries, &mut slot.tuner, now, Some(slot.in_force)).await;
+    let hit_ratio = evaluation
+        .signals
+        .as_ref()
+        .ok()
+        .and_then(|s| s.hit_ratio)
+        .map(hit_ratio_text);
     let decision = evaluation.decision;
     if decision.changed() {
         tracing::info!(slicecache = %format!("{namespace}/{name}"), mode = ?tuning.mode(), "tuner: {decision}");
@@ -496,12 +567,16 @@ async fn evaluate(
         .and_then(|t| t.last_decision.as_ref());
     let record = last_decision(&decision, slot.last_key, recorded, now_in_seconds());
     slot.last_key = Some(DecisionKey::of(&decision));
-    TuningReport {
+    let condition = tuning_condition(tuning, client.base_url(), slot.tuner.config(), &decision);
+    let recorded = evaluation_metrics(&decision, &condition.reason, tuning.interval(), SystemTime::now());
+    let report = TuningReport {
         in_force: None,
-        condition: tuning_condition(tuning, client.base_url(), slot.tuner.config(), &decision),
+        condition,
         last_decision: Some(record),
         next_in: Some(tuning.interval()),
-    }
+        hit_ratio,
+    };
+    (report, recorded)
 }
 
 #[cfg(test)]
@@ -716,6 +791,107 @@ mod tests {
 
         assert_eq!(TuningReport::off().condition.reason, REASON_OFF);
         assert!(!TuningReport::off().condition.holds);
+    }
+
+    #[test]
+    fn hit_ratio_is_a_percentage_with_one_decimal() {
+        assert_eq!(hit_ratio_text(0.934), "93.4%");
+        assert_eq!(hit_ratio_text(0.93449), "93.4%");
+        assert_eq!(hit_ratio_text(0.0), "0.0%");
+        assert_eq!(hit_ratio_text(1.0), "100.0%");
+        // Rate arithmetic can stray past the ends by a rounding error.
+        assert_eq!(hit_ratio_text(1.000_001), "100.0%");
+        assert_eq!(hit_ratio_text(-0.000_001), "0.0%");
+    }
+
+    #[test]
+    fn evaluations_record_changes_holds_and_whether_signals_were_seen() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let interval = Duration::from_secs(30);
+        let change = decision(t(MI, 8), t(MI, 4), None, "origin 429/503 at 20.00%: concurrency 8 -> 4");
+        let e = evaluation_metrics(&change, REASON_TUNING, interval, at);
+        assert_eq!(e.change, Some((t(MI, 8), t(MI, 4))));
+        assert_eq!((e.held_because, e.saw_signals), (None, true));
+        assert_eq!((e.reason.as_str(), e.interval, e.at), (REASON_TUNING, interval, at));
+        // Holds with signals are successful evaluations; blind ones are not.
+        for (hold, saw) in [
+            (HoldReason::Steady, true),
+            (HoldReason::Cooldown, true),
+            (HoldReason::Idle, true),
+            (HoldReason::NoData, false),
+            (HoldReason::PrometheusUnreachable, false),
+        ] {
+            let e = evaluation_metrics(
+                &decision(t(MI, 8), t(MI, 8), Some(hold), "holding"),
+                hold.as_str(),
+                interval,
+                at,
+            );
+            assert_eq!((e.held_because, e.saw_signals), (Some(hold), saw), "{hold}");
+            assert_eq!(e.change, Some((t(MI, 8), t(MI, 8))));
+        }
+    }
+
+    fn owner() -> Owner {
+        Owner {
+            name: "media".into(),
+            namespace: "shop".into(),
+            uid: Some("uid-1".into()),
+            generation: 1,
+        }
+    }
+
+    fn tuning_series(metrics: &Metrics) -> Vec<String> {
+        metrics
+            .render()
+            .lines()
+            .filter(|l| l.starts_with("slicecache_operator_tuning_"))
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_tune_step_reports_to_the_metrics() {
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let registry = TunerRegistry::new(metrics.clone());
+        // A port nothing listens on: Prometheus is down.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let down = validated(&format!(
+            "  mode: Auto\n  prometheus:\n    url: http://127.0.0.1:{port}\n  interval: 30s\n"
+        ));
+        let report = registry.tune(&owner(), &down, None).await;
+        assert_eq!(report.condition.reason, "PrometheusUnreachable");
+        assert_eq!(report.hit_ratio, None);
+        let series = tuning_series(&metrics);
+        for line in [
+            r#"slicecache_operator_tuning_active{namespace="shop",reason="PrometheusUnreachable",slicecache="media"} 1"#,
+            r#"slicecache_operator_tuning_holds_total{namespace="shop",reason="PrometheusUnreachable",slicecache="media"} 1"#,
+            r#"slicecache_operator_tuning_value{knob="concurrency",namespace="shop",slicecache="media"} 8"#,
+            r#"slicecache_operator_tuning_value{knob="sliceSize",namespace="shop",slicecache="media"} 1048576"#,
+            r#"slicecache_operator_tuning_interval_seconds{namespace="shop",slicecache="media"} 30"#,
+        ] {
+            assert!(series.iter().any(|l| l == line), "no {line} in {series:#?}");
+        }
+        // Blind: no successful evaluation to report.
+        assert!(!series.iter().any(|l| l.contains("last_evaluation")), "{series:#?}");
+        // A reconcile before the interval is up records nothing.
+        registry.tune(&owner(), &down, None).await;
+        assert_eq!(tuning_series(&metrics), series);
+
+        // Mode Off: the tuner's series go; only the reason is left.
+        let report = registry.tune(&owner(), &validated("  mode: Off\n"), None).await;
+        assert_eq!(report, TuningReport::off());
+        assert_eq!(
+            tuning_series(&metrics),
+            [r#"slicecache_operator_tuning_active{namespace="shop",reason="TuningOff",slicecache="media"} 1"#]
+        );
+        // Deleted: nothing.
+        registry.forget("shop/media");
+        assert!(tuning_series(&metrics).is_empty(), "{:#?}", tuning_series(&metrics));
     }
 
     fn status_with(decision: Option<TuningDecisionStatus>, active: Option<(bool, &str)>) -> SliceCacheStatus {
