@@ -737,10 +737,16 @@ cat <<'EOF'
   the agent: 0.28-0.32 CPU s per GiB at 64 range connections against nginx's
   0.13-0.15, and p99 at 64 range connections 1.6-3.2x nginx's in every run
   (the machine's two cores are shared with wrk, so the cache that spends
-  less CPU leaves more for the client). With `sendfile` both spend 0.1-0.2 s
-  per GiB and throughput and p99 land within run-to-run noise of each other.
+  less CPU leaves more for the client). With `sendfile`, the full run at
+  d8ca993 put the agent at 0.97-1.08x nginx's throughput and 0.78-1.12x its
+  p99, with 0.10-0.19 CPU s per GiB against 0.09-0.22; compare this run's
+  table before reading anything into one cell. The agent still looks up
+  its memfd's pages one 4 KiB page at a time (perf: about a fifth of its
+  CPU on hits is `filemap_get_entry`); nginx's ext4 page cache uses large
+  folios. Large shmem folios would remove that cost but are refused on
+  purpose (docs/agent.md: a partial hole punch would zero bytes in flight).
 - At 64 and 512 connections both caches reach the loopback ceiling of this
-  machine (~3 GB/s, see the machine line): wrk (two threads receiving every
+  machine (2.4-3 GB/s across runs, see the machine line): wrk (two threads receiving every
   byte) and the kernel's loopback path are the bottleneck, so throughput
   converges and the tail mostly reflects which connections get served
   first. p99 at 512 connections moved by 2x between runs of the same
