@@ -39,30 +39,20 @@ use std::{
 
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
-use slicecache_agent::demo::{
-    client::HttpClient,
-    origin::{pattern, DemoOrigin, OriginObject},
-};
+use slicecache_agent::demo::{client::HttpClient, origin::DemoOrigin};
 use slicecache_api::units::ByteSize;
-use slicecache_e2e::{poll, Agent, Counters, Prometheus};
+use slicecache_e2e::{
+    poll,
+    tuning::{law, mib_s, put_objects, show, size, BIG_OBJECTS, INTERVAL, KI, MI, RANGE_OBJECTS},
+    Agent, Counters, Prometheus,
+};
 use slicecache_operator::tuner::{
-    self, signals, Bounds, HoldReason, LawConfig, PrometheusClient, Queries, Selector, Tunables, Tuner,
+    self, signals, Bounds, HoldReason, PrometheusClient, Queries, Selector, Tunables, Tuner,
 };
 
 const JOB: &str = "slicecache-sweep";
-/// The tuning interval and rate window, as in `tests/tuning.rs`.
-const INTERVAL: Duration = Duration::from_secs(3);
-const KI: u64 = 1 << 10;
-const MI: u64 = 1 << 20;
 /// Memory tier of each agent: far below every working set here.
 const MEMORY: ByteSize = ByteSize::mib(64);
-
-/// Random reads: 256 objects of 64 MiB (16 GiB to read from).
-const RANGE_OBJECTS: usize = 256;
-const RANGE_OBJECT_SIZE: usize = 64 << 20;
-/// Whole downloads: 16 MiB objects, each one nobody read before.
-const BIG_OBJECTS: usize = 4000;
-const BIG_OBJECT_SIZE: usize = 16 << 20;
 
 /// One workload shape, its grid, and where the tuner starts.
 #[derive(Clone, Debug)]
@@ -516,38 +506,12 @@ impl Bench {
     }
 }
 
-/// The operator's law defaults, paced like `tests/tuning.rs`: confirmation
-/// over two intervals, a cooldown of one.
-fn law() -> LawConfig {
-    LawConfig {
-        required_intervals: 2,
-        cooldown: INTERVAL,
-        ..LawConfig::default()
-    }
-}
-
 fn env_secs(name: &str, default: u64) -> Duration {
     Duration::from_secs(std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default))
 }
 
-fn mib_s(bytes_per_second: f64) -> String {
-    format!("{:.1} MiB/s", bytes_per_second / MI as f64)
-}
-
 fn amp(a: Option<f64>) -> String {
     a.map_or_else(|| "n/a".into(), |a| format!("{a:.2}"))
-}
-
-fn size(s: u64) -> String {
-    if s >= MI {
-        format!("{}Mi", s / MI)
-    } else {
-        format!("{}Ki", s / KI)
-    }
-}
-
-fn show(t: Tunables) -> String {
-    format!("{}/c{}", size(t.slice_size), t.concurrency)
 }
 
 /// Every measurement of one setting.
@@ -759,20 +723,7 @@ async fn main() {
 
     let dir = tempfile::tempdir().expect("a temporary directory");
     let origin = DemoOrigin::start().await.expect("starting the demo origin");
-    let range_body = pattern(RANGE_OBJECT_SIZE, 11);
-    for i in 0..RANGE_OBJECTS {
-        origin.state.put(
-            &format!("/r/{i}"),
-            OriginObject::new(range_body.clone(), &format!("r{i}")),
-        );
-    }
-    let big_body = pattern(BIG_OBJECT_SIZE, 12);
-    for i in 0..BIG_OBJECTS {
-        origin.state.put(
-            &format!("/big/{i}"),
-            OriginObject::new(big_body.clone(), &format!("b{i}")),
-        );
-    }
+    let (range_body, big_body) = put_objects(&origin);
     let mut agents = Vec::new();
     for name in ["agent-a", "agent-b"] {
         agents.push(Agent::start(dir.path(), name, &origin.url(), MEMORY, shapes[0].start).await);

@@ -22,6 +22,8 @@ use slicecache_api::{
 };
 use slicecache_operator::tuner::{PrometheusClient, Tunables};
 
+pub mod tuning;
+
 /// A free loopback address (bound, then released for a child to take).
 pub fn free_addr() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")

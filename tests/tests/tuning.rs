@@ -36,28 +36,23 @@ use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use slicecache_agent::demo::{
     client::{ClientResponse, HttpClient},
-    origin::{pattern, DemoOrigin, OriginObject},
+    origin::DemoOrigin,
 };
 use slicecache_api::units::ByteSize;
-use slicecache_e2e::{poll, Agent, Counters, Delta, Prometheus};
+use slicecache_e2e::{
+    poll,
+    tuning::{law, mib_s, put_objects, show, size, BIG_OBJECTS, INTERVAL, KI, MI, RANGE_OBJECTS},
+    Agent, Counters, Delta, Prometheus,
+};
 use slicecache_operator::tuner::{
-    self, signals, Bounds, LawConfig, PrometheusClient, Queries, Selector, Signals, Tunables, Tuner, TuningDecision,
+    self, signals, Bounds, PrometheusClient, Queries, Selector, Signals, Tunables, Tuner, TuningDecision,
 };
 
 const JOB: &str = "slicecache-e2e";
-/// The tuning interval, and the rate window of every query.
-const INTERVAL: Duration = Duration::from_secs(3);
-const KI: u64 = 1 << 10;
-const MI: u64 = 1 << 20;
 
-// Scenario 1: random 16-64 KiB reads over 256 objects of 64 MiB (16 GiB to
-// read from, against 64 MiB of memory cache per agent: nearly every read
-// misses).
-const RANGE_OBJECTS: usize = 256;
-const RANGE_OBJECT_SIZE: usize = 64 << 20;
-// Scenario 2: whole downloads of 16 MiB objects, each a new one (a miss).
-const BIG_OBJECTS: usize = 4000;
-const BIG_OBJECT_SIZE: usize = 16 << 20;
+// Scenario 1 reads 16-64 KiB at random from the range objects of
+// `put_objects` (against 64 MiB of memory cache per agent: nearly every read
+// misses); scenarios 2 and 3 download its 16 MiB objects, each a new one.
 const ORIGIN_LATENCY_MS: u64 = 20;
 /// Download clients per agent in scenarios 2 and 3.
 const DOWNLOADERS_PER_AGENT: u32 = 2;
@@ -290,30 +285,6 @@ impl AutoLoop {
     }
 }
 
-fn law() -> LawConfig {
-    LawConfig {
-        required_intervals: 2,
-        cooldown: INTERVAL,
-        ..LawConfig::default()
-    }
-}
-
-fn mib_s(bytes_per_second: f64) -> String {
-    format!("{:.1} MiB/s", bytes_per_second / MI as f64)
-}
-
-fn size(s: u64) -> String {
-    if s >= MI {
-        format!("{}Mi", s / MI)
-    } else {
-        format!("{}Ki", s / KI)
-    }
-}
-
-fn show(t: Tunables) -> String {
-    format!("{}/c{}", size(t.slice_size), t.concurrency)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tuner_steers_two_real_agents_through_a_real_prometheus() {
     let started = Instant::now();
@@ -322,20 +293,7 @@ async fn tuner_steers_two_real_agents_through_a_real_prometheus() {
     // The origin: one 64 MiB body behind many paths for random reads, one
     // 16 MiB body behind many paths for downloads (shared bytes).
     let origin = DemoOrigin::start().await.unwrap();
-    let range_body = pattern(RANGE_OBJECT_SIZE, 11);
-    for i in 0..RANGE_OBJECTS {
-        origin.state.put(
-            &format!("/r/{i}"),
-            OriginObject::new(range_body.clone(), &format!("r{i}")),
-        );
-    }
-    let big_body = pattern(BIG_OBJECT_SIZE, 12);
-    for i in 0..BIG_OBJECTS {
-        origin.state.put(
-            &format!("/big/{i}"),
-            OriginObject::new(big_body.clone(), &format!("b{i}")),
-        );
-    }
+    let (range_body, big_body) = put_objects(&origin);
 
     // Scenario 1 starts from slices far too large for the reads.
     let start1 = Tunables {
