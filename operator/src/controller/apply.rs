@@ -167,29 +167,23 @@ pub async fn apply(
     let names = &desired.names;
     let (workload, rollout_from) = match &desired.workload {
         AgentWorkload::DaemonSet(ds) => {
-            let api: Api<DaemonSet> = Api::namespaced(client.clone(), namespace);
-            let live = read(&api, &names.daemon_set).await?;
-            let from = changed_template(
-                live.as_ref().and_then(|l| l.spec.as_ref()).map(|s| &s.template),
-                desired,
-            );
-            let (applied, c) = apply_with(&api, live, owner_uid, ds).await?;
+            let (applied, from, c, removed) =
+                apply_workload::<_, Deployment>(client, namespace, owner_uid, desired, ds, &names.deployment, |ds| {
+                    ds.spec.as_ref().map(|s| &s.template)
+                })
+                .await?;
             record("DaemonSet", &names.daemon_set, c);
-            let c = delete_if_owned::<Deployment>(client, namespace, owner_uid, &names.deployment).await?;
-            record("Deployment", &names.deployment, c);
+            record("Deployment", &names.deployment, removed);
             (AgentWorkload::DaemonSet(applied), from)
         }
         AgentWorkload::Deployment(deploy) => {
-            let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-            let live = read(&api, &names.deployment).await?;
-            let from = changed_template(
-                live.as_ref().and_then(|l| l.spec.as_ref()).map(|s| &s.template),
-                desired,
-            );
-            let (applied, c) = apply_with(&api, live, owner_uid, deploy).await?;
+            let (applied, from, c, removed) =
+                apply_workload::<_, DaemonSet>(client, namespace, owner_uid, desired, deploy, &names.daemon_set, |d| {
+                    d.spec.as_ref().map(|s| &s.template)
+                })
+                .await?;
             record("Deployment", &names.deployment, c);
-            let c = delete_if_owned::<DaemonSet>(client, namespace, owner_uid, &names.daemon_set).await?;
-            record("DaemonSet", &names.daemon_set, c);
+            record("DaemonSet", &names.daemon_set, removed);
             (AgentWorkload::Deployment(applied), from)
         }
     };
@@ -203,6 +197,40 @@ pub async fn apply(
 }
 
 /// The live pod template's hash, when it differs from the desired one.
+/// Applies the agents' workload `object` (kind `K`), then deletes the
+/// workload of the other kind named `other` if this SliceCache left one
+/// from a switch. Returns the applied object, the live pod template hash
+/// when the template changes (a rollout starts), and both changes.
+async fn apply_workload<K, Other>(
+    client: &Client,
+    namespace: &str,
+    owner_uid: &str,
+    desired: &DesiredState,
+    object: &K,
+    other: &str,
+    template: fn(&K) -> Option<&PodTemplateSpec>,
+) -> Result<(K, Option<String>, Change, Change), ApplyError>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + k8s_openapi::Resource
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+    Other: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + k8s_openapi::Resource
+        + Clone
+        + Debug
+        + DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let live = read(&api, &object.name_any()).await?;
+    let from = changed_template(live.as_ref().and_then(template), desired);
+    let (applied, change) = apply_with(&api, live, owner_uid, object).await?;
+    let removed = delete_if_owned::<Other>(client, namespace, owner_uid, other).await?;
+    Ok((applied, from, change, removed))
+}
+
 fn changed_template(live: Option<&PodTemplateSpec>, desired: &DesiredState) -> Option<String> {
     live.and_then(template_hash)
         .filter(|h| *h != desired.pod_template_hash)
