@@ -35,6 +35,7 @@ pub struct Metrics {
     pub origin_ttfb: Histogram,
     pub slice_fetch_duration: Histogram,
     pub queue_wait: Histogram,
+    pub lookahead_waits: IntCounter,
     pub subrequests_in_flight: IntGauge,
     pub memory_used: IntGauge,
     pub memory_capacity: IntGauge,
@@ -124,6 +125,10 @@ impl Metrics {
             queue_wait: histogram(
                 "slicecache_subrequest_queue_wait_seconds",
                 "Time a slice fetch waited for an origin subrequest slot.",
+            )?,
+            lookahead_waits: counter(
+                "slicecache_lookahead_waits_total",
+                "Slices not in memory whose lookup waited for a look-ahead slot: their request spanned more slices than concurrency fetches at once.",
             )?,
             subrequests_in_flight: gauge(
                 "slicecache_origin_subrequests_in_flight",

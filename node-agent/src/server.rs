@@ -406,14 +406,21 @@ impl Agent {
         let lookahead = if meta.accepts_ranges { tunables.concurrency } else { 1 };
         let mut plan = SlicePlan::new(range, meta.size, slice_size);
         let mut pending: VecDeque<(Slice, SliceSource)> = VecDeque::new();
+        // Slices looked up after the first window waited for a slot; the
+        // tuner grows concurrency when many that were not in memory did.
+        let mut first_window = true;
         loop {
             while pending.len() < lookahead {
                 let Some(slice) = plan.next() else { break };
                 let source = self
                     .source_for(object, path, meta, slice, slice_size, tunables, learned)
                     .await;
+                if !first_window && !matches!(source, SliceSource::Cached(_)) {
+                    self.metrics.lookahead_waits.inc();
+                }
                 pending.push_back((slice, source));
             }
+            first_window = false;
             let Some((slice, source)) = pending.pop_front() else {
                 return Ok(());
             };

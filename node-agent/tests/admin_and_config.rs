@@ -363,6 +363,17 @@ async fn metrics_are_promtool_clean_and_move() {
     assert!(v(&m2, "slicecache_memory_used_bytes", &[]) >= len as f64);
     assert_eq!(v(&m2, "slicecache_memory_capacity_bytes", &[]), (64u64 << 20) as f64);
 
+    // Look-ahead: the first 4 slices of a request (concurrency 4) are
+    // looked up at once. Nothing above waited for a slot (memory hits never
+    // count); of a cold 7-slice object the last 3 did.
+    assert_eq!(v(&m2, "slicecache_lookahead_waits_total", &[]), 0.0);
+    let long = pattern(7 * S as usize, 82);
+    origin.state.put("/long.bin", OriginObject::new(long.clone(), "l"));
+    let resp = c.get("/long.bin", &[]).await.unwrap();
+    assert_bytes(&resp.body, &long, "cold, 7 slices");
+    let m3 = agent.metrics().await;
+    assert_eq!(v(&m3, "slicecache_lookahead_waits_total", &[]), 3.0, "{m3}");
+
     // promtool's linter over the live exposition.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("metrics.txt");
