@@ -6,7 +6,7 @@
 //! as normal, and a concurrency ceiling learned from origin pressure.
 //!
 //! **Concurrency** (subrequests per client request) moves
-//! additive-increase / multiplicative-decrease:
+//! additive-increase / multiplicative-decrease, after a slow start:
 //! - origin 429/503 above `throttle_max` of subrequests: halve at once,
 //!   ignoring hysteresis and cooldown (the origin is asking us to stop);
 //! - origin errors (5xx, connect, timeout, io, protocol) above `error_max`:
@@ -14,29 +14,49 @@
 //! - origin TTFB p90 above `ttfb_rise` times its normal level, or queue wait
 //!   for the agent's origin connections above `queue_wait_max`: minus one.
 //!   These are delay signals, early warnings rather than losses, so they
-//!   step back gently instead of halving (as delay-based TCP variants do);
-//! - otherwise, with origin traffic to learn from: plus one.
+//!   step back gently instead of halving (as delay-based TCP variants do),
+//!   except during slow start, where they halve: the last doubling overshot;
+//! - otherwise, when more than `lookahead_wait_min` of the slices fetched
+//!   waited for a look-ahead slot (requests span more slices than
+//!   concurrency fetches at once, so more would help) and the origin is
+//!   healthy: double until the first decrease (slow start, as in TCP), plus
+//!   one afterwards. Without such waits more concurrency buys nothing, so
+//!   it holds.
+//!
+//! The normal TTFB is learned anew after each slice size change: a larger
+//! slice may take longer to its first byte.
 //!
 //! Every decrease remembers a ceiling just below the level that caused it;
 //! increases stop there until `reprobe_after` has passed. Without it AIMD
 //! saws between the knee and half of it forever.
 //!
-//! **Slice size** moves by powers of two between two costs:
+//! **Slice size** moves by powers of two between two costs, as far in one
+//! step as a simple model of each cost says:
 //! - amplification (origin bytes per client byte on misses) above
-//!   `amplification_max`: slices are large for the ranges clients read;
-//!   halve;
+//!   `amplification_max`: slices are large for the ranges clients read.
+//!   A read of `L` bytes at a random offset fetches about `S + L`, so
+//!   amplification minus one grows in proportion to `S`; the slice shrinks
+//!   to the largest power of two predicted to bring it within the bound
+//!   (at least one halving);
 //! - share of fetch time spent before the first byte above `ttfb_share_max`,
-//!   and amplification low enough that doubling keeps it under
-//!   `amplification_max` with a margin: per-subrequest overhead dominates;
-//!   double.
+//!   requests spanning more than one slice (else larger slices save no
+//!   subrequest), and amplification low enough that doubling keeps it under
+//!   `amplification_max` with a margin: per-subrequest overhead dominates.
+//!   A fetch takes `TTFB + S / bandwidth`, so the share at `2^k S` is
+//!   `s / (s + 2^k (1 - s))`; the slice grows by the fewest doublings
+//!   predicted to bring it under the bound, but no more than `MAX_UP_STEPS`,
+//!   no larger than makes a request one slice, and with predicted
+//!   amplification at most half of `amplification_max`.
 //!
 //! The dead band between the two (doubling needs amplification at most
 //! `amplification_max / 2.5`) keeps slice size from flipping.
 //!
 //! **Hysteresis**: a change must be wanted in `required_intervals`
-//! consecutive steps, at least `cooldown` after the previous change, and at
-//! most one knob moves one step per interval, so each change is measured
-//! before the next. A missing signal holds the knob that needs it.
+//! consecutive steps (one, when the model puts the slice size two or more
+//! powers of two away: a signal that far out of its band is no noise), at
+//! least `cooldown` after the previous change, and at most one knob moves
+//! per interval, so each change is measured before the next. A missing
+//! signal holds the knob that needs it.
 
 use std::time::{Duration, Instant};
 
@@ -110,6 +130,9 @@ pub struct LawConfig {
     pub amplification_max: f64,
     /// TTFB share of fetch time above this doubles the slice size.
     pub ttfb_share_max: f64,
+    /// Share of fetched slices that waited for a look-ahead slot above which
+    /// concurrency grows.
+    pub lookahead_wait_min: f64,
     /// Fewer origin subrequests per second than this: nothing to learn from.
     pub min_request_rate: f64,
     /// How long a concurrency ceiling learned from pressure lasts.
@@ -127,6 +150,7 @@ impl Default for LawConfig {
             queue_wait_max: Duration::from_millis(250),
             amplification_max: 3.0,
             ttfb_share_max: 0.5,
+            lookahead_wait_min: 0.1,
             min_request_rate: 0.05,
             reprobe_after: Duration::from_secs(3600),
         }
@@ -135,6 +159,10 @@ impl Default for LawConfig {
 
 /// Doubling needs amplification at most `amplification_max / DOUBLE_MARGIN`.
 const DOUBLE_MARGIN: f64 = 2.5;
+/// Most doublings of the slice size in one step.
+const MAX_UP_STEPS: u32 = 4;
+/// Slice size grows only while requests span more slices than this.
+const MIN_SPAN_TO_GROW: f64 = 1.2;
 /// How fast the normal TTFB follows a higher one, per interval.
 const BASELINE_RISE: f64 = 0.05;
 
@@ -150,6 +178,8 @@ struct Want<T> {
     dir: Dir,
     to: T,
     why: String,
+    /// Far outside the band: one interval confirms it.
+    strong: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -181,6 +211,8 @@ pub struct Tuner {
     /// Lowest origin TTFB p90 seen, and the concurrency it was seen at.
     ttfb_baseline: Option<(f64, u32)>,
     ceiling: Option<(u32, Instant)>,
+    /// Concurrency doubles until the first decrease.
+    slow_start: bool,
 }
 
 impl Tuner {
@@ -193,6 +225,7 @@ impl Tuner {
             last_change: None,
             ttfb_baseline: None,
             ceiling: None,
+            slow_start: true,
         }
     }
 
@@ -263,6 +296,7 @@ impl Tuner {
             if active && current.concurrency > self.bounds.min_concurrency {
                 let to = (current.concurrency / 2).max(self.bounds.min_concurrency);
                 self.ceiling = Some((current.concurrency - 1, now));
+                self.slow_start = false;
                 self.changed(now);
                 return TuningDecision {
                     from: current,
@@ -316,14 +350,16 @@ impl Tuner {
             want_concurrency
                 .as_ref()
                 .filter(|w| w.dir == Dir::Down)
-                .map(|w| (Knob::Concurrency, w.why.clone(), c_count)),
-            want_slice.as_ref().map(|w| (Knob::Slice, w.why.clone(), s_count)),
+                .map(|w| (Knob::Concurrency, w.why.clone(), w.strong, c_count)),
+            want_slice
+                .as_ref()
+                .map(|w| (Knob::Slice, w.why.clone(), w.strong, s_count)),
             want_concurrency
                 .as_ref()
                 .filter(|w| w.dir == Dir::Up)
-                .map(|w| (Knob::Concurrency, w.why.clone(), c_count)),
+                .map(|w| (Knob::Concurrency, w.why.clone(), w.strong, c_count)),
         ];
-        let Some((knob, why, count)) = candidates.into_iter().flatten().next() else {
+        let Some((knob, why, strong, count)) = candidates.into_iter().flatten().next() else {
             return hold_decision(
                 current,
                 HoldReason::Steady,
@@ -331,11 +367,12 @@ impl Tuner {
                 metrics,
             );
         };
-        if count < self.config.required_intervals {
+        let required = if strong { 1 } else { self.config.required_intervals };
+        if count < required {
             return hold_decision(
                 current,
                 HoldReason::Settling,
-                format!("{why} (wanted {count} of {} intervals)", self.config.required_intervals),
+                format!("{why} (wanted {count} of {required} intervals)"),
                 metrics,
             );
         }
@@ -359,16 +396,22 @@ impl Tuner {
                 let w = want_concurrency.as_ref().map_or(current.concurrency, |w| w.to);
                 if w < current.concurrency {
                     self.ceiling = Some((w.max(self.bounds.min_concurrency), now));
+                    self.slow_start = false;
                 }
                 Tunables {
                     concurrency: w,
                     ..current
                 }
             }
-            Knob::Slice => Tunables {
-                slice_size: want_slice.as_ref().map_or(current.slice_size, |w| w.to),
-                ..current
-            },
+            Knob::Slice => {
+                // A slice's first byte may take longer when the slice is
+                // larger: the normal TTFB is learned anew at the new size.
+                self.ttfb_baseline = None;
+                Tunables {
+                    slice_size: want_slice.as_ref().map_or(current.slice_size, |w| w.to),
+                    ..current
+                }
+            }
         };
         self.changed(now);
         TuningDecision {
@@ -383,58 +426,65 @@ impl Tuner {
     fn want_concurrency(&self, c: u32, s: &Signals) -> Option<Want<u32>> {
         let cfg = &self.config;
         let min = self.bounds.min_concurrency;
-        let down = |to: u32, why: String| {
+        let down = |to: u32, why: &str| {
+            let to = to.max(min);
             (c > min).then(|| Want {
                 dir: Dir::Down,
-                to: to.max(min),
-                why,
+                to,
+                why: format!("{why}: concurrency {c} -> {to}"),
+                strong: false,
             })
         };
         if let Some(err) = s.error_ratio.filter(|r| *r > cfg.error_max) {
-            return down(
-                c / 2,
-                format!(
-                    "origin errors at {:.2}%: concurrency {c} -> {}",
-                    err * 100.0,
-                    (c / 2).max(min)
-                ),
-            );
+            return down(c / 2, &format!("origin errors at {:.2}%", err * 100.0));
         }
+        // A delay signal steps back by one; in slow start the last doubling
+        // overshot, so it halves.
+        let gentle = if self.slow_start { c / 2 } else { c - 1 };
         if let (Some(ttfb), Some((base, _))) = (s.origin_ttfb_p90, self.ttfb_baseline) {
             if ttfb > base * cfg.ttfb_rise {
                 return down(
-                    c - 1,
-                    format!(
-                        "origin TTFB p90 {:.1}ms is {:.1}x its normal {:.1}ms: concurrency {c} -> {}",
+                    gentle,
+                    &format!(
+                        "origin TTFB p90 {:.1}ms is {:.1}x its normal {:.1}ms",
                         ttfb * 1e3,
                         ttfb / base,
-                        base * 1e3,
-                        (c - 1).max(min)
+                        base * 1e3
                     ),
                 );
             }
         }
         if let Some(wait) = s.queue_wait_p90.filter(|w| *w > cfg.queue_wait_max.as_secs_f64()) {
             return down(
-                c - 1,
-                format!(
-                    "queue wait p90 {:.0}ms for origin connections: concurrency {c} -> {}",
-                    wait * 1e3,
-                    (c - 1).max(min)
-                ),
+                gentle,
+                &format!("queue wait p90 {:.0}ms for origin connections", wait * 1e3),
             );
         }
-        // Growth needs evidence of a healthy origin, not just absent evidence of trouble.
+        // Growth needs evidence that it helps and of a healthy origin, not
+        // just absent evidence of trouble.
         s.throttle_ratio?;
         s.error_ratio?;
+        let waits = s.lookahead_wait_ratio.filter(|r| *r > cfg.lookahead_wait_min)?;
         let limit = match self.ceiling {
             Some((ceiling, _)) => ceiling.min(self.bounds.max_concurrency),
             None => self.bounds.max_concurrency,
         };
-        (c < limit).then(|| Want {
+        if c >= limit {
+            return None;
+        }
+        let (to, how) = if self.slow_start {
+            (c.saturating_mul(2).min(limit), "slow start")
+        } else {
+            (c + 1, "origin healthy")
+        };
+        Some(Want {
             dir: Dir::Up,
-            to: c + 1,
-            why: format!("origin healthy: concurrency {c} -> {}", c + 1),
+            to,
+            why: format!(
+                "{:.0}% of fetched slices waited for a look-ahead slot, {how}: concurrency {c} -> {to}",
+                waits * 100.0
+            ),
+            strong: false,
         })
     }
 
@@ -442,31 +492,58 @@ impl Tuner {
         let cfg = &self.config;
         let amp = s.amplification?;
         if amp > cfg.amplification_max {
-            return (size / 2 >= self.bounds.min_slice_size).then(|| Want {
+            if size / 2 < self.bounds.min_slice_size {
+                return None;
+            }
+            // Amplification minus one is proportional to the slice size.
+            let fits = size as f64 * (cfg.amplification_max - 1.0) / (amp - 1.0);
+            let to = pow2_floor(fits).clamp(self.bounds.min_slice_size, size / 2);
+            return Some(Want {
                 dir: Dir::Down,
-                to: size / 2,
+                to,
                 why: format!(
                     "origin amplification {amp:.2} above {:.2}: slice {} -> {}",
                     cfg.amplification_max,
                     format_bytes(size),
-                    format_bytes(size / 2)
+                    format_bytes(to)
                 ),
+                strong: to <= size / 4,
             });
         }
         let share = s.ttfb_share?;
-        if share > cfg.ttfb_share_max && amp <= cfg.amplification_max / DOUBLE_MARGIN {
-            return (size.saturating_mul(2) <= self.bounds.max_slice_size).then(|| Want {
-                dir: Dir::Up,
-                to: size * 2,
-                why: format!(
-                    "time to first byte is {:.0}% of each slice fetch at amplification {amp:.2}: slice {} -> {}",
-                    share * 100.0,
-                    format_bytes(size),
-                    format_bytes(size * 2)
-                ),
-            });
+        let spans = s.slices_per_request?;
+        if share <= cfg.ttfb_share_max || amp > cfg.amplification_max / DOUBLE_MARGIN || spans <= MIN_SPAN_TO_GROW {
+            return None;
         }
-        None
+        let m = cfg.ttfb_share_max;
+        let needed = if share >= 1.0 {
+            MAX_UP_STEPS
+        } else {
+            doublings_to_reach(share * (1.0 - m) / ((1.0 - share) * m))
+        };
+        let mut k = needed.min(doublings_to_reach(spans)).clamp(1, MAX_UP_STEPS);
+        while k > 1 && 1.0 + (amp - 1.0) * f64::from(1u32 << k) > cfg.amplification_max / 2.0 {
+            k -= 1;
+        }
+        while k > 0 && size.saturating_mul(1 << k) > self.bounds.max_slice_size {
+            k -= 1;
+        }
+        if k == 0 {
+            return None;
+        }
+        let to = size << k;
+        Some(Want {
+            dir: Dir::Up,
+            to,
+            why: format!(
+                "time to first byte is {:.0}% of each slice fetch at amplification {amp:.2}, \
+                 {spans:.1} slices per request: slice {} -> {}",
+                share * 100.0,
+                format_bytes(size),
+                format_bytes(to)
+            ),
+            strong: k >= 2,
+        })
     }
 
     fn steady_reason(&self, current: Tunables, s: &Signals) -> String {
@@ -474,16 +551,19 @@ impl Tuner {
             .ceiling
             .is_some_and(|(c, _)| current.concurrency >= c && c < self.bounds.max_concurrency);
         format!(
-            "steady: amplification {}, TTFB share {}, origin 429/503 {}, concurrency {}",
+            "steady: amplification {}, TTFB share {}, {} slices per request, look-ahead waits {}, \
+             origin 429/503 {}, concurrency {}",
             fmt_opt(s.amplification, 2),
             fmt_opt(s.ttfb_share, 2),
+            fmt_opt(s.slices_per_request, 1),
+            fmt_opt(s.lookahead_wait_ratio, 2),
             fmt_opt(s.throttle_ratio, 4),
             if at_ceiling {
                 "at the ceiling learned from origin pressure"
             } else if current.concurrency >= self.bounds.max_concurrency {
                 "at its bound"
             } else {
-                "has no evidence to grow"
+                "has no evidence that more would help"
             }
         )
     }
@@ -532,6 +612,24 @@ fn hold_decision(
         reason,
         held_because: Some(hold),
         metrics,
+    }
+}
+
+/// The largest power of two at most `x` (1 below 1).
+fn pow2_floor(x: f64) -> u64 {
+    if x < 2.0 {
+        1
+    } else {
+        1u64 << (x.log2().floor() as u32).min(62)
+    }
+}
+
+/// The fewest doublings that reach a factor of `x` (0 for `x` up to 1).
+fn doublings_to_reach(x: f64) -> u32 {
+    if x.is_nan() || x <= 1.0 {
+        0
+    } else {
+        x.log2().ceil().min(f64::from(MAX_UP_STEPS * 8)) as u32
     }
 }
 

@@ -13,6 +13,8 @@
 //! | `originTtfbP50`, `originTtfbP90` | `histogram_quantile(q, sum by (le) (rate(slicecache_origin_ttfb_seconds_bucket{SEL}[W])))` | origin subrequest to response header |
 //! | `subrequestThroughput` | `sum(rate(slicecache_origin_bytes_total{SEL}[W])) / sum(rate(slicecache_slice_fetch_duration_seconds_sum{SEL}[W]))` | origin bytes per second of slice fetch time: the speed of one subrequest |
 //! | `ttfbShare` | `sum(rate(slicecache_origin_ttfb_seconds_sum{SEL}[W])) / sum(rate(slicecache_slice_fetch_duration_seconds_sum{SEL}[W]))` | share of fetch time spent before the first byte: per-request overhead |
+//! | `slicesPerRequest` | `sum(rate(slicecache_slices_total{SEL}[W])) / sum(rate(slicecache_requests_total{SEL}[W]))` | how many slices a client request spans: above 1, larger slices mean fewer subrequests |
+//! | `lookaheadWaitRatio` | `sum(rate(slicecache_lookahead_waits_total{SEL}[W])) / sum(rate(slicecache_slices_total{SEL,tier!="memory"}[W]))` | share of slices not in memory that waited for a look-ahead slot: requests span more slices than concurrency fetches at once |
 //! | `queueWaitP90` | `histogram_quantile(0.9, sum by (le) (rate(slicecache_subrequest_queue_wait_seconds_bucket{SEL}[W])))` | wait for one of the agent's origin connections |
 //! | `originThrottleRatio` | `(sum(rate(slicecache_origin_requests_total{SEL,status=~"429\|503"}[W])) or vector(0)) / sum(rate(slicecache_origin_requests_total{SEL}[W]))` | origin asks us to slow down |
 //! | `originErrorRatio` | same with `status=~"5xx\|connect\|timeout\|io\|protocol"` | origin fails |
@@ -107,6 +109,8 @@ pub struct Queries {
     pub origin_ttfb_p90: String,
     pub subrequest_throughput: String,
     pub ttfb_share: String,
+    pub slices_per_request: String,
+    pub lookahead_wait_ratio: String,
     pub queue_wait_p90: String,
     pub throttle_ratio: String,
     pub error_ratio: String,
@@ -142,6 +146,12 @@ impl Queries {
             origin_ttfb_p90: quantile(0.9, "slicecache_origin_ttfb_seconds"),
             subrequest_throughput: format!("{origin_bytes} / {fetch_seconds}"),
             ttfb_share: format!("{} / {fetch_seconds}", rate("slicecache_origin_ttfb_seconds_sum", "")),
+            slices_per_request: format!("{slices} / {}", rate("slicecache_requests_total", "")),
+            lookahead_wait_ratio: format!(
+                "{} / {}",
+                rate("slicecache_lookahead_waits_total", ""),
+                rate("slicecache_slices_total", r#"tier!="memory""#)
+            ),
             queue_wait_p90: quantile(0.9, "slicecache_subrequest_queue_wait_seconds"),
             throttle_ratio: format!(
                 "({} or vector(0)) / {origin_requests}",
@@ -170,6 +180,8 @@ impl Queries {
             ("originTtfbP90Seconds", &self.origin_ttfb_p90),
             ("subrequestThroughputBytesPerSecond", &self.subrequest_throughput),
             ("ttfbShare", &self.ttfb_share),
+            ("slicesPerRequest", &self.slices_per_request),
+            ("lookaheadWaitRatio", &self.lookahead_wait_ratio),
             ("queueWaitP90Seconds", &self.queue_wait_p90),
             ("originThrottleRatio", &self.throttle_ratio),
             ("originErrorRatio", &self.error_ratio),
@@ -193,6 +205,10 @@ pub struct Signals {
     pub subrequest_throughput: Option<f64>,
     /// 0..1: time to first byte over whole fetch time.
     pub ttfb_share: Option<f64>,
+    /// Slices per client request.
+    pub slices_per_request: Option<f64>,
+    /// 0..1: share of slices not in memory that waited for a look-ahead slot.
+    pub lookahead_wait_ratio: Option<f64>,
     pub queue_wait_p90: Option<f64>,
     pub throttle_ratio: Option<f64>,
     pub error_ratio: Option<f64>,
@@ -220,6 +236,8 @@ impl Signals {
         put("originTtfbP90Seconds", self.origin_ttfb_p90, 4);
         put("subrequestThroughputBytesPerSecond", self.subrequest_throughput, 0);
         put("ttfbShare", self.ttfb_share, 3);
+        put("slicesPerRequest", self.slices_per_request, 2);
+        put("lookaheadWaitRatio", self.lookahead_wait_ratio, 3);
         put("queueWaitP90Seconds", self.queue_wait_p90, 4);
         put("originThrottleRatio", self.throttle_ratio, 4);
         put("originErrorRatio", self.error_ratio, 4);
@@ -253,6 +271,10 @@ pub async fn collect(client: &PrometheusClient, queries: &Queries) -> Result<Sig
         client.query_value(&queries.subrequest_throughput),
         client.query_value(&queries.ttfb_share),
     )?;
+    let (slices_per_request, lookahead_wait_ratio) = tokio::try_join!(
+        client.query_value(&queries.slices_per_request),
+        client.query_value(&queries.lookahead_wait_ratio),
+    )?;
     let (queue_wait_p90, throttle_ratio, error_ratio, origin_request_rate, client_ttfb_p90, slice_size, concurrency) =
         tokio::try_join!(
             client.query_value(&queries.queue_wait_p90),
@@ -270,6 +292,8 @@ pub async fn collect(client: &PrometheusClient, queries: &Queries) -> Result<Sig
         origin_ttfb_p90,
         subrequest_throughput,
         ttfb_share,
+        slices_per_request,
+        lookahead_wait_ratio,
         queue_wait_p90,
         throttle_ratio,
         error_ratio,
@@ -309,6 +333,10 @@ mod tests {
         );
         let empty = Queries::new(&Selector::custom(""), Duration::from_secs(30));
         assert_eq!(empty.concurrency, "max(slicecache_concurrency{})");
-        assert_eq!(q.by_name().len(), 13);
+        assert_eq!(q.by_name().len(), 15);
+        assert_eq!(
+            q.lookahead_wait_ratio,
+            r#"sum(rate(slicecache_lookahead_waits_total{job="a"}[60s])) / sum(rate(slicecache_slices_total{job="a",tier!="memory"}[60s]))"#
+        );
     }
 }
