@@ -52,11 +52,9 @@
 //! `amplification_max / 2.5`) keeps slice size from flipping.
 //!
 //! **Hysteresis**: a change must be wanted in `required_intervals`
-//! consecutive steps (one, when the model puts the slice size two or more
-//! powers of two away: a signal that far out of its band is no noise), at
-//! least `cooldown` after the previous change, and at most one knob moves
-//! per interval, so each change is measured before the next. A missing
-//! signal holds the knob that needs it.
+//! consecutive steps, at least `cooldown` after the previous change, and at
+//! most one knob moves one step per interval, so each change is measured
+//! before the next. A missing signal holds the knob that needs it.
 
 use std::time::{Duration, Instant};
 
@@ -178,8 +176,6 @@ struct Want<T> {
     dir: Dir,
     to: T,
     why: String,
-    /// Far outside the band: one interval confirms it.
-    strong: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -350,16 +346,14 @@ impl Tuner {
             want_concurrency
                 .as_ref()
                 .filter(|w| w.dir == Dir::Down)
-                .map(|w| (Knob::Concurrency, w.why.clone(), w.strong, c_count)),
-            want_slice
-                .as_ref()
-                .map(|w| (Knob::Slice, w.why.clone(), w.strong, s_count)),
+                .map(|w| (Knob::Concurrency, w.why.clone(), c_count)),
+            want_slice.as_ref().map(|w| (Knob::Slice, w.why.clone(), s_count)),
             want_concurrency
                 .as_ref()
                 .filter(|w| w.dir == Dir::Up)
-                .map(|w| (Knob::Concurrency, w.why.clone(), w.strong, c_count)),
+                .map(|w| (Knob::Concurrency, w.why.clone(), c_count)),
         ];
-        let Some((knob, why, strong, count)) = candidates.into_iter().flatten().next() else {
+        let Some((knob, why, count)) = candidates.into_iter().flatten().next() else {
             return hold_decision(
                 current,
                 HoldReason::Steady,
@@ -367,12 +361,11 @@ impl Tuner {
                 metrics,
             );
         };
-        let required = if strong { 1 } else { self.config.required_intervals };
-        if count < required {
+        if count < self.config.required_intervals {
             return hold_decision(
                 current,
                 HoldReason::Settling,
-                format!("{why} (wanted {count} of {required} intervals)"),
+                format!("{why} (wanted {count} of {} intervals)", self.config.required_intervals),
                 metrics,
             );
         }
@@ -432,7 +425,6 @@ impl Tuner {
                 dir: Dir::Down,
                 to,
                 why: format!("{why}: concurrency {c} -> {to}"),
-                strong: false,
             })
         };
         if let Some(err) = s.error_ratio.filter(|r| *r > cfg.error_max) {
@@ -484,7 +476,6 @@ impl Tuner {
                 "{:.0}% of fetched slices waited for a look-ahead slot, {how}: concurrency {c} -> {to}",
                 waits * 100.0
             ),
-            strong: false,
         })
     }
 
@@ -507,7 +498,6 @@ impl Tuner {
                     format_bytes(size),
                     format_bytes(to)
                 ),
-                strong: to <= size / 4,
             });
         }
         let share = s.ttfb_share?;
@@ -542,7 +532,6 @@ impl Tuner {
                 format_bytes(size),
                 format_bytes(to)
             ),
-            strong: k >= 2,
         })
     }
 
