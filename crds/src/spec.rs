@@ -554,6 +554,15 @@ pub struct PrometheusSpec {
     /// `http://prometheus-operated.monitoring.svc:9090`.
     #[schemars(regex(pattern = r"^https?://[^\s/?#]+([/?#]\S*)?$"), length(max = 2048))]
     pub url: String,
+
+    /// PromQL label matchers that pick this SliceCache's agent series, e.g.
+    /// `job="slicecache",cluster="eu"` (braces optional). Default: the
+    /// `namespace` and `pod` labels of the agent pods, which Kubernetes
+    /// service discovery, PodMonitors and ServiceMonitors put on every
+    /// target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub selector: Option<String>,
 }
 
 // === rollout, cleanup, secrets ===

@@ -114,6 +114,12 @@ pub enum ValidationError {
     },
     #[error("{field}: required when spec.tuning.mode is {mode:?}")]
     PrometheusRequired { field: &'static str, mode: TuningMode },
+    #[error("{field}: {value:?} is not a list of PromQL label matchers such as job=\"slicecache\": {problem}")]
+    InvalidSelector {
+        field: &'static str,
+        value: String,
+        problem: String,
+    },
     #[error("{field}: {value:?} is not a valid regular expression: {problem}")]
     InvalidDeviceFilter {
         field: &'static str,
@@ -180,6 +186,7 @@ impl ValidationError {
             Self::BoundsInverted { .. } => "BoundsInverted",
             Self::OutsideTuningBounds { .. } => "OutsideTuningBounds",
             Self::PrometheusRequired { .. } => "PrometheusRequired",
+            Self::InvalidSelector { .. } => "InvalidSelector",
             Self::InvalidDeviceFilter { .. } => "InvalidDeviceFilter",
             Self::InvalidDevicePath { .. } => "InvalidDevicePath",
             Self::DuplicateDevice { .. } => "DuplicateDevice",
@@ -209,6 +216,7 @@ impl ValidationError {
             | Self::BoundsInverted { field, .. }
             | Self::OutsideTuningBounds { field, .. }
             | Self::PrometheusRequired { field, .. }
+            | Self::InvalidSelector { field, .. }
             | Self::InvalidDeviceFilter { field, .. }
             | Self::InvalidDevicePath { field, .. }
             | Self::DuplicateDevice { field, .. }
@@ -387,6 +395,7 @@ pub struct Service {
 pub struct Tuning {
     mode: TuningMode,
     prometheus_url: Option<Uri>,
+    prometheus_selector: Option<String>,
     interval: HumanDuration,
     min_slice_size: u64,
     max_slice_size: u64,
@@ -801,6 +810,12 @@ impl Tuning {
         self.prometheus_url.as_ref()
     }
 
+    /// Label matchers for the agents' series from
+    /// `spec.tuning.prometheus.selector`, without braces; `None`: the default.
+    pub fn prometheus_selector(&self) -> Option<&str> {
+        self.prometheus_selector.as_deref()
+    }
+
     pub fn interval(&self) -> Duration {
         self.interval.get()
     }
@@ -918,6 +933,65 @@ fn validate_origin(spec: &SliceCacheSpec, errors: &mut Vec<ValidationError>) -> 
     })
 }
 
+/// Checks PromQL label matchers (`name="value"`, with `=`, `!=`, `=~` or
+/// `!~`, separated by commas, braces optional) and returns them without
+/// braces. Regular expressions are left to Prometheus.
+pub fn label_matchers(text: &str) -> Result<String, String> {
+    let t = text.trim();
+    let t = t
+        .strip_prefix('{')
+        .and_then(|m| m.strip_suffix('}'))
+        .unwrap_or(t)
+        .trim();
+    if t.is_empty() {
+        return Err("no matcher".into());
+    }
+    let mut rest = t;
+    while !rest.is_empty() {
+        let name_end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        let name = &rest[..name_end];
+        if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
+            return Err(format!("expected a label name at {rest:?}"));
+        }
+        rest = rest[name_end..].trim_start();
+        let op = ["=~", "!~", "!=", "="]
+            .into_iter()
+            .find(|op| rest.starts_with(op))
+            .ok_or_else(|| format!("expected =, !=, =~ or !~ after {name}"))?;
+        rest = rest[op.len()..].trim_start();
+        let quote = rest
+            .chars()
+            .next()
+            .filter(|c| matches!(c, '"' | '\''))
+            .ok_or_else(|| format!("the value of {name} must be quoted"))?;
+        let mut escaped = false;
+        let mut end = None;
+        for (i, c) in rest.char_indices().skip(1) {
+            match c {
+                '\n' => break,
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                _ if c == quote => {
+                    end = Some(i);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let end = end.ok_or_else(|| format!("the value of {name} has no closing quote"))?;
+        rest = rest[end + 1..].trim_start();
+        if !rest.is_empty() {
+            rest = rest
+                .strip_prefix(',')
+                .ok_or_else(|| format!("expected a comma before {rest:?}"))?
+                .trim_start();
+        }
+    }
+    Ok(t.to_string())
+}
+
 fn validate_tuning(spec: &SliceCacheSpec, errors: &mut Vec<ValidationError>) -> Tuning {
     let t = spec.tuning.clone().unwrap_or_default();
     let mode = t.mode.unwrap_or_default();
@@ -933,6 +1007,22 @@ fn validate_tuning(spec: &SliceCacheSpec, errors: &mut Vec<ValidationError>) -> 
             None
         }
     };
+
+    let prometheus_selector = t
+        .prometheus
+        .as_ref()
+        .and_then(|p| p.selector.as_deref())
+        .and_then(|text| match label_matchers(text) {
+            Ok(m) => Some(m),
+            Err(problem) => {
+                errors.push(ValidationError::InvalidSelector {
+                    field: "spec.tuning.prometheus.selector",
+                    value: text.to_string(),
+                    problem,
+                });
+                None
+            }
+        });
 
     let interval = t.interval.unwrap_or(HumanDuration(DEFAULT_TUNING_INTERVAL));
     if interval.get() < MIN_TUNING_INTERVAL {
@@ -990,6 +1080,7 @@ fn validate_tuning(spec: &SliceCacheSpec, errors: &mut Vec<ValidationError>) -> 
     Tuning {
         mode,
         prometheus_url,
+        prometheus_selector,
         interval,
         min_slice_size,
         max_slice_size,
@@ -1956,6 +2047,43 @@ purgeTokenSecretRef: { name: purge }
             "DuplicateDevice",
             "\"/dev/sdb\" is listed more than once",
         );
+    }
+
+    #[test]
+    fn prometheus_selectors_are_label_matchers() {
+        for (text, want) in [
+            (r#"job="slicecache""#, r#"job="slicecache""#),
+            (
+                r#" { job="a", pod=~"x-.*" , env!='dev',} "#,
+                r#"job="a", pod=~"x-.*" , env!='dev',"#,
+            ),
+            (r#"a!~"q\"{,}\"""#, r#"a!~"q\"{,}\"""#),
+        ] {
+            assert_eq!(label_matchers(text).as_deref(), Ok(want), "{text}");
+        }
+        for (text, problem) in [
+            ("{}", "no matcher"),
+            ("job", "expected =, !=, =~ or !~ after job"),
+            ("job=slicecache", "the value of job must be quoted"),
+            (r#"job="a"#, "the value of job has no closing quote"),
+            (r#"job="a" pod="b""#, "expected a comma before"),
+            (r#"9job="a""#, "expected a label name"),
+            (r#"job="a"} or vector(1) {x="y""#, "expected a comma before"),
+        ] {
+            let got = label_matchers(text).expect_err(text);
+            assert!(got.contains(problem), "{text}: {got}");
+        }
+        rejected(
+            &format!("{ORIGIN}tuning:\n  prometheus:\n    url: http://prom:9090\n    selector: 'job=x'\n"),
+            "spec.tuning.prometheus.selector",
+            "InvalidSelector",
+            "is not a list of PromQL label matchers such as job=\"slicecache\": the value of job must be quoted",
+        );
+        let v = ValidatedSliceCache::new(&spec(&format!(
+            "{ORIGIN}tuning:\n  prometheus:\n    url: http://prom:9090\n    selector: '{{job=\"edge\"}}'\n"
+        )))
+        .expect("a custom selector is valid");
+        assert_eq!(v.tuning().prometheus_selector(), Some(r#"job="edge""#));
     }
 
     #[test]

@@ -1086,7 +1086,7 @@ async fn auto_tuning_halves_concurrency_on_429s_through_the_config_map() {
     .await;
     assert_eq!(result.unwrap(), Action::requeue(TUNING_INTERVAL));
     let asked = queries.load(std::sync::atomic::Ordering::SeqCst);
-    assert_eq!(asked, 13, "one evaluation runs every query once");
+    assert_eq!(asked, 15, "one evaluation runs every query once");
     // The operator's metrics: the change, the values, the reason, the
     // evaluation, and the agents the DaemonSet reports.
     let rendered = ctx.metrics.render();

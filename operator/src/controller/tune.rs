@@ -130,18 +130,25 @@ pub struct TunerSettings {
     pub mode: TuningMode,
     pub bounds: Bounds,
     pub cooldown: Duration,
+    /// Which series are the SliceCache's agents: `spec.tuning.prometheus.selector`
+    /// or the default. Another selector means other series, so a new history.
+    pub selector: Selector,
     /// `spec.slicing.sliceSize` and `concurrency`: where tuning starts.
     pub start: Tunables,
 }
 
 impl TunerSettings {
-    pub fn of(uid: &str, validated: &ValidatedSliceCache) -> Self {
+    pub fn of(owner: &Owner, validated: &ValidatedSliceCache) -> Self {
         let tuning = validated.tuning();
         Self {
-            uid: uid.to_string(),
+            uid: owner.uid.clone().unwrap_or_default(),
             mode: tuning.mode(),
             bounds: Bounds::from(tuning),
             cooldown: tuning.cooldown(),
+            selector: tuning.prometheus_selector().map_or_else(
+                || Selector::for_slicecache(&owner.namespace, &owner.name),
+                Selector::custom,
+            ),
             start: Tunables {
                 slice_size: validated.slicing().slice_size(),
                 concurrency: validated.slicing().concurrency(),
@@ -457,7 +464,7 @@ impl TunerRegistry {
                 ),
             );
         };
-        let settings = TunerSettings::of(owner.uid.as_deref().unwrap_or_default(), validated);
+        let settings = TunerSettings::of(owner, validated);
         let interval = tuning.interval();
         let now = Instant::now();
 
@@ -542,10 +549,7 @@ async fn evaluate(
             }
         },
     };
-    let queries = Queries::new(
-        &Selector::for_slicecache(namespace, name),
-        tuner::window_for(tuning.interval()),
-    );
+    let queries = Queries::new(&slot.settings.selector, tuner::window_for(tuning.interval()));
     let evaluation = tuner::evaluate(&client, &queries, &mut slot.tuner, now, Some(slot.in_force)).await;
     let hit_ratio = evaluation
         .signals
@@ -628,16 +632,27 @@ mod tests {
         let v = validated(&format!(
             "{AUTO}  minConcurrency: 2\n  maxConcurrency: 16\n  cooldown: 5m\n"
         ));
-        let s = TunerSettings::of("uid-1", &v);
+        let s = TunerSettings::of(&owner(), &v);
         assert_eq!(s.mode, TuningMode::Auto);
         assert_eq!(s.start, t(MI, 8));
         assert_eq!((s.bounds.min_concurrency, s.bounds.max_concurrency), (2, 16));
         assert_eq!(s.cooldown, Duration::from_secs(300));
+        assert_eq!(s.selector, Selector::for_slicecache("shop", "media"));
+        // Matchers of the user's own: other series, so another tuner.
+        let custom = TunerSettings::of(
+            &owner(),
+            &validated(
+                "  mode: Auto\n  prometheus:\n    url: http://prom:9090\n    selector: '{job=\"edge\"}'\n  \
+                 interval: 30s\n  minConcurrency: 2\n  maxConcurrency: 16\n  cooldown: 5m\n",
+            ),
+        );
+        assert_eq!(custom.selector.as_str(), r#"job="edge""#);
+        assert_ne!(custom, s);
     }
 
     #[test]
     fn starting_point_carries_the_tuners_values_only_in_auto() {
-        let auto = TunerSettings::of("uid-1", &validated(AUTO));
+        let auto = TunerSettings::of(&owner(), &validated(AUTO));
         let effective = EffectiveTunables {
             slice_size: ByteSize(256 << 10),
             concurrency: 3,
@@ -671,7 +686,7 @@ mod tests {
         };
         assert_eq!(starting_point(&other, Some((&auto, t(2 * MI, 2))), None), t(MI, 8));
         // Recommend changes nothing: the spec's values are in force.
-        let recommend = TunerSettings::of("uid-1", &validated(RECOMMEND));
+        let recommend = TunerSettings::of(&owner(), &validated(RECOMMEND));
         assert_eq!(
             starting_point(&recommend, Some((&auto, t(2 * MI, 2))), Some(&effective)),
             t(MI, 8)
