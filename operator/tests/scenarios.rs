@@ -936,6 +936,47 @@ async fn fake_prometheus(
     (url, queries)
 }
 
+/// The tune step queries the series that `spec.tuning.prometheus.selector`
+/// picks, and by default those of the agent pods.
+#[tokio::test]
+async fn the_tuner_queries_the_series_the_selector_picks() {
+    use slicecache_operator::controller::{build::Owner, tune::TunerRegistry};
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let record = seen.clone();
+    let (url, _) = fake_prometheus(move |promql| {
+        record.lock().unwrap().push(promql.to_string());
+        None
+    })
+    .await;
+    let owner = Owner {
+        name: "media".into(),
+        namespace: NS.into(),
+        uid: Some("uid-1".into()),
+        generation: 1,
+    };
+    for (selector, want) in [
+        ("", r#"{namespace="default",pod=~"media-agent-"#),
+        (
+            "      selector: 'job=\"edge\",cluster=~\"eu-.*\"'\n",
+            r#"{job="edge",cluster=~"eu-.*""#,
+        ),
+    ] {
+        let cache = cache(&format!(
+            "{MINIMAL}  tuning:\n    mode: Recommend\n    prometheus:\n      url: {url}\n{selector}    interval: 20s\n"
+        ));
+        let validated = ValidatedSliceCache::new(&cache.spec).unwrap();
+        let registry = TunerRegistry::new(Arc::new(Metrics::new().unwrap()));
+        let report = registry.tune(&owner, &validated, None).await;
+        let queries = std::mem::take(&mut *seen.lock().unwrap());
+        assert_eq!(queries.len(), 15, "{queries:#?}");
+        for q in &queries {
+            assert!(q.contains(want), "{want} not in {q}");
+        }
+        // Nothing matches: the tuner holds and says so.
+        assert_eq!(report.condition.reason, "NoData", "{report:?}");
+    }
+}
+
 fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
