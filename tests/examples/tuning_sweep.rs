@@ -38,12 +38,12 @@ use std::{
 };
 
 use bytes::Bytes;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use slicecache_agent::demo::{client::HttpClient, origin::DemoOrigin};
 use slicecache_api::units::ByteSize;
 use slicecache_e2e::{
     poll,
-    tuning::{law, mib_s, put_objects, show, size, BIG_OBJECTS, INTERVAL, KI, MI, RANGE_OBJECTS},
+    tuning::{law, mib_s, put_objects, random_range_read, show, size, BIG_OBJECTS, INTERVAL, KI, MI},
     Agent, Counters, Prometheus,
 };
 use slicecache_operator::tuner::{
@@ -280,19 +280,15 @@ async fn read_ranges(
     meter: Arc<Meter>,
 ) {
     while !stop.load(Ordering::Relaxed) {
-        let object = rng.random_range(0..RANGE_OBJECTS);
-        let len = rng.random_range(16 * KI as usize..=64 * KI as usize);
-        let first = rng.random_range(0..=body.len() - len);
-        let last = first + len - 1;
-        let range = format!("bytes={first}-{last}");
+        let (path, range, first, last) = random_range_read(&mut rng);
         let start = meter.begin(id);
-        match client.get(&format!("/r/{object}"), &[("Range", &range)]).await {
+        match client.get(&path, &[("Range", &range)]).await {
             Ok(resp) if resp.status == 206 => {
                 let right = resp.body[..] == body[first..=last];
                 if !right {
                     meter.wrong.fetch_add(1, Ordering::Relaxed);
                 }
-                meter.end(id, start, right.then_some(len as u64));
+                meter.end(id, start, right.then_some((last + 1 - first) as u64));
             }
             _ => {
                 meter.end(id, start, None);

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use rand::Rng;
 use slicecache_agent::demo::origin::{pattern, DemoOrigin, OriginObject};
 use slicecache_operator::tuner::{LawConfig, Tunables};
 
@@ -40,6 +41,17 @@ pub fn put_objects(origin: &DemoOrigin) -> (Bytes, Bytes) {
         );
     }
     (range_body, big_body)
+}
+
+/// One random read of the range workload: a 16-64 KiB range of one of the
+/// range objects. Returns the path, the `Range` header and the first and
+/// last byte.
+pub fn random_range_read(rng: &mut impl Rng) -> (String, String, usize, usize) {
+    let object = rng.random_range(0..RANGE_OBJECTS);
+    let len = rng.random_range(16 * KI as usize..=64 * KI as usize);
+    let first = rng.random_range(0..=RANGE_OBJECT_SIZE - len);
+    let last = first + len - 1;
+    (format!("/r/{object}"), format!("bytes={first}-{last}"), first, last)
 }
 
 /// The operator's law defaults, paced for tests: confirmation over two

@@ -34,7 +34,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use slicecache_agent::demo::{
     client::{ClientResponse, HttpClient},
     origin::DemoOrigin,
@@ -42,7 +42,7 @@ use slicecache_agent::demo::{
 use slicecache_api::units::ByteSize;
 use slicecache_e2e::{
     poll,
-    tuning::{law, mib_s, put_objects, show, size, BIG_OBJECTS, INTERVAL, KI, MI, RANGE_OBJECTS},
+    tuning::{law, mib_s, put_objects, random_range_read, show, size, BIG_OBJECTS, INTERVAL, KI, MI},
     Agent, Counters, Delta, Prometheus,
 };
 use slicecache_operator::tuner::{
@@ -128,12 +128,8 @@ fn random_ranges(agents: &[Agent], per_agent: usize, body: Bytes) -> Workload {
             let mut rng = rand::rngs::StdRng::seed_from_u64((a * 100 + i) as u64 + 1);
             tasks.push(tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
-                    let object = rng.random_range(0..RANGE_OBJECTS);
-                    let len = rng.random_range(16 * KI as usize..=64 * KI as usize);
-                    let first = rng.random_range(0..=body.len() - len);
-                    let last = first + len - 1;
-                    let range = format!("bytes={first}-{last}");
-                    let got = client.get(&format!("/r/{object}"), &[("Range", &range)]).await;
+                    let (path, range, first, last) = random_range_read(&mut rng);
+                    let got = client.get(&path, &[("Range", &range)]).await;
                     stats.record(got, 206, &body[first..=last]).await;
                 }
             }));
