@@ -27,6 +27,11 @@
 #   DROP_CACHES      1: `sync; echo 3 > /proc/sys/vm/drop_caches` before each
 #                    disk-tier measurement of either cache (needs root);
 #                    0: never; default: 1 when writable
+#   SHMEM_THP        shmem huge page policy for the run, written to
+#                    /sys/kernel/mm/transparent_hugepage/shmem_enabled and
+#                    restored on exit (needs root): default `advise`, with
+#                    which the agent's memory tier asks for huge pages;
+#                    `keep`: leave the host's setting alone
 #   BENCH_OUT        output file (docs/benchmarks.md in the repository)
 #   KEEP_WORK=1      keep the temporary directory (configs, logs, raw output)
 set -euo pipefail
@@ -56,6 +61,10 @@ if [ -z "${DROP_CACHES:-}" ]; then
   DROP_CACHES=0
   [ -w /proc/sys/vm/drop_caches ] && DROP_CACHES=1
 fi
+SHMEM_THP=${SHMEM_THP:-advise}
+THP_FILE=/sys/kernel/mm/transparent_hugepage/shmem_enabled
+thp_policy() { sed -n 's/.*\[\(.*\)\].*/\1/p' "$THP_FILE" 2>/dev/null || echo "n/a"; }
+THP_BEFORE=$(thp_policy)
 NOBJ=$((DISK_TIER == 1 && DISK_OBJECTS > OBJECTS ? DISK_OBJECTS : OBJECTS))
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -90,8 +99,12 @@ fi
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/slicecache-bench.XXXXXX")
 chmod 755 "$WORK"   # nginx workers started by root run as an unprivileged user
 PIDS=()
+restore_thp() {
+  if [ "$(thp_policy)" != "$THP_BEFORE" ]; then echo "$THP_BEFORE" > "$THP_FILE" 2>/dev/null || true; fi
+}
 cleanup() {
   local rc=$?
+  restore_thp
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -108,6 +121,15 @@ cleanup() {
 trap cleanup EXIT
 trap 'log "failed at line $LINENO: $BASH_COMMAND"' ERR
 trap 'exit 130' INT TERM
+
+if [ "$SHMEM_THP" != keep ] && [ "$THP_BEFORE" != "$SHMEM_THP" ]; then
+  if [ -w "$THP_FILE" ] && echo "$SHMEM_THP" > "$THP_FILE" 2>/dev/null; then
+    log "shmem huge pages: $THP_BEFORE -> $SHMEM_THP for this run"
+  else
+    log "cannot set $THP_FILE to $SHMEM_THP (needs root); keeping $THP_BEFORE"
+  fi
+fi
+THP_RUN=$(thp_policy)
 
 used_ports=" "
 free_port() {
@@ -425,6 +447,8 @@ AGENT_ORIGIN_METRIC=$(agent_metric slicecache_origin_bytes_total)
 AGENT_ORIGIN_LOG=$(origin_bytes_since 0 "$ORIGIN_PORT_AGENT")
 AGENT_HWM=$(awk '/^VmHWM:/ { print $2 }' "/proc/$AGENT_PID/status")
 AGENT_MEM_USED=$(agent_metric slicecache_memory_used_bytes)
+SHMEM_HUGE_MIB=$(awk '/^ShmemHugePages:/ { printf "%d", $2 / 1024 }' /proc/meminfo)
+AGENT_ARENA=$(sed 's/\x1b\[[0-9;]*m//g' "$WORK/agent.log" | grep -o 'huge_pages=[A-Za-z]*' | head -1 || true)
 PEER_CACHE_KIB=$(du -sk "$WORK/peer/cache" | cut -f1)
 ERRLINES=$(grep -c -E '\[(error|crit|alert|emerg)\]' "$WORK/peer/error.log" || true)
 AGENT_WARN=$(grep -c -E 'WARN|ERROR' "$WORK/agent.log" || true)
@@ -666,9 +690,9 @@ EOF
 cat <<EOF
 ## This run
 
-- Command: \`bash bench/run.sh\` (environment: \`DURATION=$DURATION OBJECTS=$OBJECTS OBJECT_MIB=$OBJECT_MIB COLD_OBJECTS=$COLD_OBJECTS FULL_CONNS="$FULL_CONNS" RANGE_CONNS="$RANGE_CONNS" SEED=$SEED MEMORY_CACHE=$MEMORY_CACHE SLICE=$SLICE CONCURRENCY=$CONCURRENCY DISK_TIER=$DISK_TIER DISK_OBJECTS=$DISK_OBJECTS DISK_MEMORY_CACHE=$DISK_MEMORY_CACHE DISK_DEVICE_SIZE=$DISK_DEVICE_SIZE DISK_FULL_CONNS="$DISK_FULL_CONNS" DISK_RANGE_CONNS="$DISK_RANGE_CONNS" DROP_CACHES=$DROP_CACHES\`)
+- Command: \`bash bench/run.sh\` (environment: \`DURATION=$DURATION OBJECTS=$OBJECTS OBJECT_MIB=$OBJECT_MIB COLD_OBJECTS=$COLD_OBJECTS FULL_CONNS="$FULL_CONNS" RANGE_CONNS="$RANGE_CONNS" SEED=$SEED MEMORY_CACHE=$MEMORY_CACHE SLICE=$SLICE CONCURRENCY=$CONCURRENCY DISK_TIER=$DISK_TIER DISK_OBJECTS=$DISK_OBJECTS DISK_MEMORY_CACHE=$DISK_MEMORY_CACHE DISK_DEVICE_SIZE=$DISK_DEVICE_SIZE DISK_FULL_CONNS="$DISK_FULL_CONNS" DISK_RANGE_CONNS="$DISK_RANGE_CONNS" DROP_CACHES=$DROP_CACHES SHMEM_THP=$SHMEM_THP\`)
 - Date: $(date -u '+%Y-%m-%d %H:%M UTC')
-- Machine: $(nproc) CPUs ($CPU_MODEL), $MEM_TOTAL memory, Linux $(uname -r); load average at the start $LOAD_START, before the report $LOAD (other engineers' builds share the machine; read the side-by-side ratios, since both caches run under the same load)
+- Machine: $(nproc) CPUs ($CPU_MODEL), $MEM_TOTAL memory, Linux $(uname -r); shmem huge page policy $THP_RUN during the run (host setting $THP_BEFORE); load average at the start $LOAD_START, before the report $LOAD (other engineers' builds share the machine; read the side-by-side ratios, since both caches run under the same load)
 - Software: agent at commit $COMMIT (release profile), $NGINX_VERSION (Debian nginx-light), $WRK_VERSION
 - Hit set: $OBJECTS objects of $OBJECT_MIB MiB ($((OBJECTS * OBJECT_MIB)) MiB); agent memory tier $MEMORY_CACHE, so every slice fits; nginx's cache is files on the local ext4 disk (in the page cache after warm-up)
 
@@ -713,7 +737,7 @@ $(cold_row nginx)
 
 - Warm-up (first fetch of all $OBJECTS objects, one client): agent ${WARM_S[agent]} s, nginx ${WARM_S[nginx]} s.
 - Second sequential pass over the hit set: origin bytes agent $WARM2_AGENT, nginx $WARM2_NGINX (0 means every slice was a hit).
-- Agent: \`slicecache_origin_bytes_total\` = $AGENT_ORIGIN_METRIC at the end, origin log for its port = $AGENT_ORIGIN_LOG; \`slicecache_memory_used_bytes\` = $AGENT_MEM_USED; VmHWM over the whole run $((AGENT_HWM / 1024)) MiB.
+- Agent: \`slicecache_origin_bytes_total\` = $AGENT_ORIGIN_METRIC at the end, origin log for its port = $AGENT_ORIGIN_LOG; \`slicecache_memory_used_bytes\` = $AGENT_MEM_USED; VmHWM over the whole run $((AGENT_HWM / 1024)) MiB; memory tier arena ${AGENT_ARENA:-not reported} (agent log), \`ShmemHugePages\` in /proc/meminfo after the hit runs $SHMEM_HUGE_MIB MiB.
 - nginx: cache directory $((PEER_CACHE_KIB / 1024)) MiB on disk (served from the page cache, which its RSS does not count); $ERRLINES error-level lines in its error log. Agent log: $AGENT_WARN WARN/ERROR lines${AGENT_WARN_TEXT:+: $AGENT_WARN_TEXT}.
 - Peak-RSS reset supported: $PEAK_RESET.
 
@@ -740,11 +764,15 @@ cat <<'EOF'
   less CPU leaves more for the client). With `sendfile`, the full run at
   d8ca993 put the agent at 0.97-1.08x nginx's throughput and 0.78-1.12x its
   p99, with 0.10-0.19 CPU s per GiB against 0.09-0.22; compare this run's
-  table before reading anything into one cell. The agent still looks up
-  its memfd's pages one 4 KiB page at a time (perf: about a fifth of its
-  CPU on hits is `filemap_get_entry`); nginx's ext4 page cache uses large
-  folios. Large shmem folios would remove that cost but are refused on
-  purpose (docs/agent.md: a partial hole punch would zero bytes in flight).
+  table before reading anything into one cell. With base pages the agent
+  looks up its memfd's pages one 4 KiB page at a time (perf: about a fifth
+  of its CPU on hits is `filemap_get_entry`), while nginx's ext4 page
+  cache uses large folios. The agent's memory tier now frees memory only in
+  whole 2 MiB blocks, which makes shmem huge pages safe (docs/agent.md);
+  this script sets the host's shmem policy to `advise` for the run
+  (`SHMEM_THP`, restored on exit), so the agent's arena is made of huge
+  pages (see `ShmemHugePages` under "Other numbers"). nginx is not
+  affected by that setting: its cache files are on ext4, not shmem.
 - At 64 and 512 connections both caches reach the loopback ceiling of this
   machine (2.4-3 GB/s across runs, see the machine line): wrk (two threads receiving every
   byte) and the kernel's loopback path are the bottleneck, so throughput

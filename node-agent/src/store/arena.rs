@@ -10,40 +10,75 @@
 //! reads it like any other `Bytes`, while the sender finds its file offset
 //! with [`Arena::locate`].
 //!
-//! Reuse is safe because a freed range is hole-punched before it can be
-//! allocated again: pages that a socket still references (a `sendfile` not
-//! yet read by the client) leave the file with their old contents intact,
-//! and the next writer gets fresh pages. The file is sparse, so only bytes
-//! actually cached use memory.
+//! # Blocks, and why memory is freed only a whole block at a time
 //!
-//! That holds only while the file is made of base pages. Punching part of a
-//! large shmem folio zeroes the punched bytes in place (and only then tries
-//! to split the folio), so bytes a socket had not sent yet would go out as
-//! zeros. Large folios reach a memfd written with `pwrite` only when the
-//! host's shmem THP policy says `always`, `within_size` or `force` (for the
-//! PMD size or any mTHP size); `advise` applies to `madvise`d mappings,
-//! which this module never makes. [`Arena::new`] refuses such a host, and the
-//! memory tier then keeps its extents on the heap.
+//! The file is cut into blocks of the kernel's PMD huge page size (2 MiB on
+//! x86-64). Extents smaller than a block are packed one after another into
+//! the current open block; larger ones take whole contiguous blocks. A
+//! block goes back to the free list only when no extent in it is alive any
+//! more, and only after its whole range has been hole-punched.
 //!
-//! This is the module's one `unsafe` operation: mapping the file. The memfd
-//! is created here, never shared, never truncated, and written only in ranges
-//! that no [`Bytes`] views (allocation hands a range to exactly one lease),
-//! so the mapped bytes a reader sees never change under it.
+//! The punch is what makes reuse safe: pages that a socket still references
+//! (a `sendfile` the client has not read yet) leave the file with their old
+//! contents intact, and the next writer gets fresh pages. Punching *part* of
+//! a large shmem folio would not be safe: Linux zeroes the punched bytes in
+//! place and only then tries to split the folio, so bytes in flight would
+//! go out as zeros (seen here with a 256 KiB splice from a memfd and a
+//! punch of its first MiB). Folios are never larger than a PMD and are
+//! aligned to their size, so a punch of whole aligned blocks always frees
+//! whole folios, whatever the host's shmem huge page policy is.
+//!
+//! That lets the arena use huge pages where the host offers them: with
+//! `shmem_enabled` at `always`, `within_size` or `force` writes get large
+//! folios by themselves, and at `advise` the arena asks for them
+//! (`MADV_HUGEPAGE` on a second, writable mapping, then
+//! `MADV_POPULATE_WRITE` of each block it opens). A hit then costs the
+//! kernel one page lookup per 2 MiB instead of one per 4 KiB. Under `never`
+//! (the kernel's default) the file is made of base pages and works the same.
+//!
+//! The price of whole-block freeing is space: a block stays allocated while
+//! any extent in it lives. Slices are powers of two, so they pack blocks
+//! exactly; the arena is made larger than L1's byte budget (see the memory
+//! store) and an extent that finds no room stays on the heap.
+//!
+//! This module's `unsafe` is mapping the file. The memfd is created here,
+//! never shared, never truncated, and written only in ranges that no
+//! [`Bytes`] views (allocation hands a range to exactly one lease), so the
+//! mapped bytes a reader sees never change under it.
 
 #![allow(unsafe_code)]
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
-use memmap2::Mmap;
+use memmap2::{Advice, Mmap, MmapOptions, MmapRaw};
 use rustix::fs::{FallocateFlags, MemfdFlags};
 
-/// Allocation granularity: ranges start and end on page boundaries, so a
-/// punched hole frees whole pages.
+/// Extents start on page boundaries.
 const PAGE: u64 = 4096;
+/// The block size when the kernel does not say its PMD size.
+const DEFAULT_BLOCK: u64 = 2 << 20;
+/// Blocks larger than this (a PMD over 64 KiB base pages is 512 MiB) would
+/// waste too much; such hosts get no arena.
+const MAX_BLOCK: u64 = 32 << 20;
+const THP_SYSFS: &str = "/sys/kernel/mm/transparent_hugepage";
+
+/// Whether the arena's file gets huge pages, from the host's shmem policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HugePages {
+    /// Base pages: `never`, `deny`, or no THP in the kernel.
+    Off,
+    /// Large folios on every write: `always`, `within_size` or `force`.
+    OnWrite,
+    /// Large folios for mappings that ask (`advise`): the arena populates
+    /// each block it opens through a `MADV_HUGEPAGE` mapping.
+    Advise,
+}
 
 /// A memfd-backed byte arena for L1 extents.
 #[derive(Clone)]
@@ -54,41 +89,68 @@ pub struct Arena {
 struct Inner {
     file: File,
     map: Mmap,
-    free: Mutex<FreeRanges>,
+    /// A writable mapping with `MADV_HUGEPAGE`, used only to populate new
+    /// blocks (`HugePages::Advise`); bytes are always written with `pwrite`.
+    populate: Option<MmapRaw>,
+    populate_failed: AtomicBool,
+    block: u64,
+    huge: HugePages,
+    blocks: Mutex<Blocks>,
 }
 
 impl std::fmt::Debug for Arena {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Arena")
             .field("size", &self.inner.map.len())
+            .field("block", &self.inner.block)
+            .field("huge_pages", &self.inner.huge)
             .field("free", &self.free_bytes())
             .finish()
     }
 }
 
 impl Arena {
-    /// Creates a sparse arena of `size` bytes (rounded up to whole pages).
-    /// Fails on a host whose shmem THP policy could give the file large
-    /// folios (see the module docs).
+    /// Creates a sparse arena of at least `size` bytes, in blocks of the
+    /// host's PMD size, using huge pages as the host's shmem policy allows.
     pub fn new(size: u64) -> std::io::Result<Self> {
-        if let Some(setting) = shmem_large_folios(std::path::Path::new(THP_SYSFS)) {
+        let dir = Path::new(THP_SYSFS);
+        let block = pmd_size(dir).unwrap_or(DEFAULT_BLOCK);
+        if block > MAX_BLOCK || !block.is_power_of_two() || block < PAGE {
             return Err(std::io::Error::other(format!(
-                "shmem transparent huge pages are enabled ({setting}); freeing part of a huge page \
-                 would zero bytes still being sent. Set it to `advise` or `never` to use sendfile"
+                "the huge page size ({block} bytes) is unsuitable for memory arena blocks"
             )));
         }
-        let size = size.div_ceil(PAGE).max(1) * PAGE;
+        Self::with_blocks(size, block, shmem_huge_pages(dir, block))
+    }
+
+    /// An arena of `size` bytes (rounded up to whole blocks) in blocks of
+    /// `block` bytes, a power-of-two multiple of the page size.
+    pub fn with_blocks(size: u64, block: u64, huge: HugePages) -> std::io::Result<Self> {
+        assert!(block.is_power_of_two() && block >= PAGE, "block {block}");
+        let count = size.div_ceil(block).max(1);
         let fd = rustix::fs::memfd_create("slicecache-l1", MemfdFlags::CLOEXEC)?;
-        rustix::fs::ftruncate(&fd, size)?;
+        rustix::fs::ftruncate(&fd, count * block)?;
         let file = File::from(fd);
         // SAFETY: see the module docs: the file is private to this arena, is
         // never resized, and is written only where no lease views it.
         let map = unsafe { Mmap::map(&file)? };
+        let populate = match huge {
+            HugePages::Advise => {
+                let raw = MmapOptions::new().map_raw(&file)?;
+                raw.advise(Advice::HugePage)?;
+                Some(raw)
+            }
+            HugePages::Off | HugePages::OnWrite => None,
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 file,
                 map,
-                free: Mutex::new(FreeRanges::new(size)),
+                populate,
+                populate_failed: AtomicBool::new(false),
+                block,
+                huge,
+                blocks: Mutex::new(Blocks::new(count, block)),
             }),
         })
     }
@@ -100,14 +162,20 @@ impl Arena {
             return None;
         }
         let cap = (data.len() as u64).div_ceil(PAGE) * PAGE;
-        let offset = self.inner.lock_free().alloc(cap)?;
+        let reserved = self.inner.lock_blocks().reserve(cap)?;
+        if let Some(run) = reserved.closed {
+            self.inner.reclaim(run);
+        }
         let lease = Lease {
             inner: self.inner.clone(),
-            offset,
+            offset: reserved.offset,
             len: data.len(),
             cap,
         };
-        if let Err(e) = self.inner.file.write_all_at(data, offset) {
+        if let Some(run) = reserved.opened {
+            self.inner.prepare(run);
+        }
+        if let Err(e) = self.inner.file.write_all_at(data, reserved.offset) {
             tracing::warn!(error = %e, "writing to the memory arena failed; keeping the extent on the heap");
             return None; // dropping the lease frees the range
         }
@@ -127,57 +195,99 @@ impl Arena {
         &self.inner.file
     }
 
-    /// Bytes not held by any extent.
+    /// Bytes a new extent could still be given: free blocks and the rest
+    /// of the open one.
     pub fn free_bytes(&self) -> u64 {
-        self.inner.lock_free().free
+        self.inner.lock_blocks().free_bytes()
+    }
+
+    /// The block size: the unit memory is freed in.
+    pub fn block_size(&self) -> u64 {
+        self.inner.block
+    }
+
+    /// How the file gets its pages.
+    pub fn huge_pages(&self) -> HugePages {
+        self.inner.huge
     }
 }
 
-const THP_SYSFS: &str = "/sys/kernel/mm/transparent_hugepage";
+impl Inner {
+    fn lock_blocks(&self) -> std::sync::MutexGuard<'_, Blocks> {
+        // Block state is updated in single steps; a panic elsewhere while it
+        // is held cannot leave it half-changed.
+        self.blocks.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 
-/// The setting (file and value) under `dir` that lets shmem written with
-/// `pwrite` use large folios, if any. A missing directory (no THP in the
-/// kernel) means base pages only.
-fn shmem_large_folios(dir: &std::path::Path) -> Option<String> {
-    let read = |p: &std::path::Path| {
+    fn bytes(&self, run: Run) -> (u64, u64) {
+        (run.first * self.block, run.count * self.block)
+    }
+
+    /// Faults a new run in through the huge-page mapping, so its pages are
+    /// huge ones; without it `pwrite` would fill it with base pages.
+    fn prepare(&self, run: Run) {
+        let Some(raw) = &self.populate else { return };
+        if self.populate_failed.load(Ordering::Relaxed) {
+            return;
+        }
+        let (offset, len) = self.bytes(run);
+        if let Err(e) = raw.advise_range(Advice::PopulateWrite, offset as usize, len as usize) {
+            // Kernels before 5.14 lack MADV_POPULATE_WRITE: base pages then.
+            self.populate_failed.store(true, Ordering::Relaxed);
+            tracing::warn!(error = %e, "populating memory arena blocks with huge pages failed; using base pages");
+        }
+    }
+
+    /// Punches out a run no extent uses any more and returns it to the free
+    /// list. The punch comes first: pages a socket still holds keep their
+    /// bytes, and the next writer gets fresh ones.
+    fn reclaim(&self, run: Run) {
+        let (offset, len) = self.bytes(run);
+        let punch = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
+        if let Err(e) = rustix::fs::fallocate(&self.file, punch, offset, len) {
+            // Without the hole a socket still sending these pages could see
+            // the next extent's bytes; never reuse the run.
+            tracing::error!(error = %e, offset, len, "freeing memory arena blocks failed; blocks retired");
+            return;
+        }
+        self.lock_blocks().free.release(run.first, run.count);
+    }
+}
+
+/// The block size the kernel's PMD huge pages have, if it says.
+fn pmd_size(dir: &Path) -> Option<u64> {
+    std::fs::read_to_string(dir.join("hpage_pmd_size"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// How the host's shmem policy for PMD-sized folios treats this arena
+/// (the size's own `hugepages-*kB/shmem_enabled`, unless it says
+/// `inherit`, then the global `shmem_enabled`). Smaller mTHP sizes need no
+/// look: every folio fits a block, which is all the arena relies on.
+fn shmem_huge_pages(dir: &Path, pmd: u64) -> HugePages {
+    let read = |p: &Path| {
         let text = std::fs::read_to_string(p).ok()?;
         // The active value is the one in brackets: "always [never] advise".
         let start = text.find('[')? + 1;
         let end = start + text[start..].find(']')?;
         Some(text[start..end].to_owned())
     };
-    let enables = |v: &str| matches!(v, "always" | "within_size" | "force");
-    let top_file = dir.join("shmem_enabled");
-    let top = read(&top_file);
-    if let Some(v) = top.as_deref().filter(|v| enables(v)) {
-        return Some(format!("{}: {v}", top_file.display()));
-    }
-    let mut sizes: Vec<_> = std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path().join("shmem_enabled")))
-        .filter(|p| {
-            p.parent().is_some_and(|d| {
-                d.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("hugepages-"))
-            })
-        })
-        .collect();
-    sizes.sort();
-    sizes.into_iter().find_map(|p| {
-        let v = read(&p)?;
-        enables(&v).then(|| format!("{}: {v}", p.display()))
-    })
-}
-
-impl Inner {
-    fn lock_free(&self) -> std::sync::MutexGuard<'_, FreeRanges> {
-        // The free list is updated in single steps; a panic elsewhere while
-        // it is held cannot leave it half-changed.
-        self.free.lock().unwrap_or_else(PoisonError::into_inner)
+    let per_size = read(&dir.join(format!("hugepages-{}kB", pmd >> 10)).join("shmem_enabled"));
+    let policy = match per_size.as_deref() {
+        None | Some("inherit") => read(&dir.join("shmem_enabled")),
+        Some(_) => per_size,
+    };
+    match policy.as_deref() {
+        Some("always" | "within_size" | "force") => HugePages::OnWrite,
+        Some("advise") => HugePages::Advise,
+        _ => HugePages::Off,
     }
 }
 
-/// One extent's range of the arena; freeing it punches the range out.
+/// One extent's range of the arena; dropping the last view releases it.
 struct Lease {
     inner: Arc<Inner>,
     offset: u64,
@@ -194,20 +304,130 @@ impl AsRef<[u8]> for Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let punch = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
-        if let Err(e) = rustix::fs::fallocate(&self.inner.file, punch, self.offset, self.cap) {
-            // Without the hole a socket still sending these pages could see
-            // the next extent's bytes; never reuse the range.
-            tracing::error!(error = %e, offset = self.offset, "freeing a memory arena range failed; range retired");
-            return;
+        let block = self.inner.block;
+        let first = self.offset / block;
+        let count = (self.offset + self.cap).div_ceil(block) - first;
+        let emptied = self.inner.lock_blocks().unref(Run { first, count });
+        if let Some(run) = emptied {
+            self.inner.reclaim(run);
         }
-        self.inner.lock_free().release(self.offset, self.cap);
+    }
+}
+
+// === impl Blocks ===
+
+/// Consecutive blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Run {
+    first: u64,
+    count: u64,
+}
+
+/// What [`Blocks::reserve`] gave: the extent's offset, the blocks it
+/// opened (to populate), and a block it closed that no extent uses any
+/// more (to reclaim).
+#[derive(Debug, PartialEq, Eq)]
+struct Reserved {
+    offset: u64,
+    opened: Option<Run>,
+    closed: Option<Run>,
+}
+
+/// Which blocks are free, and how many holders each used block has.
+#[derive(Debug)]
+struct Blocks {
+    block: u64,
+    /// Free blocks, in block units.
+    free: FreeRanges,
+    /// Per block: the extents in it, plus one while it is the open block.
+    holders: Vec<u32>,
+    /// The block small extents are packed into, and the bytes used in it.
+    open: Option<(u64, u64)>,
+}
+
+impl Blocks {
+    fn new(count: u64, block: u64) -> Self {
+        Self {
+            block,
+            free: FreeRanges::new(count),
+            holders: vec![0; count as usize],
+            open: None,
+        }
+    }
+
+    /// Finds room for `cap` bytes: packed into the open block when smaller
+    /// than a block, else whole blocks of its own.
+    fn reserve(&mut self, cap: u64) -> Option<Reserved> {
+        if cap >= self.block {
+            let count = cap.div_ceil(self.block);
+            let first = self.free.alloc(count)?;
+            for b in first..first + count {
+                self.holders[b as usize] = 1;
+            }
+            let run = Run { first, count };
+            return Some(Reserved {
+                offset: first * self.block,
+                opened: Some(run),
+                closed: None,
+            });
+        }
+        if let Some((b, used)) = self.open.filter(|&(_, used)| used + cap <= self.block) {
+            self.holders[b as usize] += 1;
+            self.open = Some((b, used + cap));
+            return Some(Reserved {
+                offset: b * self.block + used,
+                opened: None,
+                closed: self.close_if_full(),
+            });
+        }
+        let first = self.free.alloc(1)?;
+        let closed = self
+            .open
+            .take()
+            .and_then(|(b, _)| self.unref(Run { first: b, count: 1 }));
+        self.holders[first as usize] = 2; // this extent, and being open
+        self.open = Some((first, cap));
+        debug_assert!(self.close_if_full().is_none(), "smaller than a block");
+        Some(Reserved {
+            offset: first * self.block,
+            opened: Some(Run { first, count: 1 }),
+            closed,
+        })
+    }
+
+    /// A full open block is closed at once, so that it is freed as soon as
+    /// its extents are. (It still has those extents: nothing to reclaim.)
+    fn close_if_full(&mut self) -> Option<Run> {
+        let (b, used) = self.open?;
+        if used < self.block {
+            return None;
+        }
+        self.open = None;
+        self.unref(Run { first: b, count: 1 })
+    }
+
+    /// Drops one holder from each block of `run`; returns the run if that
+    /// left it unused (a run's blocks are held together or not at all).
+    fn unref(&mut self, run: Run) -> Option<Run> {
+        let mut emptied = true;
+        for b in run.first..run.first + run.count {
+            let holders = &mut self.holders[b as usize];
+            debug_assert!(*holders > 0, "block {b} released more often than held");
+            *holders = holders.saturating_sub(1);
+            emptied &= *holders == 0;
+        }
+        emptied.then_some(run)
+    }
+
+    fn free_bytes(&self) -> u64 {
+        let open_rest = self.open.map_or(0, |(_, used)| self.block - used);
+        self.free.free * self.block + open_rest
     }
 }
 
 // === impl FreeRanges ===
 
-/// Free ranges by start offset, coalesced; first fit.
+/// Free ranges by start, coalesced; first fit.
 #[derive(Debug)]
 struct FreeRanges {
     ranges: BTreeMap<u64, u64>,
@@ -253,18 +473,34 @@ impl FreeRanges {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Read;
+
     use super::*;
+
+    /// A small arena: 16 blocks of 16 pages.
+    fn arena(huge: HugePages) -> Arena {
+        Arena::with_blocks(16 * BLOCK, BLOCK, huge).expect("memfd arena")
+    }
+    const BLOCK: u64 = 16 * PAGE;
+
+    fn pages(n: u64, byte: u8) -> Vec<u8> {
+        vec![byte; (n * PAGE) as usize]
+    }
+
+    fn file_bytes(arena: &Arena, offset: u64, len: usize) -> Vec<u8> {
+        let mut buf = vec![0; len];
+        arena.file().read_exact_at(&mut buf, offset).expect("read");
+        buf
+    }
 
     #[test]
     fn stored_bytes_read_back_and_locate_in_the_file() {
-        let arena = Arena::new(1 << 20).expect("memfd arena");
+        let arena = Arena::new(8 << 20).expect("memfd arena");
         let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
         let stored = arena.store(&data).expect("room");
         assert_eq!(&stored[..], &data[..]);
         let offset = arena.locate(&stored).expect("inside the arena");
-        let mut from_file = vec![0; data.len()];
-        arena.file().read_exact_at(&mut from_file, offset).expect("read");
-        assert_eq!(from_file, data);
+        assert_eq!(file_bytes(&arena, offset, data.len()), data);
         // A slice of the view is located at its own offset.
         let part = stored.slice(5000..6000);
         assert_eq!(arena.locate(&part), Some(offset + 5000));
@@ -272,41 +508,112 @@ mod tests {
     }
 
     #[test]
-    fn freed_ranges_are_reused_and_coalesced() {
-        let arena = Arena::new(64 * PAGE).expect("memfd arena");
-        let a = arena.store(&[1; 16 * 4096]).expect("a");
-        let b = arena.store(&[2; 16 * 4096]).expect("b");
-        let c = arena.store(&[3; 32 * 4096]).expect("c");
-        assert!(arena.store(&[4; 1]).is_none(), "the arena is full");
+    fn small_extents_share_a_block_that_is_freed_only_when_all_are_gone() {
+        let arena = arena(HugePages::Off);
+        let a = arena.store(&pages(4, 1)).expect("a");
+        let b = arena.store(&pages(4, 2)).expect("b");
+        let (at_a, at_b) = (arena.locate(&a).expect("a"), arena.locate(&b).expect("b"));
+        assert_eq!(at_b, at_a + 4 * PAGE, "packed into one block");
+        assert_eq!(arena.free_bytes(), 16 * BLOCK - 8 * PAGE);
         drop(a);
+        assert_eq!(
+            file_bytes(&arena, at_a, 4),
+            [1; 4],
+            "a's pages stay while b holds the block"
+        );
+        // 12 pages do not fit the open block's last 8: a new block opens,
+        // and the old one is held by b alone.
+        let c = arena.store(&pages(12, 3)).expect("c");
+        assert_eq!(arena.locate(&c), Some(at_a + BLOCK));
+        assert_eq!(arena.free_bytes(), 14 * BLOCK + 4 * PAGE);
         drop(b);
-        assert_eq!(arena.free_bytes(), 32 * PAGE);
-        // Only a coalesced a+b range fits this.
-        let d = arena.store(&[5; 32 * 4096]).expect("a and b coalesced");
-        assert!(d.iter().all(|&x| x == 5));
+        assert_eq!(arena.free_bytes(), 15 * BLOCK + 4 * PAGE, "the first block came back");
+        assert_eq!(
+            file_bytes(&arena, at_a, BLOCK as usize),
+            vec![0; BLOCK as usize],
+            "punched"
+        );
         assert!(c.iter().all(|&x| x == 3), "a neighbour is untouched");
-        drop((c, d));
-        assert_eq!(arena.free_bytes(), 64 * PAGE);
     }
 
     #[test]
-    fn a_view_outlives_its_range_being_freed_elsewhere() {
-        // Clones share one lease: the range stays allocated until the last.
-        let arena = Arena::new(4 * PAGE).expect("memfd arena");
-        let a = arena.store(&[7; 4096]).expect("a");
-        let clone = a.slice(10..20);
-        drop(a);
-        assert_eq!(arena.free_bytes(), 3 * PAGE);
-        assert!(clone.iter().all(|&x| x == 7));
-        drop(clone);
-        assert_eq!(arena.free_bytes(), 4 * PAGE);
+    fn large_extents_take_whole_blocks_that_coalesce_when_freed() {
+        let arena = arena(HugePages::Advise);
+        let a = arena.store(&pages(16, 1)).expect("a: one block");
+        let b = arena.store(&pages(20, 2)).expect("b: two blocks");
+        let c = arena.store(&pages(13 * 16, 3)).expect("c: the other 13");
+        assert!(arena.store(&[4; 1]).is_none(), "the arena is full");
+        assert_eq!(arena.free_bytes(), 0);
+        drop((a, b));
+        assert_eq!(arena.free_bytes(), 3 * BLOCK);
+        // Only a coalesced a+b run fits this.
+        let d = arena.store(&pages(3 * 16, 5)).expect("a and b coalesced");
+        assert!(d.iter().all(|&x| x == 5));
+        assert!(c.iter().all(|&x| x == 3));
+        drop((c, d));
+        assert_eq!(arena.free_bytes(), 16 * BLOCK);
     }
 
-    fn thp_dir(top: &str, sizes: &[(&str, &str)]) -> tempfile::TempDir {
+    #[test]
+    fn a_view_outlives_the_other_views_of_its_extent() {
+        let arena = arena(HugePages::Off);
+        let a = arena.store(&pages(16, 7)).expect("a");
+        let clone = a.slice(10..20);
+        drop(a);
+        assert_eq!(arena.free_bytes(), 15 * BLOCK, "one lease for all views");
+        assert!(clone.iter().all(|&x| x == 7));
+        drop(clone);
+        assert_eq!(arena.free_bytes(), 16 * BLOCK);
+    }
+
+    /// The property the block design exists for: bytes handed to a socket
+    /// with `sendfile` and not yet read keep their value after their extent
+    /// is evicted and its block refilled. (With huge pages on, a partial
+    /// punch would zero them; without a punch the refill would overwrite
+    /// them.)
+    #[test]
+    fn bytes_in_a_socket_survive_their_block_being_freed_and_refilled() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let sender = std::net::TcpStream::connect(listener.local_addr().expect("address")).expect("connect");
+        let (mut receiver, _) = listener.accept().expect("accept");
+        // Small blocks, and the host's real ones (huge pages where its
+        // policy allows).
+        let arenas = [
+            arena(HugePages::Off),
+            arena(HugePages::Advise),
+            Arena::new(16 << 20).expect("arena"),
+        ];
+        for arena in arenas {
+            let block = arena.block_size();
+            let half = (block / 2) as usize;
+            let data: Vec<u8> = (0..half).map(|i| (i % 253) as u8).collect();
+            let (a, neighbour) = (arena.store(&data).expect("a"), arena.store(&vec![9; half]).expect("b"));
+            let mut offset = arena.locate(&a).expect("in the arena");
+            let mut left = half.min(64 << 10); // what the socket takes without a reader
+            let sent_from = offset;
+            while left > 0 {
+                left -= rustix::fs::sendfile(&sender, arena.file(), Some(&mut offset), left).expect("sendfile");
+            }
+            let sent = (offset - sent_from) as usize;
+            drop((a, neighbour));
+            // Every block refilled with other bytes.
+            let mut refill = Vec::new();
+            while let Some(b) = arena.store(&vec![0xee; block as usize]) {
+                refill.push(b);
+            }
+            assert_eq!(arena.free_bytes(), 0);
+            let mut got = vec![0; sent];
+            receiver.read_exact(&mut got).expect("read");
+            assert!(got == data[..sent], "{arena:?}: the socket sent changed bytes");
+        }
+    }
+
+    fn thp_dir(pmd_kb: u64, top: &str, pmd: Option<&str>) -> tempfile::TempDir {
         let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("hpage_pmd_size"), format!("{}\n", pmd_kb << 10)).expect("write");
         std::fs::write(dir.path().join("shmem_enabled"), top).expect("write");
-        for (size, value) in sizes {
-            let d = dir.path().join(format!("hugepages-{size}"));
+        if let Some(value) = pmd {
+            let d = dir.path().join(format!("hugepages-{pmd_kb}kB"));
             std::fs::create_dir(&d).expect("mkdir");
             std::fs::write(d.join("shmem_enabled"), value).expect("write");
         }
@@ -314,25 +621,24 @@ mod tests {
     }
 
     #[test]
-    fn shmem_thp_policies_that_allow_large_folios_are_found() {
+    fn the_host_policy_for_pmd_folios_decides_huge_pages() {
         let never = "always within_size advise [never] deny force\n";
-        let inherit = "always [inherit] within_size advise never\n";
-        let off = "always inherit within_size advise [never]\n";
-        // The defaults, and `advise`, which needs an madvise'd mapping.
-        assert_eq!(
-            shmem_large_folios(thp_dir(never, &[("2048kB", inherit), ("64kB", off)]).path()),
-            None
-        );
         let advise = "always within_size [advise] never deny force\n";
-        assert_eq!(shmem_large_folios(thp_dir(advise, &[("2048kB", inherit)]).path()), None);
-        assert_eq!(shmem_large_folios(std::path::Path::new("/nonexistent/thp")), None);
-        // A global policy, or one mTHP size, that applies to pwrite.
         let within = "always [within_size] advise never deny force\n";
-        let found = shmem_large_folios(thp_dir(within, &[]).path()).expect("within_size");
-        assert!(found.ends_with("shmem_enabled: within_size"), "{found}");
-        let always64 = "[always] inherit within_size advise never\n";
-        let found =
-            shmem_large_folios(thp_dir(never, &[("2048kB", inherit), ("64kB", always64)]).path()).expect("64kB");
-        assert!(found.contains("hugepages-64kB"), "{found}");
+        let inherit = "always [inherit] within_size advise never\n";
+        let always = "[always] inherit within_size advise never\n";
+        let off = "always inherit within_size advise [never]\n";
+        let policy = |dir: tempfile::TempDir| {
+            let pmd = pmd_size(dir.path()).expect("pmd size");
+            shmem_huge_pages(dir.path(), pmd)
+        };
+        assert_eq!(policy(thp_dir(2048, never, Some(inherit))), HugePages::Off);
+        assert_eq!(policy(thp_dir(2048, advise, Some(inherit))), HugePages::Advise);
+        assert_eq!(policy(thp_dir(2048, within, None)), HugePages::OnWrite);
+        // The size's own setting wins over the global one.
+        assert_eq!(policy(thp_dir(2048, never, Some(always))), HugePages::OnWrite);
+        assert_eq!(policy(thp_dir(2048, advise, Some(off))), HugePages::Off);
+        assert_eq!(shmem_huge_pages(Path::new("/nonexistent/thp"), 2 << 20), HugePages::Off);
+        assert_eq!(pmd_size(Path::new("/nonexistent/thp")), None);
     }
 }

@@ -45,10 +45,17 @@ impl MemoryStore {
         // assume slices of about 256 KiB on average.
         let estimated = (capacity / (256 << 10)).max(64);
         // Responses still sending an evicted extent keep its range a while
-        // longer, hence the headroom; the file is sparse, so it costs nothing
-        // until used.
+        // longer, and a block is freed only when all its extents are, hence
+        // the headroom; the file is sparse, so it costs nothing until used.
         let arena = match Arena::new(capacity as u64 + capacity as u64 / 4) {
-            Ok(arena) => Some(arena),
+            Ok(arena) => {
+                tracing::info!(
+                    block = arena.block_size(),
+                    huge_pages = ?arena.huge_pages(),
+                    "memory tier in a shared-memory arena; hits are sent with sendfile"
+                );
+                Some(arena)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "no shared-memory arena; memory hits are copied to clients");
                 None
