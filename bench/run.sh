@@ -9,7 +9,8 @@
 # Environment (all optional):
 #   SLICECACHE_BIN   existing agent binary; skips `cargo build --release`
 #   AGENT_COMMIT     commit that binary was built from, for the report
-#   DURATION         seconds per wrk run (15)
+#   DURATION         seconds per wrk run (8)
+#   ROUNDS           wrk runs per cache and cell, alternating the caches (3)
 #   OBJECTS          number of hit-set objects (8)
 #   OBJECT_MIB       size of each object in MiB (64)
 #   COLD_OBJECTS     objects fetched once each for the cold-miss pass (4)
@@ -37,7 +38,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-DURATION=${DURATION:-15}
+DURATION=${DURATION:-8}
+ROUNDS=${ROUNDS:-3}
 OBJECTS=${OBJECTS:-8}
 OBJECT_MIB=${OBJECT_MIB:-64}
 COLD_OBJECTS=${COLD_OBJECTS:-4}
@@ -377,40 +379,72 @@ drop_caches() { # before each disk-tier measurement of either cache, when enable
 resident_mib() { # MiB of a directory's files in the page cache
   find "$1" -type f -print0 | xargs -0 -r fincore -bno RES 2>/dev/null | awk '{ s += $1 } END { printf "%.0f", s / 1048576 }'  || echo "?"
 }
+combine_rounds() { # file of RESULT lines, one per round -> one RESULT line
+  # Counts and durations add up, p50 and p99 are the median over the
+  # rounds, the mean is weighted by requests, the max is the max.
+  awk '
+    { for (i = 2; i <= NF; i++) { split($i, kv, "="); v[NR, kv[1]] = kv[2]; keys[kv[1]] = 1 } }
+    function median(k,   n, a, i, j, t) {
+      n = 0; for (i = 1; i <= NR; i++) a[++n] = v[i, k] + 0
+      for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j > 0 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
+      return sprintf("%.0f", n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2)
+    }
+    END {
+      split("requests bytes duration_us connect read write status timeout", sums, " ")
+      line = "RESULT"
+      for (i = 1; i in sums; i++) { s = 0; for (r = 1; r <= NR; r++) s += v[r, sums[i]]; line = line " " sums[i] "=" sprintf("%.0f", s); tot[sums[i]] = s }
+      line = line " p50_us=" median("p50_us") " p99_us=" median("p99_us")
+      m = 0; for (r = 1; r <= NR; r++) m += v[r, "mean_us"] * v[r, "requests"]
+      line = line " mean_us=" sprintf("%.0f", tot["requests"] ? m / tot["requests"] : 0)
+      mx = 0; for (r = 1; r <= NR; r++) if (v[r, "max_us"] + 0 > mx) mx = v[r, "max_us"] + 0
+      print line " max_us=" sprintf("%.0f", mx)
+    }' "$1"
+}
 run_wrk() { # mode conns [disk]
-  local mode=$1 conns=$2 set=${3:-mem} name url threads out line0 o res cpu0 nobj=$OBJECTS names="agent nginx"
+  local mode=$1 conns=$2 set=${3:-mem} name url threads out line0 res nobj=$OBJECTS names="agent nginx" round order
   local dh0 mh0 dh mh
   threads=$((conns < 2 ? conns : 2))
   [ "$set" = disk ] && { nobj=$DISK_OBJECTS; names="agent_disk nginx_disk"; }
-  local -A R
+  local -A R CPU0
+  line0=$(log_lines)
   for name in $names; do
-    url=$(url_of $name)
-    out="$WORK/wrk-$set-$mode-$conns-$name.txt"
-    [ "$set" = disk ] && drop_caches
-    [ $name = agent_disk ] && { dh0=$(agent_metric 'slicecache_slices_total{result="hit",tier="disk"}' "$ADMIN_DISK_PORT"); mh0=$(agent_metric 'slicecache_slices_total{result="hit",tier="memory"}' "$ADMIN_DISK_PORT"); }
-    log "wrk $mode -c $conns -d ${DURATION}s against $name"
+    : > "$WORK/wrk-$set-$mode-$conns-$name.rounds"
     reset_peak $name
-    line0=$(log_lines)
-    cpu0=$(cpu_ticks $name)
-    BENCH_MODE=$mode BENCH_OBJECTS=$nobj BENCH_SIZE=$OBJECT_BYTES BENCH_PREFIX=/obj- BENCH_SEED=$SEED \
-      BENCH_RMIN=$RANGE_MIN BENCH_RMAX=$RANGE_MAX \
-      wrk -t "$threads" -c "$conns" -d "${DURATION}s" --timeout 120s --latency \
-      -s "$ROOT/bench/wrk-slices.lua" "$url/" > "$out" 2>&1 || true
-    sleep 0.5
-    res=$(grep '^RESULT' "$out" || true)
-    [ -n "$res" ] || die "wrk printed no result; see $out"
-    o=$(origin_bytes_since "$line0" "$(origin_port_of $name)")
-    R[$name]="$res origin=$o rss_kib=$(peak_kib $name) cpu_ticks=$(( $(cpu_ticks $name) - cpu0 ))"
-    log "  ${R[$name]}"
-    if [ $name = agent_disk ]; then
-      dh=$(( $(agent_metric 'slicecache_slices_total{result="hit",tier="disk"}' "$ADMIN_DISK_PORT") - dh0 ))
-      mh=$(( $(agent_metric 'slicecache_slices_total{result="hit",tier="memory"}' "$ADMIN_DISK_PORT") - mh0 ))
-      log "  agent slice hits during the run: disk $dh, memory $mh"
-      [ "$dh" -gt 0 ] || { CHECKS+=("| $mode $conns clients: agent hits from the disk tier | **NONE** (disk $dh, memory $mh) |"); FAILED=1; }
-    fi
-    [ $name = nginx_disk ] && DISK_SRC+=("$mode $conns $dh $mh $(resident_mib "$WORK/disk/peer/cache") $(du -sm "$WORK/disk/peer/cache" | cut -f1)")
+    CPU0[$name]=$(cpu_ticks $name)
+  done
+  [ "$set" = disk ] && { dh0=$(agent_metric 'slicecache_slices_total{result="hit",tier="disk"}' "$ADMIN_DISK_PORT"); mh0=$(agent_metric 'slicecache_slices_total{result="hit",tier="memory"}' "$ADMIN_DISK_PORT"); }
+  # Rounds alternate the caches (and which goes first), so that both see
+  # the same drift of a shared machine.
+  for round in $(seq "$ROUNDS"); do
+    order=$names
+    [ $((round % 2)) = 0 ] && order=$(tr ' ' '\n' <<< "$names" | tac | tr '\n' ' ')
+    for name in $order; do
+      url=$(url_of $name)
+      out="$WORK/wrk-$set-$mode-$conns-$name-$round.txt"
+      [ "$set" = disk ] && drop_caches
+      log "wrk $mode -c $conns -d ${DURATION}s against $name (round $round of $ROUNDS)"
+      BENCH_MODE=$mode BENCH_OBJECTS=$nobj BENCH_SIZE=$OBJECT_BYTES BENCH_PREFIX=/obj- BENCH_SEED=$((SEED + round - 1)) \
+        BENCH_RMIN=$RANGE_MIN BENCH_RMAX=$RANGE_MAX \
+        wrk -t "$threads" -c "$conns" -d "${DURATION}s" --timeout 120s --latency \
+        -s "$ROOT/bench/wrk-slices.lua" "$url/" > "$out" 2>&1 || true
+      sleep 0.5
+      res=$(grep '^RESULT' "$out" || true)
+      [ -n "$res" ] || die "wrk printed no result; see $out"
+      log "  $res"
+      echo "$res" >> "$WORK/wrk-$set-$mode-$conns-$name.rounds"
+    done
+  done
+  for name in $names; do
+    res=$(combine_rounds "$WORK/wrk-$set-$mode-$conns-$name.rounds")
+    R[$name]="$res origin=$(origin_bytes_since "$line0" "$(origin_port_of $name)") rss_kib=$(peak_kib $name) cpu_ticks=$(( $(cpu_ticks $name) - CPU0[$name] ))"
+    log "  $name over $ROUNDS rounds: ${R[$name]}"
   done
   if [ "$set" = disk ]; then
+    dh=$(( $(agent_metric 'slicecache_slices_total{result="hit",tier="disk"}' "$ADMIN_DISK_PORT") - dh0 ))
+    mh=$(( $(agent_metric 'slicecache_slices_total{result="hit",tier="memory"}' "$ADMIN_DISK_PORT") - mh0 ))
+    log "  agent slice hits during the runs: disk $dh, memory $mh"
+    [ "$dh" -gt 0 ] || { CHECKS+=("| $mode $conns clients: agent hits from the disk tier | **NONE** (disk $dh, memory $mh) |"); FAILED=1; }
+    DISK_SRC+=("$mode $conns $dh $mh $(resident_mib "$WORK/disk/peer/cache") $(du -sm "$WORK/disk/peer/cache" | cut -f1)")
     DISK_ROWS+=("$mode $conns | ${R[agent_disk]} | ${R[nginx_disk]}")
   else
     ROWS+=("$mode $conns | ${R[agent]} | ${R[nginx]}")
@@ -679,8 +713,10 @@ $uri$is_args$args$slice_range`, `proxy_cache_valid 200 206 1h`, two workers),
 and the agent (memory tier only, 1 MiB slices, 4 slices in flight); a second
 pair, started the same way, measures the agent's disk tier (see "Disk tier"
 below). Both caches
-are warmed with the same objects, then each workload runs against one cache and
-then the other with the same wrk settings, seed and duration. Everything is on
+are warmed with the same objects, then each workload runs in rounds that
+alternate the two caches (agent then nginx, nginx then agent, ...), with the
+same wrk settings, seeds and duration, so that both see the same drift of a
+shared machine. Everything is on
 one machine and binds 127.0.0.1: wrk, both caches and the origin share the
 same cores, so these numbers compare the two caches' CPU cost per byte more
 than anything a network would show. They are ratios on this machine, not
@@ -690,7 +726,7 @@ EOF
 cat <<EOF
 ## This run
 
-- Command: \`bash bench/run.sh\` (environment: \`DURATION=$DURATION OBJECTS=$OBJECTS OBJECT_MIB=$OBJECT_MIB COLD_OBJECTS=$COLD_OBJECTS FULL_CONNS="$FULL_CONNS" RANGE_CONNS="$RANGE_CONNS" SEED=$SEED MEMORY_CACHE=$MEMORY_CACHE SLICE=$SLICE CONCURRENCY=$CONCURRENCY DISK_TIER=$DISK_TIER DISK_OBJECTS=$DISK_OBJECTS DISK_MEMORY_CACHE=$DISK_MEMORY_CACHE DISK_DEVICE_SIZE=$DISK_DEVICE_SIZE DISK_FULL_CONNS="$DISK_FULL_CONNS" DISK_RANGE_CONNS="$DISK_RANGE_CONNS" DROP_CACHES=$DROP_CACHES SHMEM_THP=$SHMEM_THP\`)
+- Command: \`bash bench/run.sh\` (environment: \`DURATION=$DURATION ROUNDS=$ROUNDS OBJECTS=$OBJECTS OBJECT_MIB=$OBJECT_MIB COLD_OBJECTS=$COLD_OBJECTS FULL_CONNS="$FULL_CONNS" RANGE_CONNS="$RANGE_CONNS" SEED=$SEED MEMORY_CACHE=$MEMORY_CACHE SLICE=$SLICE CONCURRENCY=$CONCURRENCY DISK_TIER=$DISK_TIER DISK_OBJECTS=$DISK_OBJECTS DISK_MEMORY_CACHE=$DISK_MEMORY_CACHE DISK_DEVICE_SIZE=$DISK_DEVICE_SIZE DISK_FULL_CONNS="$DISK_FULL_CONNS" DISK_RANGE_CONNS="$DISK_RANGE_CONNS" DROP_CACHES=$DROP_CACHES SHMEM_THP=$SHMEM_THP\`)
 - Date: $(date -u '+%Y-%m-%d %H:%M UTC')
 - Machine: $(nproc) CPUs ($CPU_MODEL), $MEM_TOTAL memory, Linux $(uname -r); shmem huge page policy $THP_RUN during the run (host setting $THP_BEFORE); load average at the start $LOAD_START, before the report $LOAD (other engineers' builds share the machine; read the side-by-side ratios, since both caches run under the same load)
 - Software: agent at commit $COMMIT (release profile), $NGINX_VERSION (Debian nginx-light), $WRK_VERSION
@@ -700,8 +736,10 @@ cat <<EOF
 
 Each cell is agent / nginx. Throughput is wrk's body+header bytes per second
 (MiB/s); the ratio column is agent / nginx (above 1: the agent is faster; for
-p99, below 1: the agent's tail is shorter). Latencies are whole-response times
-in ms. Peak RSS is VmHWM reset before the run (\`/proc/PID/clear_refs\`), summed
+p99, below 1: the agent's tail is shorter). Each cell combines $ROUNDS rounds of
+${DURATION} s per cache: bytes and requests over the total time, p50 and p99 the
+median of the rounds' values. Latencies are whole-response times
+in ms. Peak RSS is VmHWM reset before the first round (\`/proc/PID/clear_refs\`), summed
 over nginx's master and workers. Neither side's cached bytes are in it: nginx's
 cache files sit in the page cache, and the agent's memory tier is a memfd
 (shared memory) that hits are sent from with \`sendfile\`; its size is
@@ -710,7 +748,7 @@ CPU time (from \`/proc/PID/stat\`) per GiB it sent. Origin MiB is what the origi
 run (expected 0: all hits). Errors count wrk's connect/read/write/timeout
 errors and non-2xx answers. Whole-object runs use $FULL_CONNS connections
 only: with $OBJECT_MIB MiB responses, 512 connections sharing ~1 GB/s would
-finish almost no response within ${DURATION} s.
+finish almost no response within a round.
 
 | workload | clients | MiB/s | MiB/s ratio | req/s | p50 ms | p99 ms | p99 ratio | peak RSS MiB | CPU s per GiB | origin MiB | errors |
 |---|---|---|---|---|---|---|---|---|---|---|---|

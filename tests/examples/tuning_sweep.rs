@@ -1,7 +1,7 @@
 //! Tuner sweep: for a few workload shapes, the best static slice size and
 //! concurrency, found by measuring a grid of settings, next to where the
-//! operator's tuner converges from a poor start, how many intervals it
-//! takes, and the throughput there. `docs/tuning.md` shows its table.
+//! operator's tuner converges from a poor start and from the agent's
+//! defaults, how many intervals it takes, and the throughput there. `docs/tuning.md` shows its table.
 //!
 //! A benchmark, not a test: `bench/tuning-sweep.sh` builds it in release and
 //! runs it. The parts are the end-to-end tests' (see `tests/tuning.rs`):
@@ -64,8 +64,16 @@ struct Shape {
     downloaders_per_agent: usize,
     slices: &'static [u64],
     concurrencies: &'static [u32],
+    /// A deliberately poor setting the tuner starts from; it also starts
+    /// from the agent's defaults ([`DEFAULTS`]).
     start: Tunables,
 }
+
+/// The agent's own defaults: where a fresh install starts.
+const DEFAULTS: Tunables = Tunables {
+    slice_size: MI,
+    concurrency: 4,
+};
 
 fn shapes() -> Vec<Shape> {
     vec![
@@ -542,7 +550,8 @@ struct Outcome {
     shape: Shape,
     /// Every measurement, the grid's and those of the tuner's path.
     points: Vec<Point>,
-    run: TunerRun,
+    /// From the shape's poor start, then from the defaults.
+    runs: Vec<TunerRun>,
     errors: u64,
     wrong: u64,
 }
@@ -573,12 +582,12 @@ impl Outcome {
             .expect("at least one measured setting")
     }
 
-    /// After which interval the setting in force was first one whose
-    /// throughput is within 10% of the best (interval 0: the start).
-    fn within_10_percent(&self) -> String {
+    /// After which interval of `run` the setting in force was first one
+    /// whose throughput is within 10% of the best (interval 0: the start).
+    fn within_10_percent(&self, run: &TunerRun) -> String {
         let best = self.best().throughput();
-        let mut steps = vec![(0, self.run.start)];
-        steps.extend(self.run.path.iter().copied());
+        let mut steps = vec![(0, run.start)];
+        steps.extend(run.path.iter().copied());
         for (i, t) in steps {
             match self.setting(t) {
                 Some(s) if s.throughput() >= 0.9 * best => return format!("after interval {i}"),
@@ -619,30 +628,31 @@ fn report(outcomes: &[Outcome], warmup: Duration, measure: Duration, passes: u32
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
     for o in outcomes {
         let best = o.best();
-        let run = &o.run;
-        let end = o.setting(run.end()).expect("the end setting was measured");
         let noise = o.noise().map_or_else(
             || "n/a".into(),
             |(median, max)| format!("{:.0}%, {:.0}%", median * 100.0, max * 100.0),
         );
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} → {} | {}{} | {} | {:.2} | {} | {noise} |",
-            o.shape.name,
-            show(best.tunables),
-            mib_s(best.throughput()),
-            show(run.start),
-            show(run.end()),
-            run.last_change(),
-            if run.settled {
-                String::new()
-            } else {
-                format!(" (still moving at the cap of {})", run.evaluated)
-            },
-            mib_s(end.throughput()),
-            end.throughput() / best.throughput(),
-            o.within_10_percent(),
-        );
+        for run in &o.runs {
+            let end = o.setting(run.end()).expect("the end setting was measured");
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} → {} | {}{} | {} | {:.2} | {} | {noise} |",
+                o.shape.name,
+                show(best.tunables),
+                mib_s(best.throughput()),
+                show(run.start),
+                show(run.end()),
+                run.last_change(),
+                if run.settled {
+                    String::new()
+                } else {
+                    format!(" (still moving at the cap of {})", run.evaluated)
+                },
+                mib_s(end.throughput()),
+                end.throughput() / best.throughput(),
+                o.within_10_percent(run),
+            );
+        }
     }
     for o in outcomes {
         let _ = writeln!(out, "\n**{}**: {}.\n", o.shape.name, o.shape.what);
@@ -670,24 +680,24 @@ fn report(outcomes: &[Outcome], warmup: Duration, measure: Duration, passes: u32
             }
             out.push('\n');
         }
-        let mut path = vec![format!("{} (start)", show(o.run.start))];
-        path.extend(o.run.path.iter().map(|(i, t)| format!("{} (#{i})", show(*t))));
-        let _ = writeln!(
-            out,
-            "\nTuner path: {}; {} intervals evaluated, {}. Measured right after the run: {} (amp {}). \
-             Client errors {}, wrong bodies {}.",
-            path.join(" → "),
-            o.run.evaluated,
-            if o.run.settled {
-                "then held"
-            } else {
-                "still changing at the cap"
-            },
-            mib_s(o.run.at_end.throughput),
-            amp(o.run.at_end.amplification),
-            o.errors,
-            o.wrong,
-        );
+        for run in &o.runs {
+            let mut path = vec![format!("{} (start)", show(run.start))];
+            path.extend(run.path.iter().map(|(i, t)| format!("{} (#{i})", show(*t))));
+            let _ = writeln!(
+                out,
+                "\nTuner path: {}; {} intervals evaluated, {}. Measured right after the run: {} (amp {}).",
+                path.join(" → "),
+                run.evaluated,
+                if run.settled {
+                    "then held"
+                } else {
+                    "still changing at the cap"
+                },
+                mib_s(run.at_end.throughput),
+                amp(run.at_end.amplification),
+            );
+        }
+        let _ = writeln!(out, "\nClient errors {}, wrong bodies {}.", o.errors, o.wrong);
     }
     out
 }
@@ -768,18 +778,23 @@ async fn main() {
                 points.push(bench.measure(t, &meter).await);
             }
         }
-        origin.state.clear_seen();
-        let run = bench.run_tuner(shape.name, shape.start, &meter).await;
-        // Every setting the tuner passed through is measured like the grid,
-        // so that the table can say when it first came within 10%; the
-        // measurement right after the run counts for the end setting.
-        points.push(run.at_end);
-        for t in std::iter::once(run.start).chain(run.path.iter().map(|(_, t)| *t)) {
-            let measured = points.iter().filter(|p| p.tunables == t).count() as u32;
-            for _ in measured..passes {
-                origin.state.clear_seen();
-                points.push(bench.measure(t, &meter).await);
+        let mut runs = Vec::new();
+        for start in [shape.start, DEFAULTS] {
+            origin.state.clear_seen();
+            let run = bench.run_tuner(shape.name, start, &meter).await;
+            // Every setting the tuner passed through is measured like the
+            // grid, so that the table can say when it first came within
+            // 10%; the measurement right after the run counts for the end
+            // setting.
+            points.push(run.at_end);
+            for t in std::iter::once(run.start).chain(run.path.iter().map(|(_, t)| *t)) {
+                let measured = points.iter().filter(|p| p.tunables == t).count() as u32;
+                for _ in measured..passes {
+                    origin.state.clear_seen();
+                    points.push(bench.measure(t, &meter).await);
+                }
             }
+            runs.push(run);
         }
         work.stop().await;
         origin.state.clear_seen();
@@ -791,7 +806,7 @@ async fn main() {
         outcomes.push(Outcome {
             shape,
             points,
-            run,
+            runs,
             errors,
             wrong,
         });

@@ -41,7 +41,8 @@
 //! exactly; the arena is made larger than L1's byte budget (see the memory
 //! store) and an extent that finds no room stays on the heap.
 //!
-//! This module's `unsafe` is mapping the file. The memfd is created here,
+//! This module's `unsafe` is mapping the file, and unmapping populated
+//! blocks from the writable mapping again. The memfd is created here,
 //! never shared, never truncated, and written only in ranges that no
 //! [`Bytes`] views (allocation hands a range to exactly one lease), so the
 //! mapped bytes a reader sees never change under it.
@@ -56,7 +57,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
-use memmap2::{Advice, Mmap, MmapOptions, MmapRaw};
+use memmap2::{Advice, Mmap, MmapOptions, MmapRaw, UncheckedAdvice};
 use rustix::fs::{FallocateFlags, MemfdFlags};
 
 /// Extents start on page boundaries.
@@ -231,10 +232,20 @@ impl Inner {
             return;
         }
         let (offset, len) = self.bytes(run);
-        if let Err(e) = raw.advise_range(Advice::PopulateWrite, offset as usize, len as usize) {
+        let (offset, len) = (offset as usize, len as usize);
+        if let Err(e) = raw.advise_range(Advice::PopulateWrite, offset, len) {
             // Kernels before 5.14 lack MADV_POPULATE_WRITE: base pages then.
             self.populate_failed.store(true, Ordering::Relaxed);
             tracing::warn!(error = %e, "populating memory arena blocks with huge pages failed; using base pages");
+            return;
+        }
+        // The pages stay in the file; only this mapping lets go of them, so
+        // they do not count in the agent's RSS and no page table keeps them.
+        // SAFETY: a shared mapping of the arena's own file, which nothing
+        // reads or writes through (it exists to populate): dropping its
+        // page table entries changes no byte anyone can see.
+        if let Err(e) = unsafe { raw.unchecked_advise_range(UncheckedAdvice::DontNeed, offset, len) } {
+            tracing::debug!(error = %e, "unmapping a populated memory arena block failed");
         }
     }
 
