@@ -9,8 +9,8 @@
 # Environment (all optional):
 #   SLICECACHE_BIN   existing agent binary; skips `cargo build --release`
 #   AGENT_COMMIT     commit that binary was built from, for the report
-#   DURATION         seconds per wrk run (8)
-#   ROUNDS           wrk runs per cache and cell, alternating the caches (3)
+#   DURATION         seconds per wrk run (6)
+#   ROUNDS           wrk runs per cache and cell, alternating the caches (5)
 #   OBJECTS          number of hit-set objects (8)
 #   OBJECT_MIB       size of each object in MiB (64)
 #   COLD_OBJECTS     objects fetched once each for the cold-miss pass (4)
@@ -38,8 +38,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-DURATION=${DURATION:-8}
-ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-6}
+ROUNDS=${ROUNDS:-5}
 OBJECTS=${OBJECTS:-8}
 OBJECT_MIB=${OBJECT_MIB:-64}
 COLD_OBJECTS=${COLD_OBJECTS:-4}
