@@ -165,16 +165,18 @@ fn converges_from_too_small_values() {
     assert_eq!(trajectory[0].held_because, Some(HoldReason::Settling));
     assert_eq!(trajectory[1].to, t(256 * KI, 1), "{}", trajectory[1]);
     // Concurrency doubles (slow start) past the knee of 8, where the TTFB
-    // quadruples, and halves back.
-    assert_eq!(last, t(256 * KI, 8), "{trajectory:#?}");
+    // quadruples; it steps back to 3/4 (12), ending slow start, then by one
+    // while the TTFB stays above 1.5 times its normal level: at 9 it is
+    // 1.27 times.
+    assert_eq!(last, t(256 * KI, 9), "{trajectory:#?}");
     let path: Vec<u32> = trajectory
         .iter()
         .filter(|d| d.changed())
         .map(|d| d.to.concurrency)
         .collect();
-    assert_eq!(path, [1, 2, 4, 8, 16, 8], "{trajectory:#?}");
+    assert_eq!(path, [1, 2, 4, 8, 16, 12, 11, 10, 9], "{trajectory:#?}");
     let settled = settled_at(&trajectory);
-    assert!(settled <= 12, "settled after {settled} intervals");
+    assert!(settled <= 18, "settled after {settled} intervals");
 }
 
 #[test]

@@ -14,8 +14,10 @@
 //! - origin TTFB p90 above `ttfb_rise` times its normal level, or queue wait
 //!   for the agent's origin connections above `queue_wait_max`: minus one.
 //!   These are delay signals, early warnings rather than losses, so they
-//!   step back gently instead of halving (as delay-based TCP variants do),
-//!   except during slow start, where they halve: the last doubling overshot;
+//!   step back gently instead of halving (as delay-based TCP variants do).
+//!   During slow start they step back to 3/4, the midpoint between the
+//!   level before the last doubling and the current one (that doubling
+//!   overshot, but the level before it was fine);
 //! - otherwise, when more than `lookahead_wait_min` of the slices fetched
 //!   waited for a look-ahead slot (requests span more slices than
 //!   concurrency fetches at once, so more would help) and the origin is
@@ -430,9 +432,11 @@ impl Tuner {
         if let Some(err) = s.error_ratio.filter(|r| *r > cfg.error_max) {
             return down(c / 2, &format!("origin errors at {:.2}%", err * 100.0));
         }
-        // A delay signal steps back by one; in slow start the last doubling
-        // overshot, so it halves.
-        let gentle = if self.slow_start { c / 2 } else { c - 1 };
+        // A delay signal steps back by one. In slow start the last doubling
+        // overshot, but by less than all of it (the level before it was
+        // fine): back to the midpoint, 3/4, and slow start ends there, as
+        // TCP's HyStart leaves slow start on rising delay without halving.
+        let gentle = if self.slow_start { (c - c / 4).min(c - 1) } else { c - 1 };
         if let (Some(ttfb), Some((base, _))) = (s.origin_ttfb_p90, self.ttfb_baseline) {
             if ttfb > base * cfg.ttfb_rise {
                 return down(
