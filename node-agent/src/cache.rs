@@ -189,6 +189,50 @@ impl Cache {
         Some((pieces, tier))
     }
 
+    /// Whether `[offset, end)` of `meta`'s version is all in L1 right now.
+    pub fn in_memory(&self, object: ObjectId, meta: &ObjectMeta, offset: u64, end: u64) -> bool {
+        let version = meta.version();
+        let mut pos = offset;
+        while pos < end {
+            let resident = self.probes(object, meta, pos).find(|&(off, len)| {
+                let key = ExtentKey {
+                    object,
+                    version,
+                    offset: off,
+                    len,
+                };
+                self.memory.get_now(&key).is_some()
+            });
+            match resident {
+                Some((off, len)) => pos = off + u64::from(len),
+                None => return false,
+            }
+        }
+        true
+    }
+
+    /// Whether the object's metadata is known (without asking L2).
+    pub fn knows(&self, object: ObjectId) -> bool {
+        self.objects().contains_key(&object)
+    }
+
+    /// The extents that may hold byte `pos`: the one the catalog recorded,
+    /// then the aligned extent under each slice size the object was cached
+    /// with.
+    fn probes(&self, object: ObjectId, meta: &ObjectMeta, pos: u64) -> impl Iterator<Item = (u64, u32)> {
+        let hinted = self.objects().get(&object).and_then(|e| {
+            let (&off, &len) = e.extents.range(..=pos).next_back()?;
+            (off + u64::from(len) > pos).then_some((off, len))
+        });
+        let sizes = meta.extent_sizes.clone();
+        let total = meta.size;
+        hinted.into_iter().chain(sizes.into_iter().filter_map(move |size| {
+            let off = pos / size * size;
+            let len = u32::try_from(size.min(total.checked_sub(off)?)).ok()?;
+            Some((off, len))
+        }))
+    }
+
     async fn find_extent(
         &self,
         object: ObjectId,
@@ -197,16 +241,7 @@ impl Cache {
         pos: u64,
         use_disk: bool,
     ) -> Option<(ExtentKey, Bytes, Tier)> {
-        let hinted = self.objects().get(&object).and_then(|e| {
-            let (&off, &len) = e.extents.range(..=pos).next_back()?;
-            (off + u64::from(len) > pos).then_some((off, len))
-        });
-        let probes = hinted.into_iter().chain(meta.extent_sizes.iter().filter_map(|&size| {
-            let off = pos / size * size;
-            let len = u32::try_from(size.min(meta.size.checked_sub(off)?)).ok()?;
-            Some((off, len))
-        }));
-        for (off, len) in probes {
+        for (off, len) in self.probes(object, meta, pos) {
             let key = ExtentKey {
                 object,
                 version,

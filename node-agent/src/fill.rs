@@ -97,6 +97,18 @@ impl Fill {
     }
 }
 
+/// What [`Fills::join`] did.
+#[derive(Debug)]
+pub enum Joined {
+    /// Started a new fill; the caller is its first reader.
+    Started(FillReader),
+    /// Joined a fill already in flight.
+    Shared(FillReader),
+    /// Nothing in flight, but what the caller looked for in the cache has
+    /// landed there since it looked: look again.
+    Landed,
+}
+
 /// A reader of one fill.
 #[derive(Debug)]
 pub struct FillReader {
@@ -197,26 +209,33 @@ impl Fills {
     }
 
     /// Joins the fill for `spec.key`, starting one if none is in flight.
-    /// Returns the reader and whether it joined an existing fill.
-    pub fn join(self: &Arc<Self>, spec: FillSpec, settings: FillSettings) -> (FillReader, bool) {
+    ///
+    /// A caller looks in the cache before it joins, and a fill caches its
+    /// slice before it leaves the registry; so a caller finding no fill here
+    /// checks again, under the registry lock, whether what it wanted landed
+    /// in the meantime ([`Joined::Landed`]: look again) rather than fetch it
+    /// a second time. A caller that has looked again already, and lost the
+    /// race to eviction, passes `recheck: false`.
+    pub fn join(self: &Arc<Self>, spec: FillSpec, settings: FillSettings, recheck: bool) -> Joined {
         let mut inflight = self.inflight();
         let guard = spec.expected.as_ref().map(|m| m.version());
         // A fill guarded by another version than the one this reader serves
         // ends in a 412: start a fresh one instead (it replaces the entry;
-        // the old fill goes on for its own readers).
+        // the old fill goes on for its own readers). A reader that knows no
+        // version yet takes whichever version the fill gets.
         if let Some(fill) = inflight
             .get(&spec.key)
-            .filter(|f| f.guard.is_none() || f.guard == guard)
+            .filter(|f| guard.is_none() || f.guard.is_none() || f.guard == guard)
         {
             let rx = fill.state.subscribe();
-            return (
-                FillReader {
-                    fill: fill.clone(),
-                    rx,
-                    next_chunk: 0,
-                },
-                true,
-            );
+            return Joined::Shared(FillReader {
+                fill: fill.clone(),
+                rx,
+                next_chunk: 0,
+            });
+        }
+        if recheck && self.landed(&spec) {
+            return Joined::Landed;
         }
         let (tx, rx) = watch::channel(FillState::default());
         let fill = Arc::new(Fill {
@@ -253,7 +272,26 @@ impl Fills {
             }
             fill.state.send_modify(|s| s.done = Some(result));
         });
-        (reader, false)
+        Joined::Started(reader)
+    }
+
+    /// Whether what a joiner looked for in the cache is there now: the slice
+    /// (in L1) for a reader that knows the version, the object's metadata
+    /// for one that is learning it.
+    fn landed(&self, spec: &FillSpec) -> bool {
+        if spec.revalidate {
+            return false;
+        }
+        let FillKey {
+            object, offset, size, ..
+        } = spec.key;
+        match &spec.expected {
+            Some(meta) => {
+                let end = (offset + size).min(meta.size);
+                offset < end && self.cache.in_memory(object, meta, offset, end)
+            }
+            None => self.cache.knows(object),
+        }
     }
 
     async fn run(&self, fill: &Fill, spec: FillSpec, settings: FillSettings) -> Result<(), FillError> {
@@ -630,4 +668,164 @@ impl<F: FnMut()> Drop for ScopeGuard<F> {
 
 fn scopeguard<F: FnMut()>(f: F) -> ScopeGuard<F> {
     ScopeGuard(f)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::demo::origin::{pattern, DemoOrigin, OriginObject};
+    use crate::origin::OriginTarget;
+    use std::sync::atomic::Ordering;
+
+    const S: u64 = 64 << 10;
+
+    async fn fills_for(origin: &DemoOrigin) -> Arc<Fills> {
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let target = OriginTarget::parse(&origin.url(), None).unwrap();
+        let timeouts = crate::origin::OriginTimeouts {
+            connect: Duration::from_secs(2),
+            first_byte: Duration::from_secs(5),
+            idle: Duration::from_secs(5),
+        };
+        let client = OriginClient::new(target, timeouts, 8).unwrap();
+        let cache = Arc::new(Cache::new(64 << 20, None, metrics.clone()));
+        Fills::new(client, cache, metrics, 8)
+    }
+
+    fn settings() -> FillSettings {
+        FillSettings {
+            retries: 0,
+            freshness: FreshnessPolicy {
+                default_ttl: Duration::from_secs(60),
+                honor_origin: true,
+            },
+        }
+    }
+
+    /// Joins with the second look, expecting a reader; true if it was shared.
+    fn join(fills: &Arc<Fills>, spec: FillSpec) -> (FillReader, bool) {
+        match fills.join(spec, settings(), true) {
+            Joined::Started(reader) => (reader, false),
+            Joined::Shared(reader) => (reader, true),
+            Joined::Landed => panic!("nothing should have landed"),
+        }
+    }
+
+    fn spec(offset: u64, expected: Option<Arc<ObjectMeta>>) -> FillSpec {
+        FillSpec {
+            key: FillKey {
+                object: ObjectId::from_cache_key("/o"),
+                offset,
+                size: S,
+                revalidate: false,
+            },
+            path: "/o".into(),
+            expected,
+            revalidate: false,
+        }
+    }
+
+    async fn body(mut reader: FillReader) -> Result<Vec<u8>, FillError> {
+        reader.head().await?;
+        let mut out = Vec::new();
+        while let Some(chunk) = reader.chunk().await? {
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+
+    /// A request that has not learned the object's version yet joins a
+    /// slice fill another request started guarded by the version it knows:
+    /// the slice is fetched once.
+    #[tokio::test]
+    async fn a_reader_without_a_version_joins_a_guarded_fill() {
+        let origin = DemoOrigin::start().await.unwrap();
+        let data = pattern(4 * S as usize, 3);
+        origin.state.put("/o", OriginObject::new(data.clone(), "v1"));
+        let fills = fills_for(&origin).await;
+
+        let (mut first, _) = join(&fills, spec(0, None));
+        let FillHead::Body(meta) = first.head().await.unwrap() else {
+            panic!("expected a body")
+        };
+        origin.state.latency_ms.store(200, Ordering::Relaxed);
+        let (guarded, joined) = join(&fills, spec(S, Some(meta)));
+        assert!(!joined);
+        let (unguarded, joined) = join(&fills, spec(S, None));
+        assert!(joined, "the reader without a version joins the guarded fill");
+        let want = &data[S as usize..2 * S as usize];
+        assert_eq!(body(guarded).await.unwrap(), want);
+        assert_eq!(body(unguarded).await.unwrap(), want);
+        let fetches = origin
+            .state
+            .seen()
+            .iter()
+            .filter(|r| r.range.as_deref() == Some("bytes=65536-131071"))
+            .count();
+        assert_eq!(fetches, 1);
+    }
+
+    /// The joined fill was guarded by a version the origin has replaced: the
+    /// reader without a version learns that the object changed (the server
+    /// then asks again) and never gets bytes of the new version under the
+    /// old one's fill.
+    #[tokio::test]
+    async fn a_reader_without_a_version_sees_a_guarded_fill_fail_on_change() {
+        let origin = DemoOrigin::start().await.unwrap();
+        origin
+            .state
+            .put("/o", OriginObject::new(pattern(4 * S as usize, 1), "v1"));
+        let fills = fills_for(&origin).await;
+        let (mut first, _) = join(&fills, spec(0, None));
+        let FillHead::Body(meta) = first.head().await.unwrap() else {
+            panic!("expected a body")
+        };
+        origin
+            .state
+            .put("/o", OriginObject::new(pattern(4 * S as usize, 2), "v2"));
+        origin.state.latency_ms.store(200, Ordering::Relaxed);
+        let (guarded, _) = join(&fills, spec(S, Some(meta)));
+        let (unguarded, joined) = join(&fills, spec(S, None));
+        assert!(joined);
+        assert_eq!(body(guarded).await, Err(FillError::Changed));
+        assert_eq!(body(unguarded).await, Err(FillError::Changed));
+    }
+
+    /// A request that found no slice in the cache, and then no fill either
+    /// because the fill cached its slice and left meanwhile, is told to look
+    /// again rather than fetch the slice a second time; likewise a request
+    /// learning the version when another one has learned it.
+    #[tokio::test]
+    async fn a_joiner_that_lost_the_race_to_a_finished_fill_looks_again() {
+        let origin = DemoOrigin::start().await.unwrap();
+        let data = pattern(4 * S as usize, 5);
+        origin.state.put("/o", OriginObject::new(data.clone(), "v1"));
+        let fills = fills_for(&origin).await;
+        let (mut first, _) = join(&fills, spec(0, None));
+        let FillHead::Body(meta) = first.head().await.unwrap() else {
+            panic!("expected a body")
+        };
+        let (second, _) = join(&fills, spec(S, Some(meta.clone())));
+        assert_eq!(body(second).await.unwrap(), &data[S as usize..2 * S as usize]);
+        // The fill left the registry before it published its end.
+        assert!(fills.inflight().is_empty());
+
+        assert!(matches!(
+            fills.join(spec(S, Some(meta.clone())), settings(), true),
+            Joined::Landed
+        ));
+        assert!(matches!(fills.join(spec(0, None), settings(), true), Joined::Landed));
+        // A slice that is not cached is fetched.
+        assert!(matches!(
+            fills.join(spec(2 * S, Some(meta.clone())), settings(), true),
+            Joined::Started(_)
+        ));
+        // Without the second look the joiner fetches (it has looked already).
+        assert!(matches!(
+            fills.join(spec(S, Some(meta)), settings(), false),
+            Joined::Started(_)
+        ));
+    }
 }

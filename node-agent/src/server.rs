@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 
 use crate::cache::{Cache, Tier};
 use crate::config::{LiveTunables, RuntimeTunables};
-use crate::fill::{FillError, FillHead, FillKey, FillReader, FillSpec, Fills};
+use crate::fill::{FillError, FillHead, FillKey, FillReader, FillSpec, Fills, Joined};
 use crate::metrics::Metrics;
 use crate::object::ObjectMeta;
 use crate::range::{self, ByteRange, RangeOutcome, RangeSpec, Validators};
@@ -197,6 +197,12 @@ impl Agent {
         };
         let (meta, mut learned) = match self.settle_version(object, &path, hint, &tunables).await {
             Ok(v) => v,
+            // The fill this request joined was guarded by a version that has
+            // just been replaced at the origin: ask again for the new one.
+            Err(FillError::Changed) if may_retry => {
+                debug!(%path, "object changed while its version was being learned; asking again");
+                return Box::pin(self.serve_once(session, false)).await;
+            }
             Err(e) => return self.send_fill_error(session, e, started).await.map(|()| Served::Done),
         };
 
@@ -351,41 +357,47 @@ impl Agent {
         hint: u64,
         tunables: &RuntimeTunables,
     ) -> Result<(Arc<ObjectMeta>, Prepared), FillError> {
-        let cached = self.cache.meta(object).await;
-        if let Some(meta) = &cached {
-            if meta.is_fresh() {
-                return Ok((meta.clone(), None));
-            }
-        }
-        let size = match &cached {
-            Some(meta) if meta.size <= tunables.min_object_size => meta.size.max(1),
-            _ => tunables.slice_size,
-        };
-        let revalidate = cached.is_some();
-        let key = FillKey {
-            object,
-            offset: hint / size * size,
-            size,
-            revalidate,
-        };
-        let spec = FillSpec {
-            key,
-            path: path.to_string(),
-            revalidate,
-            expected: cached,
-        };
-        let (mut reader, joined) = self.fills.join(spec, tunables.fill);
-        self.count_slice(if joined { "coalesced" } else { "miss" }, "origin");
-        match reader.head().await? {
-            FillHead::NotModified(meta) => Ok((meta, None)),
-            FillHead::Body(meta) => {
-                if meta.size <= tunables.min_object_size && meta.size > size {
-                    // Small object: fetched whole from now on.
-                    return Ok((meta, None));
+        for attempt in 1..=MAX_LOOKS {
+            let cached = self.cache.meta(object).await;
+            if let Some(meta) = &cached {
+                if meta.is_fresh() {
+                    return Ok((meta.clone(), None));
                 }
-                Ok((meta, Some(((key.offset, key.size), SliceSource::Filling(reader)))))
             }
+            let size = match &cached {
+                Some(meta) if meta.size <= tunables.min_object_size => meta.size.max(1),
+                _ => tunables.slice_size,
+            };
+            let revalidate = cached.is_some();
+            let key = FillKey {
+                object,
+                offset: hint / size * size,
+                size,
+                revalidate,
+            };
+            let spec = FillSpec {
+                key,
+                path: path.to_string(),
+                revalidate,
+                expected: cached,
+            };
+            let Some(mut reader) = join_fill(&self.fills, &self.metrics, spec, tunables.fill, attempt < MAX_LOOKS)
+            else {
+                // Another request learned the version meanwhile.
+                continue;
+            };
+            return match reader.head().await? {
+                FillHead::NotModified(meta) => Ok((meta, None)),
+                FillHead::Body(meta) => {
+                    if meta.size <= tunables.min_object_size && meta.size > size {
+                        // Small object: fetched whole from now on.
+                        return Ok((meta, None));
+                    }
+                    Ok((meta, Some(((key.offset, key.size), SliceSource::Filling(reader)))))
+                }
+            };
         }
+        unreachable!("the last look joins a fill unconditionally")
     }
 
     /// Streams `range` of the object, slice by slice, fetching ahead.
@@ -754,10 +766,6 @@ impl Agent {
             .with_label_values(&[method.as_str(), &status.to_string()])
             .inc();
     }
-
-    fn count_slice(&self, result: &str, tier: &str) {
-        self.metrics.count_slice(result, tier);
-    }
 }
 
 /// A slice that is not in L1: look in L2, else join (or start) its fill.
@@ -779,28 +787,51 @@ impl SliceLookup {
             self.slice.offset + self.slice.want.0,
             self.slice.offset + self.slice.want.1,
         );
-        if let Some((pieces, tier)) = self.cache.lookup(self.object, &self.meta, from, to).await {
-            self.metrics
-                .count_slice("hit", if tier == Tier::Memory { "memory" } else { "disk" });
-            return SliceSource::Cached(pieces);
+        for attempt in 1..=MAX_LOOKS {
+            if let Some((pieces, tier)) = self.cache.lookup(self.object, &self.meta, from, to).await {
+                self.metrics
+                    .count_slice("hit", if tier == Tier::Memory { "memory" } else { "disk" });
+                return SliceSource::Cached(pieces);
+            }
+            let spec = FillSpec {
+                key: FillKey {
+                    object: self.object,
+                    offset: self.slice.offset,
+                    size: self.slice_size,
+                    revalidate: false,
+                },
+                path: self.path.clone(),
+                expected: Some(self.meta.clone()),
+                revalidate: false,
+            };
+            if let Some(reader) = join_fill(&self.fills, &self.metrics, spec, self.settings, attempt < MAX_LOOKS) {
+                return SliceSource::Filling(reader);
+            }
         }
-        let key = FillKey {
-            object: self.object,
-            offset: self.slice.offset,
-            size: self.slice_size,
-            revalidate: false,
-        };
-        let spec = FillSpec {
-            key,
-            path: self.path,
-            expected: Some(self.meta),
-            revalidate: false,
-        };
-        let (reader, joined) = self.fills.join(spec, self.settings);
-        self.metrics
-            .count_slice(if joined { "coalesced" } else { "miss" }, "origin");
-        SliceSource::Filling(reader)
+        unreachable!("the last look joins a fill unconditionally")
     }
+}
+
+/// How many times a request looks in the cache for a slice (or the object's
+/// metadata) that lands there while it looks, before it joins a fill anyway.
+const MAX_LOOKS: u32 = 3;
+
+/// Joins (or starts) a fill and counts the slice; `None` when what the caller
+/// looked for has landed in the cache since it looked.
+fn join_fill(
+    fills: &Arc<Fills>,
+    metrics: &Metrics,
+    spec: FillSpec,
+    settings: crate::fill::FillSettings,
+    recheck: bool,
+) -> Option<FillReader> {
+    let (reader, result) = match fills.join(spec, settings, recheck) {
+        Joined::Started(reader) => (reader, "miss"),
+        Joined::Shared(reader) => (reader, "coalesced"),
+        Joined::Landed => return None,
+    };
+    metrics.count_slice(result, "origin");
+    Some(reader)
 }
 
 /// Largest single write to a client socket.

@@ -576,7 +576,9 @@ async fn loop_device_round_trip() {
 /// flight: a read that starts with a write in flight and ends before any
 /// write completes ran entirely inside that write. With reads queued behind
 /// writes (one I/O thread, or writes holding a lock across the syscall) no
-/// read could satisfy that.
+/// read could satisfy that: such a design scores exactly zero, so a few
+/// are proof enough, and four readers keep the sample large on a busy
+/// machine.
 ///
 /// The file is written full of zeros first: on a sparse file every region
 /// write allocates blocks, and ext4 then holds the inode lock exclusively
@@ -615,26 +617,43 @@ async fn device_reads_overlap_region_writes() {
             store.flush().await.unwrap();
         })
     };
+    // Four readers at once, so a loaded machine still yields enough samples.
+    let readers: Vec<_> = (0..4usize)
+        .map(|r| {
+            let store = std::sync::Arc::clone(&store);
+            let old = old.clone();
+            let writing = writer.abort_handle();
+            tokio::spawn(async move {
+                let (mut device_reads, mut overlapped) = (0u32, 0u32);
+                let mut i = r * 31;
+                while !writing.is_finished() {
+                    let k = &old[i % old.len()];
+                    i += 1;
+                    let before = store.io_activity();
+                    let got = store.get(k).await;
+                    let after = store.io_activity();
+                    assert!(got.is_some_and(|b| b == content(k)), "{k:?} lost or wrong");
+                    if after.device_reads > before.device_reads {
+                        device_reads += 1;
+                        if before.writes_in_flight > 0 && after.writes_completed == before.writes_completed {
+                            overlapped += 1;
+                        }
+                    }
+                }
+                (device_reads, overlapped)
+            })
+        })
+        .collect();
     let (mut device_reads, mut overlapped) = (0u32, 0u32);
-    let mut i = 0usize;
-    while !writer.is_finished() {
-        let k = &old[i % old.len()];
-        i += 1;
-        let before = store.io_activity();
-        let got = store.get(k).await;
-        let after = store.io_activity();
-        assert!(got.is_some_and(|b| b == content(k)), "{k:?} lost or wrong");
-        if after.device_reads > before.device_reads {
-            device_reads += 1;
-            if before.writes_in_flight > 0 && after.writes_completed == before.writes_completed {
-                overlapped += 1;
-            }
-        }
+    for r in readers {
+        let (d, o) = r.await.unwrap();
+        device_reads += d;
+        overlapped += o;
     }
     writer.await.unwrap();
     println!("device reads during the write burst: {device_reads}, inside one write: {overlapped}");
     assert!(
-        overlapped >= 5,
+        overlapped >= 3,
         "only {overlapped} of {device_reads} device reads ran inside a write"
     );
     for k in &new {
