@@ -812,10 +812,10 @@ cat <<'EOF'
   pages (see `ShmemHugePages` under "Other numbers"). nginx is not
   affected by that setting: its cache files are on ext4, not shmem.
   With huge pages the agent leads at 64 and 512 connections in every run
-  so far (1.07-1.23x throughput, p99 0.61-0.97x); with one connection the
-  two are at parity within run-to-run noise: an earlier run of this
-  script with 3 rounds of 8 s (same code) gave 0.93x / p99 1.03x for whole
-  objects and 1.01x / 0.82x for ranges. One connection is bound by the
+  so far (1.07-1.23x throughput, p99 0.61-0.98x); with one connection the
+  two are close to parity and the sign moves with run-to-run noise: the
+  three runs with huge pages so far gave 0.93x-1.12x throughput and p99
+  0.82x-1.05x for one connection. One connection is bound by the
   kernel's loopback path and wrk's copy (perf: 98% of the agent's samples
   in the kernel), the same for both caches.
 - At 64 and 512 connections both caches reach the loopback ceiling of this
