@@ -736,20 +736,26 @@ mod tests {
         Ok(out)
     }
 
+    /// An origin holding `/o` (4 slices of pattern `seed`, ETag `v1`), the
+    /// fills in front of it, and the version a first fill of slice 0 learned.
+    async fn learned(seed: u64) -> (DemoOrigin, Arc<Fills>, Bytes, Arc<ObjectMeta>) {
+        let origin = DemoOrigin::start().await.unwrap();
+        let data = pattern(4 * S as usize, seed);
+        origin.state.put("/o", OriginObject::new(data.clone(), "v1"));
+        let fills = fills_for(&origin).await;
+        let (mut first, _) = join(&fills, spec(0, None));
+        let FillHead::Body(meta) = first.head().await.unwrap() else {
+            panic!("expected a body")
+        };
+        (origin, fills, data, meta)
+    }
+
     /// A request that has not learned the object's version yet joins a
     /// slice fill another request started guarded by the version it knows:
     /// the slice is fetched once.
     #[tokio::test]
     async fn a_reader_without_a_version_joins_a_guarded_fill() {
-        let origin = DemoOrigin::start().await.unwrap();
-        let data = pattern(4 * S as usize, 3);
-        origin.state.put("/o", OriginObject::new(data.clone(), "v1"));
-        let fills = fills_for(&origin).await;
-
-        let (mut first, _) = join(&fills, spec(0, None));
-        let FillHead::Body(meta) = first.head().await.unwrap() else {
-            panic!("expected a body")
-        };
+        let (origin, fills, data, meta) = learned(3).await;
         origin.state.latency_ms.store(200, Ordering::Relaxed);
         let (guarded, joined) = join(&fills, spec(S, Some(meta)));
         assert!(!joined);
@@ -773,15 +779,7 @@ mod tests {
     /// old one's fill.
     #[tokio::test]
     async fn a_reader_without_a_version_sees_a_guarded_fill_fail_on_change() {
-        let origin = DemoOrigin::start().await.unwrap();
-        origin
-            .state
-            .put("/o", OriginObject::new(pattern(4 * S as usize, 1), "v1"));
-        let fills = fills_for(&origin).await;
-        let (mut first, _) = join(&fills, spec(0, None));
-        let FillHead::Body(meta) = first.head().await.unwrap() else {
-            panic!("expected a body")
-        };
+        let (origin, fills, _, meta) = learned(1).await;
         origin
             .state
             .put("/o", OriginObject::new(pattern(4 * S as usize, 2), "v2"));
@@ -799,14 +797,7 @@ mod tests {
     /// learning the version when another one has learned it.
     #[tokio::test]
     async fn a_joiner_that_lost_the_race_to_a_finished_fill_looks_again() {
-        let origin = DemoOrigin::start().await.unwrap();
-        let data = pattern(4 * S as usize, 5);
-        origin.state.put("/o", OriginObject::new(data.clone(), "v1"));
-        let fills = fills_for(&origin).await;
-        let (mut first, _) = join(&fills, spec(0, None));
-        let FillHead::Body(meta) = first.head().await.unwrap() else {
-            panic!("expected a body")
-        };
+        let (_origin, fills, data, meta) = learned(5).await;
         let (second, _) = join(&fills, spec(S, Some(meta.clone())));
         assert_eq!(body(second).await.unwrap(), &data[S as usize..2 * S as usize]);
         // The fill left the registry before it published its end.
