@@ -219,18 +219,18 @@ impl Cache {
     /// The extents that may hold byte `pos`: the one the catalog recorded,
     /// then the aligned extent under each slice size the object was cached
     /// with.
-    fn probes(&self, object: ObjectId, meta: &ObjectMeta, pos: u64) -> impl Iterator<Item = (u64, u32)> {
+    fn probes<'m>(&self, object: ObjectId, meta: &'m ObjectMeta, pos: u64) -> impl Iterator<Item = (u64, u32)> + 'm {
         let hinted = self.objects().get(&object).and_then(|e| {
             let (&off, &len) = e.extents.range(..=pos).next_back()?;
             (off + u64::from(len) > pos).then_some((off, len))
         });
-        let sizes = meta.extent_sizes.clone();
-        let total = meta.size;
-        hinted.into_iter().chain(sizes.into_iter().filter_map(move |size| {
-            let off = pos / size * size;
-            let len = u32::try_from(size.min(total.checked_sub(off)?)).ok()?;
-            Some((off, len))
-        }))
+        hinted
+            .into_iter()
+            .chain(meta.extent_sizes.iter().filter_map(move |&size| {
+                let off = pos / size * size;
+                let len = u32::try_from(size.min(meta.size.checked_sub(off)?)).ok()?;
+                Some((off, len))
+            }))
     }
 
     async fn find_extent(
