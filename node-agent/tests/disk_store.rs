@@ -504,6 +504,51 @@ async fn metrics_are_registered_with_conventional_names() {
     assert!(text.contains("slicecache_disk_hits_total{device=\"dev\"} 1"), "{text}");
 }
 
+/// Descriptors this process holds on `path`.
+fn open_descriptors(path: &Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target == path)
+        .count()
+}
+
+/// A dropped store has closed its device by the time `drop` returns, even
+/// right after device reads: the next open of a block device (O_EXCL) must
+/// not find it busy, and the agent reopens its disks on a config reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_store_closes_the_device() {
+    let dir = tmpdir();
+    let path = dir.path().join("dev");
+    let o = options(&path, 16 << 20, 1 << 20);
+    let keys: Vec<_> = (0..40).map(|i| key(30, i, len_for(i))).collect();
+    let store = open(&o).unwrap();
+    for k in &keys {
+        store.put(*k, content(k)).await;
+    }
+    store.close().await.unwrap();
+    drop(store);
+    let path = path.canonicalize().unwrap();
+    for round in 0..200 {
+        let store = open(&o).unwrap();
+        // A fresh store has nothing resident: every hit is a device read.
+        let reads = keys.iter().map(|k| assert_exact_or_miss(&store, k));
+        let hits = futures::future::join_all(reads)
+            .await
+            .into_iter()
+            .filter(|hit| *hit)
+            .count();
+        assert_eq!(hits, keys.len(), "round {round}");
+        assert!(store.io_activity().device_reads > 0);
+        drop(store);
+        assert_eq!(
+            open_descriptors(&path),
+            0,
+            "device still open after drop in round {round}"
+        );
+    }
+}
+
 struct LoopDevice(PathBuf);
 
 impl Drop for LoopDevice {

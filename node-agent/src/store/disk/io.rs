@@ -112,15 +112,17 @@ type Job = Box<dyn FnOnce() + Send + 'static>;
 #[derive(Debug)]
 pub struct IoPool {
     tx: Mutex<Option<mpsc::Sender<Job>>>,
+    threads: Mutex<Vec<thread::JoinHandle<()>>>,
 }
 
 impl IoPool {
     pub fn new(name: &str, threads: usize) -> io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
+        let mut handles = Vec::with_capacity(threads.max(1));
         for i in 0..threads.max(1) {
             let rx = Arc::clone(&rx);
-            thread::Builder::new().name(format!("{name}-{i}")).spawn(move || loop {
+            let handle = thread::Builder::new().name(format!("{name}-{i}")).spawn(move || loop {
                 let job = {
                     let guard = rx.lock().unwrap_or_else(PoisonError::into_inner);
                     guard.recv()
@@ -130,9 +132,11 @@ impl IoPool {
                     Err(_) => break,
                 }
             })?;
+            handles.push(handle);
         }
         Ok(Self {
             tx: Mutex::new(Some(tx)),
+            threads: Mutex::new(handles),
         })
     }
 
@@ -148,6 +152,21 @@ impl IoPool {
     /// Lets the threads exit once queued jobs are done.
     pub fn shutdown(&self) {
         self.tx.lock().unwrap_or_else(PoisonError::into_inner).take();
+    }
+
+    /// Shuts down and waits for the threads to exit. A job drops what it
+    /// captured only after it has answered its caller, so this is the point
+    /// from which no job holds anything (such as the device) any more.
+    pub fn join(&self) {
+        self.shutdown();
+        let handles = std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
+        let me = thread::current().id();
+        for handle in handles {
+            // A pool thread never waits for itself.
+            if handle.thread().id() != me {
+                let _ = handle.join();
+            }
+        }
     }
 }
 

@@ -553,13 +553,16 @@ impl DiskStore {
 
 impl Drop for DiskStore {
     /// Stops the writer without flushing or checkpointing (crash semantics)
-    /// and waits for it, so the device is released when this returns.
+    /// and waits for it and the read threads, so the device is closed when
+    /// this returns and can be opened again at once (block devices are
+    /// opened O_EXCL).
     fn drop(&mut self) {
         self.cmd.lock().unwrap_or_else(PoisonError::into_inner).take();
         let handle = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(handle) = handle {
             let _ = handle.join();
         }
+        self.shared.reads.join();
     }
 }
 

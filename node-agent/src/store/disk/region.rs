@@ -197,11 +197,9 @@ impl RegionWriter {
             }
             self.shared.update_gauges(self.head_free());
         }
-        // Let in-flight region writes finish so the device is released.
-        while self.inflight > 0 && self.done_rx.recv().is_ok() {
-            self.inflight -= 1;
-        }
-        self.flusher.shutdown();
+        // Let in-flight region writes finish and their threads exit, so the
+        // device is released.
+        self.flusher.join();
     }
 
     fn head_free(&self) -> u64 {
