@@ -5,15 +5,17 @@
 //! to be multiples of the logical block size. `Vec<u8>` gives no alignment
 //! guarantee, so this module allocates with an explicit [`Layout`].
 //! [`AlignedBuf`] is a plain owned buffer (reads, checkpoints, superblock);
+//! [`BufPool`] recycles the buffers that device reads land in;
 //! [`RegionBuf`] is the write head: one writer appends behind a mutex while
 //! readers copy already-committed bytes without taking it.
 
 #![allow(unsafe_code)]
 
 use std::alloc::{self, Layout};
+use std::collections::HashMap;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Alignment of every buffer and every device transfer.
 pub const ALIGN: usize = 4096;
@@ -102,6 +104,134 @@ impl AsRef<[u8]> for AlignedBuf {
 impl std::fmt::Debug for AlignedBuf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AlignedBuf").field("len", &self.len).finish()
+    }
+}
+
+// === impl BufPool ===
+
+/// Idle [`AlignedBuf`]s kept for the next device read, up to a byte cap.
+///
+/// Every disk hit reads its entry into an aligned buffer that then travels
+/// to the client (and may be promoted into L1) as `Bytes`. Allocating each
+/// one afresh costs more CPU than the read itself: the allocator hands out
+/// newly mapped memory that the kernel faults in and zeroes page by page,
+/// and unmaps it again on free. A [`PooledBuf`] goes back here when the
+/// last `Bytes` pointing into it is dropped.
+#[derive(Debug)]
+pub struct BufPool {
+    idle: Mutex<Idle>,
+    cap: usize,
+}
+
+#[derive(Debug, Default)]
+struct Idle {
+    by_len: HashMap<usize, Vec<AlignedBuf>>,
+    bytes: usize,
+}
+
+impl BufPool {
+    /// A pool that keeps at most `cap` bytes of idle buffers.
+    pub fn new(cap: usize) -> Arc<Self> {
+        Arc::new(Self {
+            idle: Mutex::new(Idle::default()),
+            cap,
+        })
+    }
+
+    /// A buffer of `len` bytes rounded up to [`ALIGN`]; its contents are
+    /// whatever was last read into it (zeros when new).
+    pub fn take(self: &Arc<Self>, len: usize) -> PooledBuf {
+        let len = align_up(len.max(1) as u64, ALIGN as u64) as usize;
+        let reused = {
+            let mut idle = self.lock();
+            match idle.by_len.get_mut(&len).and_then(Vec::pop) {
+                Some(buf) => {
+                    idle.bytes -= len;
+                    Some(buf)
+                }
+                None => {
+                    // Misses of a length mean the lengths in demand changed
+                    // (a new slice size): let an idle buffer of another
+                    // length go, so the pool drifts toward what is asked for.
+                    idle.evict_one();
+                    None
+                }
+            }
+        };
+        PooledBuf {
+            buf: Some(reused.unwrap_or_else(|| AlignedBuf::zeroed(len))),
+            pool: Arc::clone(self),
+        }
+    }
+
+    /// Bytes held by idle buffers.
+    pub fn idle_bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    fn give(&self, buf: AlignedBuf) {
+        let mut idle = self.lock();
+        if idle.bytes + buf.len() <= self.cap {
+            idle.bytes += buf.len();
+            idle.by_len.entry(buf.len()).or_default().push(buf);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Idle> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Idle {
+    /// Frees one buffer of the length with the most idle bytes.
+    fn evict_one(&mut self) {
+        let Some((&len, _)) = self
+            .by_len
+            .iter()
+            .filter(|(_, bufs)| !bufs.is_empty())
+            .max_by_key(|(len, bufs)| **len * bufs.len())
+        else {
+            return;
+        };
+        if let Some(bufs) = self.by_len.get_mut(&len) {
+            if bufs.pop().is_some() {
+                self.bytes -= len;
+            }
+            if bufs.is_empty() {
+                self.by_len.remove(&len);
+            }
+        }
+    }
+}
+
+/// An [`AlignedBuf`] on loan from a [`BufPool`], returned when dropped.
+#[derive(Debug)]
+pub struct PooledBuf {
+    buf: Option<AlignedBuf>,
+    pool: Arc<BufPool>,
+}
+
+impl PooledBuf {
+    pub fn as_slice(&self) -> &[u8] {
+        self.buf.as_ref().map_or(&[], AlignedBuf::as_slice)
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        self.buf.as_mut().map_or(&mut [], AlignedBuf::as_mut_slice)
+    }
+}
+
+impl AsRef<[u8]> for PooledBuf {
+    fn as_ref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl Drop for PooledBuf {
+    fn drop(&mut self) {
+        if let Some(buf) = self.buf.take() {
+            self.pool.give(buf);
+        }
     }
 }
 
@@ -238,6 +368,38 @@ mod tests {
         assert_eq!(buf.len(), 8192);
         assert_eq!(buf.as_slice().as_ptr() as usize % ALIGN, 0);
         assert!(buf.as_slice().iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn pooled_buffers_come_back_and_the_pool_follows_demand() {
+        let pool = BufPool::new(3 * 8192);
+        let mut a = pool.take(5000);
+        assert_eq!(a.as_slice().len(), 8192);
+        assert_eq!(a.as_slice().as_ptr() as usize % ALIGN, 0);
+        a.as_mut_slice()[0] = 7;
+        let first = a.as_slice().as_ptr();
+        drop(a);
+        assert_eq!(pool.idle_bytes(), 8192);
+        // The same memory is lent again, with what was last read into it.
+        let b = pool.take(8000);
+        assert_eq!((b.as_slice().as_ptr(), b.as_slice()[0]), (first, 7));
+        assert_eq!(pool.idle_bytes(), 0);
+        // Alive behind `Bytes` until the last clone goes.
+        let bytes = bytes::Bytes::from_owner(b).slice(0..10);
+        let clone = bytes.clone();
+        drop(bytes);
+        assert_eq!(pool.idle_bytes(), 0);
+        drop(clone);
+        assert_eq!(pool.idle_bytes(), 8192);
+        // The cap holds: four buffers back, three kept.
+        let four: Vec<_> = (0..4).map(|_| pool.take(8192)).collect();
+        drop(four);
+        assert_eq!(pool.idle_bytes(), 3 * 8192);
+        // A miss of another length lets one idle buffer go.
+        let other = pool.take(4096);
+        assert_eq!(pool.idle_bytes(), 2 * 8192);
+        drop(other);
+        assert_eq!(pool.idle_bytes(), 2 * 8192 + 4096);
     }
 
     #[test]

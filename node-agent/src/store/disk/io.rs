@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 
-use super::aligned::{align_down, align_up, AlignedBuf, ALIGN};
+use super::aligned::{align_down, align_up, BufPool, PooledBuf, ALIGN};
 
 /// An opened device or device file.
 #[derive(Debug)]
@@ -88,15 +88,16 @@ impl Device {
         self.file.read_exact_at(buf, offset)
     }
 
-    /// Reads `len` bytes at any `offset`: the covering aligned span is read and
-    /// the wanted bytes are `buf[start..start + len]`.
-    pub fn read_unaligned(&self, offset: u64, len: usize) -> io::Result<(AlignedBuf, usize)> {
+    /// Reads `len` bytes at any `offset` into a buffer from `bufs`: the
+    /// covering aligned span is read and the wanted bytes are
+    /// `buf[start..start + len]`.
+    pub fn read_unaligned(&self, offset: u64, len: usize, bufs: &Arc<BufPool>) -> io::Result<(PooledBuf, usize)> {
         let first = align_down(offset, ALIGN as u64);
         let last = align_up(offset + len as u64, ALIGN as u64).min(align_down(self.size, ALIGN as u64));
         if last < offset + len as u64 {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the device end"));
         }
-        let mut buf = AlignedBuf::zeroed((last - first) as usize);
+        let mut buf = bufs.take((last - first) as usize);
         self.read_at(buf.as_mut_slice(), first)?;
         Ok((buf, (offset - first) as usize))
     }

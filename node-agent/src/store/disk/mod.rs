@@ -35,7 +35,7 @@ pub mod region;
 pub mod superblock;
 pub mod wipe;
 
-use aligned::{align_down, AlignedBuf, RegionBuf, ALIGN};
+use aligned::{align_down, AlignedBuf, BufPool, RegionBuf, ALIGN};
 use entry::{entry_size, EntryKey, HEADER_LEN, REGION_HEADER_LEN};
 use index::Index;
 use io::{Device, IoPool};
@@ -47,6 +47,10 @@ pub use superblock::{Geometry, Signature};
 
 /// Default region size: large sequential writes, bounded loss on crash.
 pub const DEFAULT_REGION_SIZE: u32 = 16 << 20;
+
+/// Idle read buffers kept for reuse: a few dozen slices' worth. Buffers in
+/// use (on their way to a client, or promoted into L1) are not counted.
+const READ_BUF_POOL_BYTES: usize = 32 << 20;
 
 /// How to open a disk store.
 #[derive(Clone, Debug)]
@@ -158,6 +162,8 @@ pub(crate) struct Shared {
     pub metrics: DiskMetrics,
     state: Mutex<State>,
     reads: IoPool,
+    /// Buffers for device reads (see [`BufPool`]).
+    pub read_bufs: Arc<BufPool>,
     write_error: Mutex<Option<String>>,
 }
 
@@ -363,6 +369,7 @@ impl DiskStore {
                 resident: HashMap::new(),
             }),
             reads,
+            read_bufs: BufPool::new(READ_BUF_POOL_BYTES),
             write_error: Mutex::new(None),
         });
         shared.update_gauges(0);
@@ -514,29 +521,37 @@ impl DiskStore {
         let (tx, rx) = oneshot::channel();
         let shared = Arc::clone(&self.shared);
         let offset = shared.geometry.region_offset(slot.region) + u64::from(slot.offset());
+        // The checksum runs on the read thread too: it is a pass over the
+        // whole entry, which the async workers have better things to do with.
         let submitted = self.shared.reads.execute(move || {
             let started = std::time::Instant::now();
-            let result = shared.dev.read_unaligned(offset, len);
+            let read = shared.dev.read_unaligned(offset, len, &shared.read_bufs);
             shared
                 .metrics
                 .read_duration_seconds
                 .observe(started.elapsed().as_secs_f64());
-            let _ = tx.send(result);
+            let outcome = match read {
+                Ok((buf, start)) => match entry::verify_entry(&buf.as_slice()[start..start + len], &key) {
+                    Ok(range) => {
+                        DeviceRead::Verified(Bytes::from_owner(buf).slice(start + range.start..start + range.end))
+                    }
+                    Err(_) => DeviceRead::Corrupt,
+                },
+                Err(e) => DeviceRead::Failed(e),
+            };
+            let _ = tx.send(outcome);
         });
         if !submitted {
             return None;
         }
-        let (buf, start) = match rx.await.ok()? {
-            Ok(r) => r,
-            Err(e) => {
+        match rx.await.ok()? {
+            DeviceRead::Verified(bytes) => Some(bytes),
+            DeviceRead::Failed(e) => {
                 self.shared.metrics.io_errors.inc();
                 tracing::warn!(error = %e, "disk cache read failed");
-                return None;
+                None
             }
-        };
-        match entry::verify_entry(&buf.as_slice()[start..start + len], &key) {
-            Ok(range) => Some(Bytes::from_owner(buf).slice(start + range.start..start + range.end)),
-            Err(_) => {
+            DeviceRead::Corrupt => {
                 let mut st = self.shared.lock();
                 // A reclaim between lookup and read is a plain miss; only a
                 // failure at an unchanged location is corruption.
@@ -549,6 +564,15 @@ impl DiskStore {
             }
         }
     }
+}
+
+/// What a read thread found at an entry's location.
+enum DeviceRead {
+    /// The entry's payload, its key and checksum verified.
+    Verified(Bytes),
+    /// Not the entry the index pointed to, or its checksum failed.
+    Corrupt,
+    Failed(std::io::Error),
 }
 
 impl Drop for DiskStore {

@@ -356,7 +356,11 @@ impl RegionWriter {
         let mut carried = Vec::with_capacity(hot.len());
         for slot in hot {
             let len = HEADER_LEN + slot.len as usize;
-            let Ok((img, start)) = self.shared.dev.read_unaligned(base + u64::from(slot.offset()), len) else {
+            let Ok((img, start)) =
+                self.shared
+                    .dev
+                    .read_unaligned(base + u64::from(slot.offset()), len, &self.shared.read_bufs)
+            else {
                 self.shared.metrics.io_errors.inc();
                 continue;
             };
