@@ -563,6 +563,19 @@ if [ "$DISK_TIER" = 1 ]; then
   DISK_AGENT_WARN=$(grep -c -E 'WARN|ERROR' "$WORK/agent-disk.log" || true)
   DISK_AGENT_WARN_TEXT=$(sed 's/\x1b\[[0-9;]*m//g' "$WORK/agent-disk.log" | { grep -E ' (WARN|ERROR) ' || true; } | sed 's/^[^ ]* *//' | sort | uniq -c | sort -rn | head -3 | awk '{ n = $1; $1 = ""; printf "%s`%s` (%d)", sep, substr($0, 2), n; sep = "; " }')
   DISK_DEV_KIB=$(du -k "$WORK/disk/agent.dev" | cut -f1)
+  # The device's own read ceiling, the way the agent reads it: direct 1 MiB
+  # reads, four at a time (its read threads), over the part it has written.
+  DISK_DD_MIB=$(( $(mib "$DISK_M_USED") / 4 * 4 ))
+  drop_caches
+  start=$(date +%s.%N)
+  DD_PIDS=()
+  for i in 0 1 2 3; do
+    dd if="$WORK/disk/agent.dev" of=/dev/null bs=1M iflag=direct status=none \
+      skip=$((i * DISK_DD_MIB / 4)) count=$((DISK_DD_MIB / 4)) &
+    DD_PIDS+=($!)
+  done
+  wait "${DD_PIDS[@]}"
+  DISK_DD_RATE=$(awk -v s="$start" -v e="$(date +%s.%N)" -v m="$DISK_DD_MIB" 'BEGIN { printf "%.0f", m / (e - s) }')
 fi
 
 # ---------------------------------------------------------------- the report
@@ -685,6 +698,7 @@ single runs of it vary.
 
 - Warm-up (first fetch of the set, one client): agent ${DWARM_S[agent_disk]} s, nginx ${DWARM_S[nginx_disk]} s. Origin bytes over the whole run: agent $DISK_ORIGIN_AGENT, nginx $DISK_ORIGIN_NGINX (one working set each: $DISK_WANT).
 - Agent device: \`slicecache_disk_capacity_bytes\` $DISK_M_CAP, used $DISK_M_USED, device writes $DISK_M_WRITTEN bytes, $((DISK_DEV_KIB / 1024)) MiB allocated in the sparse file; disk hits $DISK_M_HITS, misses $DISK_M_MISSES, checksum failures $DISK_M_CSUM, I/O errors $DISK_M_IOERR; mean device read $(awk -v s="$DISK_M_RSUM" -v n="$DISK_M_RCOUNT" 'BEGIN { if (n > 0) printf "%.2f ms", s / n * 1000; else print "n/a" }') over $DISK_M_RCOUNT reads.
+- The device's read ceiling: four \`dd iflag=direct bs=1M\` readers at once over the first $DISK_DD_MIB MiB of the device file, after the last run$([ "$DROP_CACHES" = 1 ] && echo " and a page-cache drop"): $DISK_DD_RATE MiB/s. The agent's disk-tier hits cannot outrun it; nginx's page-cache hits are not bound by it.
 - Agent memory tier at the end: $(mib "$DISK_MEM_USED") MiB used; VmHWM over the whole run $((DISK_AGENT_HWM / 1024)) MiB. Agent log: $DISK_AGENT_WARN WARN/ERROR lines${DISK_AGENT_WARN_TEXT:+: $DISK_AGENT_WARN_TEXT}.
 - nginx: cache directory $(du -sm "$WORK/disk/peer/cache" | cut -f1) MiB; $DISK_PEER_ERR error-level lines in its error log.
 EOF
