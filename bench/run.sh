@@ -826,12 +826,14 @@ cat <<'EOF'
   pages (see `ShmemHugePages` under "Other numbers"). nginx is not
   affected by that setting: its cache files are on ext4, not shmem.
   With huge pages the agent leads at 64 and 512 connections in every run
-  so far (1.07-1.23x throughput, p99 0.61-0.98x); with one connection the
+  so far (1.06-1.23x throughput, p99 0.59-0.98x); with one connection the
   two are close to parity and the sign moves with run-to-run noise: the
-  three runs with huge pages so far gave 0.93x-1.12x throughput and p99
+  four runs with huge pages so far gave 0.91x-1.12x throughput and p99
   0.82x-1.05x for one connection. One connection is bound by the
-  kernel's loopback path and wrk's copy (perf: 98% of the agent's samples
-  in the kernel), the same for both caches.
+  kernel's loopback path and wrk's copy (perf: 92-98% of the agent's
+  samples in the kernel, 6% in its own code), the same for both caches;
+  two back-to-back 5-6 s range runs of the agent alone at one connection
+  gave 862 and 967 requests/s.
 - At 64 and 512 connections both caches reach the loopback ceiling of this
   machine (2.4-3 GB/s across runs, see the machine line): wrk (two threads receiving every
   byte) and the kernel's loopback path are the bottleneck, so throughput
@@ -839,11 +841,17 @@ cat <<'EOF'
   first. p99 at 512 connections moved by 2x between runs of the same
   binaries while this script was written; read p99 ratios above 64
   connections as indicative.
-- The disk-tier agent reads each slice from its device (O_DIRECT into its
-  own buffers, checksum verified) and writes it from the heap, so its CPU
-  per GiB is about ten times the memory tier's; nginx's "disk" hits come from the page
-  cache (see the resident column), so that pair compares a device read with
-  a memory read.
+- The disk-tier agent reads each slice from its device (O_DIRECT into a
+  pooled aligned buffer, checksum verified on the read thread) and
+  `write()`s it from that buffer: `sendfile` needs the bytes in a file's
+  page cache, which O_DIRECT bypasses on purpose, so the kernel copies each
+  byte into the socket and its CPU per GiB is several times the memory
+  tier's. Until commit 50f3439 every read allocated a fresh buffer, whose
+  page faults and zeroing put it at 1.22-1.72 CPU s per GiB (run at
+  2f6df84). Its throughput is bound by the device: compare it with the
+  device's read ceiling under "Other disk-tier numbers". nginx's "disk"
+  hits come from the page cache (see the resident column), so that pair
+  compares a device read with a memory read.
 - Neither RSS column includes cached bytes: nginx's cache lives in files and
   the kernel's page cache, the agent's memory tier in a memfd (shared
   memory). `slicecache_memory_used_bytes` under "Other numbers" is the
