@@ -150,10 +150,14 @@ impl BufPool {
                     Some(buf)
                 }
                 None => {
-                    // Misses of a length mean the lengths in demand changed
-                    // (a new slice size): let an idle buffer of another
-                    // length go, so the pool drifts toward what is asked for.
-                    idle.evict_one();
+                    // A miss with the pool full means it holds lengths no
+                    // longer asked for (a new slice size): let one go, so the
+                    // buffer allocated now fits when it comes back. Below the
+                    // cap a miss only means every buffer of this length is
+                    // in use, and the idle ones of other lengths are kept.
+                    if idle.bytes + len > self.cap {
+                        idle.evict_one();
+                    }
                     None
                 }
             }
@@ -395,11 +399,18 @@ mod tests {
         let four: Vec<_> = (0..4).map(|_| pool.take(8192)).collect();
         drop(four);
         assert_eq!(pool.idle_bytes(), 3 * 8192);
-        // A miss of another length lets one idle buffer go.
+        // With the pool full, a miss of another length lets one idle buffer go.
         let other = pool.take(4096);
         assert_eq!(pool.idle_bytes(), 2 * 8192);
         drop(other);
         assert_eq!(pool.idle_bytes(), 2 * 8192 + 4096);
+        // Below the cap a miss keeps the idle buffers of other lengths.
+        let roomy = BufPool::new(4 * 8192);
+        drop(roomy.take(8192));
+        let other = roomy.take(4096);
+        assert_eq!(roomy.idle_bytes(), 8192);
+        drop(other);
+        assert_eq!(roomy.idle_bytes(), 8192 + 4096);
     }
 
     #[test]
