@@ -831,9 +831,7 @@ cat <<'EOF'
   four runs with huge pages so far gave 0.91x-1.12x throughput and p99
   0.82x-1.05x for one connection. One connection is bound by the
   kernel's loopback path and wrk's copy (perf: 92-98% of the agent's
-  samples in the kernel, 6% in its own code), the same for both caches;
-  two back-to-back 5-6 s range runs of the agent alone at one connection
-  gave 862 and 967 requests/s.
+  samples in the kernel, 6% in its own code), the same for both caches.
 - At 64 and 512 connections both caches reach the loopback ceiling of this
   machine (2.4-3 GB/s across runs, see the machine line): wrk (two threads receiving every
   byte) and the kernel's loopback path are the bottleneck, so throughput
