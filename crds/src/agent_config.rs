@@ -35,6 +35,9 @@ pub struct AgentConfig {
     pub cache: CacheConfig,
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Limits on client connections: timeouts and caps.
+    #[serde(default)]
+    pub client: ClientConfig,
 }
 
 /// Where misses go.
@@ -104,6 +107,11 @@ pub struct CacheConfig {
     /// Format policy for discovered devices.
     #[serde(default)]
     pub discovered_format: FormatPolicy,
+    /// Accept a memory tier larger than the host's memory (or larger than
+    /// the agent's cgroup limit). Off by default: such a tier would push the
+    /// node into swapping or the OOM killer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force_memory: bool,
 }
 
 /// One L2 device.
@@ -145,6 +153,48 @@ pub struct AdminConfig {
     pub purge_token_file: Option<String>,
 }
 
+/// How long clients may take and how many connections they may hold.
+/// Every cut is counted in `slicecache_client_connections_closed_total`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Time a new connection has to send its whole first request header
+    /// (slowloris protection).
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: HumanDuration,
+    /// Time an idle keep-alive connection is held open for the next request.
+    #[serde(default = "default_keepalive_timeout")]
+    pub keepalive_timeout: HumanDuration,
+    /// Time allowed for one write to a client that has stopped reading.
+    #[serde(default = "default_send_timeout")]
+    pub send_timeout: HumanDuration,
+    /// Lowest rate (bytes per second) a response may be read at before the
+    /// connection is cut; 0 turns the rate check off (`sendTimeout` stays).
+    #[serde(default = "default_min_send_rate")]
+    pub min_send_rate: ByteSize,
+    /// Client connections open at once; 0 means automatic: the descriptor
+    /// limit less a reserve for the origin, the devices and the admin port.
+    #[serde(default)]
+    pub max_connections: u32,
+    /// Connections one client address may hold; 0 means half of
+    /// `maxConnections`.
+    #[serde(default)]
+    pub max_connections_per_ip: u32,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            header_timeout: default_header_timeout(),
+            keepalive_timeout: default_keepalive_timeout(),
+            send_timeout: default_send_timeout(),
+            min_send_rate: default_min_send_rate(),
+            max_connections: 0,
+            max_connections_per_ip: 0,
+        }
+    }
+}
+
 impl Default for Tunables {
     fn default() -> Self {
         Self {
@@ -166,6 +216,7 @@ impl Default for CacheConfig {
             device_filter: None,
             use_all_devices: false,
             discovered_format: FormatPolicy::default(),
+            force_memory: false,
         }
     }
 }
@@ -195,6 +246,7 @@ impl AgentConfig {
             tunables: Tunables::default(),
             cache: CacheConfig::default(),
             admin: AdminConfig::default(),
+            client: ClientConfig::default(),
         }
     }
 }
@@ -238,6 +290,18 @@ fn default_ttl() -> HumanDuration {
 }
 fn default_true() -> bool {
     true
+}
+fn default_header_timeout() -> HumanDuration {
+    HumanDuration::secs(10)
+}
+fn default_keepalive_timeout() -> HumanDuration {
+    HumanDuration::secs(60)
+}
+fn default_send_timeout() -> HumanDuration {
+    HumanDuration::secs(60)
+}
+fn default_min_send_rate() -> ByteSize {
+    ByteSize::kib(1)
 }
 fn default_memory() -> ByteSize {
     ByteSize::mib(256)

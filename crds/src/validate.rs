@@ -613,6 +613,7 @@ impl ValidatedSliceCache {
             },
             use_all_devices: matches!(self.cache.devices, DeviceSelection::All),
             discovered_format: format,
+            force_memory: false,
         };
         config.admin = AdminConfig {
             purge_token_file: self.purge_token.as_ref().map(|_| PURGE_TOKEN_FILE.to_string()),

@@ -14,9 +14,8 @@ use slicecache_api::agent_config::{
     AgentConfig, FormatPolicy, Tunables, MAX_CONCURRENCY, MAX_SLICE_SIZE, MIN_SLICE_SIZE,
 };
 use slicecache_api::units::ByteSize;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
-use crate::fill::FillSettings;
 use crate::metrics::Metrics;
 use crate::object::FreshnessPolicy;
 
@@ -47,6 +46,7 @@ pub struct Overrides {
     pub device: Option<String>,
     pub device_size: Option<ByteSize>,
     pub memory_cache: Option<ByteSize>,
+    pub force_memory: bool,
     pub slice_size: Option<ByteSize>,
     pub concurrency: Option<u32>,
 }
@@ -72,6 +72,7 @@ impl Overrides {
         if let Some(v) = self.memory_cache {
             cfg.cache.memory = v;
         }
+        cfg.cache.force_memory |= self.force_memory;
         self.apply_tunables(&mut cfg.tunables);
     }
 
@@ -109,6 +110,13 @@ pub fn load_file_bytes(path: &Path) -> Result<(AgentConfig, Vec<u8>), ConfigErro
 /// Parses config YAML; the message carries the line and column.
 pub fn parse(text: &str) -> Result<AgentConfig, String> {
     serde_yaml_ng::from_str(text).map_err(|e| e.to_string())
+}
+
+/// Per-agent settings a fill needs; a snapshot taken when it starts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FillSettings {
+    pub retries: u32,
+    pub freshness: FreshnessPolicy,
 }
 
 /// Tunables in the form the data path uses, checked.
@@ -153,8 +161,150 @@ impl RuntimeTunables {
     }
 }
 
-/// Checks the parts of a config that only take effect at start.
+/// Checks the parts of a config that only take effect at start, against
+/// this host's memory.
 pub fn validate(cfg: &AgentConfig) -> Result<RuntimeTunables, ConfigError> {
+    check_bounds(cfg)?;
+    check_memory(&cfg.cache, memory_ceiling())?;
+    validate_rest(cfg)
+}
+
+/// Every size and count within bounds, so nothing is allocated or opened
+/// from an absurd value. (The memory tier against the host: [`check_memory`].)
+fn check_bounds(cfg: &AgentConfig) -> Result<(), ConfigError> {
+    let counts: [(&'static str, u64, u64); 4] = [
+        ("threads", cfg.threads as u64, MAX_THREADS),
+        (
+            "origin.maxConnections",
+            u64::from(cfg.origin.max_connections),
+            MAX_ORIGIN_CONNECTIONS,
+        ),
+        (
+            "client.maxConnections",
+            u64::from(cfg.client.max_connections),
+            MAX_CLIENT_CONNECTIONS,
+        ),
+        (
+            "client.maxConnectionsPerIp",
+            u64::from(cfg.client.max_connections_per_ip),
+            MAX_CLIENT_CONNECTIONS,
+        ),
+    ];
+    for (field, value, max) in counts {
+        if value > max {
+            return Err(invalid(field, format!("{value} is more than the limit of {max}")));
+        }
+    }
+    let durations = [
+        ("origin.connectTimeout", cfg.origin.connect_timeout.get()),
+        ("origin.firstByteTimeout", cfg.origin.first_byte_timeout.get()),
+        ("origin.idleTimeout", cfg.origin.idle_timeout.get()),
+        ("client.headerTimeout", cfg.client.header_timeout.get()),
+        ("client.keepaliveTimeout", cfg.client.keepalive_timeout.get()),
+        ("client.sendTimeout", cfg.client.send_timeout.get()),
+    ];
+    for (field, value) in durations {
+        if value < MIN_TIMEOUT || value > MAX_TIMEOUT {
+            return Err(invalid(
+                field,
+                format!("{value:?} must be from {MIN_TIMEOUT:?} to {MAX_TIMEOUT:?}"),
+            ));
+        }
+    }
+    if cfg.tunables.default_ttl.get() > MAX_TTL {
+        return Err(invalid(
+            "tunables.defaultTtl",
+            format!(
+                "{:?} is more than the limit of {MAX_TTL:?}",
+                cfg.tunables.default_ttl.get()
+            ),
+        ));
+    }
+    if cfg.tunables.min_object_size.bytes() > MAX_SLICE_SIZE {
+        return Err(invalid(
+            "tunables.minObjectSize",
+            format!(
+                "{} is larger than the largest slice, 64Mi",
+                cfg.tunables.min_object_size
+            ),
+        ));
+    }
+    for device in &cfg.cache.devices {
+        if let Some(size) = device.size {
+            if size.bytes() > MAX_DEVICE_SIZE {
+                return Err(invalid(
+                    "cache.devices.size",
+                    format!("{size} for {} is more than the limit of 1Pi", device.path),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The memory tier against what the agent may use: refused when larger
+/// than `ceiling` (the host's memory, or its cgroup's limit) unless forced,
+/// and always when larger than [`MAX_MEMORY_TIER`].
+pub fn check_memory(
+    cache: &slicecache_api::agent_config::CacheConfig,
+    ceiling: Option<u64>,
+) -> Result<(), ConfigError> {
+    let tier = cache.memory.bytes();
+    if tier > MAX_MEMORY_TIER {
+        return Err(invalid(
+            "cache.memory",
+            format!(
+                "{} (--memory-cache) is more than the limit of {}",
+                cache.memory,
+                ByteSize(MAX_MEMORY_TIER)
+            ),
+        ));
+    }
+    match ceiling {
+        Some(limit) if tier > limit && !cache.force_memory => Err(invalid(
+            "cache.memory",
+            format!(
+                "{} (--memory-cache) is more than the {} of memory this agent may use (the host's memory or its cgroup limit, whichever is lower); \
+                 lower it, or set cache.forceMemory (--force-memory-cache) to accept it",
+                cache.memory,
+                ByteSize(limit)
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The memory this process may use: the host's total, or its cgroup's
+/// limit when that is lower. `None` when neither can be read.
+pub fn memory_ceiling() -> Option<u64> {
+    let host = std::fs::read_to_string("/proc/meminfo").ok().and_then(|text| {
+        let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        kib.checked_mul(1024)
+    });
+    let cgroup = [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .find_map(|path| std::fs::read_to_string(path).ok()?.trim().parse::<u64>().ok());
+    match (host, cgroup) {
+        (Some(h), Some(c)) => Some(h.min(c)),
+        (h, c) => h.or(c),
+    }
+}
+
+const MAX_THREADS: u64 = 1024;
+const MAX_ORIGIN_CONNECTIONS: u64 = 65_536;
+const MAX_CLIENT_CONNECTIONS: u64 = 1 << 20;
+const MIN_TIMEOUT: Duration = Duration::from_millis(1);
+const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+const MAX_DEVICE_SIZE: u64 = 1 << 50;
+/// No host has more: a forced memory tier still stops here.
+pub const MAX_MEMORY_TIER: u64 = 64 << 40;
+
+fn validate_rest(cfg: &AgentConfig) -> Result<RuntimeTunables, ConfigError> {
     crate::origin::OriginTarget::parse(&cfg.origin.url, cfg.origin.host_header.as_deref())
         .map_err(|m| invalid("origin.url", m))?;
     for (field, addr) in [("listen", &cfg.listen), ("adminListen", &cfg.admin_listen)] {
@@ -226,14 +376,27 @@ pub async fn watch_file(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut last = loaded.or_else(|| std::fs::read(&path).ok());
+    let mut missing = false;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = shutdown.changed() => return,
         }
-        let Ok(bytes) = std::fs::read(&path) else {
-            continue;
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                // Logged when it goes missing, not on every poll.
+                if !missing {
+                    warn!(path = %path.display(), error = %e,
+                          "config file unreadable; keeping the running configuration until it is back");
+                    missing = true;
+                }
+                continue;
+            }
         };
+        if std::mem::take(&mut missing) {
+            info!(path = %path.display(), "config file readable again");
+        }
         if last.as_deref() == Some(&bytes[..]) {
             continue;
         }
@@ -318,6 +481,59 @@ mod tests {
         cfg.tunables = Tunables::default();
         cfg.origin.url = "ftp://x".into();
         assert!(validate(&cfg).expect_err("invalid").to_string().contains("origin.url"));
+    }
+
+    #[test]
+    fn a_memory_tier_beyond_the_host_needs_force() {
+        let mut cache = slicecache_api::agent_config::CacheConfig {
+            memory: ByteSize::gib(200),
+            ..Default::default()
+        };
+        let err = check_memory(&cache, Some(128 << 30)).expect_err("refused").to_string();
+        assert!(
+            err.contains("cache.memory") && err.contains("200Gi") && err.contains("128Gi"),
+            "{err}"
+        );
+        assert!(err.contains("--force-memory-cache"), "{err}");
+        cache.force_memory = true;
+        check_memory(&cache, Some(128 << 30)).expect("forced");
+        cache.memory = ByteSize(1 << 60);
+        let err = check_memory(&cache, Some(128 << 30))
+            .expect_err("1Ei is refused even forced")
+            .to_string();
+        assert!(err.contains("limit"), "{err}");
+        cache.memory = ByteSize::gib(1);
+        cache.force_memory = false;
+        check_memory(&cache, None).expect("no ceiling known");
+    }
+
+    #[test]
+    fn absurd_counts_and_timeouts_are_refused_by_field() {
+        let base = AgentConfig::for_origin("http://127.0.0.1:1");
+        type Break = fn(&mut AgentConfig);
+        let cases: [(&str, Break); 6] = [
+            ("threads", |c| c.threads = 1 << 20),
+            ("origin.maxConnections", |c| c.origin.max_connections = u32::MAX),
+            ("client.headerTimeout", |c| {
+                c.client.header_timeout = slicecache_api::units::HumanDuration::secs(0)
+            }),
+            ("client.sendTimeout", |c| {
+                c.client.send_timeout = slicecache_api::units::HumanDuration::secs(1 << 30)
+            }),
+            ("tunables.minObjectSize", |c| {
+                c.tunables.min_object_size = ByteSize::gib(1)
+            }),
+            ("tunables.defaultTtl", |c| {
+                c.tunables.default_ttl = slicecache_api::units::HumanDuration::secs(u64::MAX / 2)
+            }),
+        ];
+        for (field, break_it) in cases {
+            let mut cfg = base.clone();
+            break_it(&mut cfg);
+            let err = check_bounds(&cfg).expect_err(field).to_string();
+            assert!(err.starts_with(field), "{field}: {err}");
+        }
+        check_bounds(&base).expect("defaults are within bounds");
     }
 
     #[test]

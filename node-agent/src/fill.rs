@@ -19,8 +19,9 @@ use tokio::sync::{watch, Semaphore};
 use tracing::{debug, warn};
 
 use crate::cache::Cache;
+pub use crate::config::FillSettings;
 use crate::metrics::Metrics;
-use crate::object::{FreshnessPolicy, ObjectMeta};
+use crate::object::ObjectMeta;
 use crate::origin::{content_length, parse_content_range, OriginClient, OriginRequest, OriginResponse};
 use crate::range::ByteRange;
 use crate::store::ObjectId;
@@ -161,13 +162,6 @@ impl FillReader {
             }
         }
     }
-}
-
-/// Per-agent settings a fill needs; a snapshot taken when it starts.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct FillSettings {
-    pub retries: u32,
-    pub freshness: FreshnessPolicy,
 }
 
 /// The registry of in-flight fills and what they share.
@@ -385,6 +379,8 @@ impl Fills {
             }
             412 => {
                 resp.release().await;
+                // The If-Match guard failed: the object changed at the origin.
+                self.metrics.object_changes.inc();
                 // Drop the cached object only if it is still the version this
                 // fetch was guarded by, not a newer one learned meanwhile.
                 let current = self.cache.meta(spec.key.object).await;
@@ -655,7 +651,7 @@ fn status_class(status: u16) -> &'static str {
 }
 
 fn resp_header_stub() -> pingora::http::ResponseHeader {
-    crate::server::response_header(416)
+    crate::response::response_header(416)
 }
 
 struct ScopeGuard<F: FnMut()>(F);
@@ -676,6 +672,7 @@ mod tests {
 
     use super::*;
     use crate::demo::origin::{pattern, DemoOrigin, OriginObject};
+    use crate::object::FreshnessPolicy;
     use crate::origin::OriginTarget;
     use std::sync::atomic::Ordering;
 

@@ -7,14 +7,19 @@
 
 pub mod admin;
 pub mod cache;
+pub mod client_limits;
 pub mod config;
 pub mod demo;
 pub mod discovery;
 pub mod fill;
+pub mod log_throttle;
 pub mod metrics;
 pub mod object;
 pub mod origin;
 pub mod range;
+pub mod request_check;
+pub mod request_target;
+pub mod response;
 pub mod run;
 pub mod sendfile;
 pub mod server;

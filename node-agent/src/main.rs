@@ -60,9 +60,13 @@ struct RunArgs {
     /// Size of a device file to create (bytes or quantity, e.g. 10Gi).
     #[arg(long)]
     device_size: Option<ByteSize>,
-    /// Memory tier size (bytes or quantity, e.g. 512Mi).
+    /// Memory tier size (bytes or quantity, e.g. 512Mi). At most the host's
+    /// memory (or the cgroup's limit) unless --force-memory-cache.
     #[arg(long)]
     memory_cache: Option<ByteSize>,
+    /// Accept a memory tier larger than the host's memory.
+    #[arg(long)]
+    force_memory_cache: bool,
     /// Slice size: a power of two from 64Ki to 64Mi.
     #[arg(long)]
     slice_size: Option<ByteSize>,
@@ -100,6 +104,7 @@ fn run_agent(args: RunArgs) -> anyhow::Result<()> {
         device: args.device,
         device_size: args.device_size,
         memory_cache: args.memory_cache,
+        force_memory: args.force_memory_cache,
         slice_size: args.slice_size,
         concurrency: args.concurrency,
     };

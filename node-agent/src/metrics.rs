@@ -43,9 +43,13 @@ pub struct Metrics {
     pub concurrency: IntGauge,
     pub config_reloads: IntCounterVec,
     pub purges: IntCounterVec,
+    pub purge_refusals: IntCounterVec,
     pub object_changes: IntCounter,
     pub object_invalidations: IntCounter,
     pub promotions: IntCounter,
+    pub client_connections: IntGauge,
+    pub client_cuts: IntCounterVec,
+    pub rejected_requests: IntCounterVec,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -154,6 +158,11 @@ impl Metrics {
                 "Purge requests by kind (url, prefix).",
                 &["kind"],
             )?,
+            purge_refusals: counter_vec(
+                "slicecache_purge_refusals_total",
+                "Purge requests refused, by reason: disabled, no_token, bad_token.",
+                &["reason"],
+            )?,
             object_changes: counter(
                 "slicecache_object_changes_total",
                 "Objects found changed at the origin while being served or revalidated.",
@@ -165,6 +174,20 @@ impl Metrics {
             promotions: counter(
                 "slicecache_promotions_total",
                 "Disk-tier hits admitted into the memory tier.",
+            )?,
+            client_connections: gauge(
+                "slicecache_client_connections",
+                "Client connections open now.",
+            )?,
+            client_cuts: counter_vec(
+                "slicecache_client_connections_closed_total",
+                "Client connections the agent refused or cut, by reason: global_limit, per_ip_limit, header_timeout, idle_timeout, send_timeout.",
+                &["reason"],
+            )?,
+            rejected_requests: counter_vec(
+                "slicecache_client_requests_rejected_total",
+                "Client requests answered 400, 414 or 431 before any cache work, by reason.",
+                &["reason"],
             )?,
             registry,
         })

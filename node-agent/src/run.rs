@@ -20,9 +20,11 @@ use tracing::{info, warn};
 
 use crate::admin::AdminApp;
 use crate::cache::Cache;
+use crate::client_limits::{ClientLimits, ConnectionGate};
 use crate::config::{self, LiveTunables, Overrides};
 use crate::discovery::{self, Selector, SystemView};
 use crate::fill::Fills;
+use crate::log_throttle::LogThrottle;
 use crate::metrics::Metrics;
 use crate::origin::{OriginClient, OriginTarget, OriginTimeouts};
 use crate::server::{Agent, ProxyApp};
@@ -64,6 +66,11 @@ pub fn run(cfg: AgentConfig, source: ConfigSource) -> anyhow::Result<()> {
     } else {
         cfg.threads
     };
+    let descriptors = crate::client_limits::raise_descriptor_limit();
+    let limits = ClientLimits::resolve(&cfg.client, descriptors, cfg.origin.max_connections);
+    info!(descriptors, max_connections = limits.max_connections, per_ip = limits.max_connections_per_ip,
+          header_timeout = ?limits.header_timeout, "client limits");
+    let gate = ConnectionGate::new(limits, metrics.client_connections.clone(), metrics.client_cuts.clone());
     let agent = Arc::new(Agent {
         cache: cache.clone(),
         fills,
@@ -71,6 +78,8 @@ pub fn run(cfg: AgentConfig, source: ConfigSource) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         active: std::sync::atomic::AtomicUsize::new(0),
         workers,
+        gate,
+        refusal_log: LogThrottle::default(),
     });
 
     let conf = ServerConf {
@@ -99,12 +108,13 @@ pub fn run(cfg: AgentConfig, source: ConfigSource) -> anyhow::Result<()> {
     let ready = Arc::new(AtomicBool::new(true));
     let mut admin = Service::new(
         "slicecache admin".to_string(),
-        pingora::apps::http_app::HttpServer::new_app(AdminApp {
+        AdminApp {
             cache,
             metrics: metrics.clone(),
             purge_token,
             ready,
-        }),
+            purge_log: LogThrottle::default(),
+        },
     );
     admin.add_tcp(&cfg.admin_listen);
     admin.threads = Some(1);

@@ -21,11 +21,15 @@ use pingora::server::ShutdownWatch;
 use tracing::{debug, info, warn};
 
 use crate::cache::{Cache, Tier};
+use crate::client_limits::{ConnectionGate, ConnectionPermit, Cut};
 use crate::config::{LiveTunables, RuntimeTunables};
 use crate::fill::{FillError, FillHead, FillKey, FillReader, FillSpec, Fills, Joined};
+use crate::log_throttle::LogThrottle;
 use crate::metrics::Metrics;
 use crate::object::ObjectMeta;
 use crate::range::{self, ByteRange, RangeOutcome, RangeSpec, Validators};
+use crate::request_check::{self, Rejection};
+use crate::response::response_header;
 use crate::sendfile::SocketWriter;
 use crate::slicer::{Slice, SlicePlan};
 use crate::store::ObjectId;
@@ -41,6 +45,10 @@ pub struct Agent {
     /// there are more responses than workers, writers take turns.
     pub active: std::sync::atomic::AtomicUsize,
     pub workers: usize,
+    /// Client connection caps and timeouts.
+    pub gate: Arc<ConnectionGate>,
+    /// Throttles the log line for refused connections.
+    pub refusal_log: LogThrottle,
 }
 
 /// Why a response ended early; the connection is closed.
@@ -65,25 +73,75 @@ impl HttpServerApp for ProxyApp {
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
-        match session.read_request().await {
-            Ok(true) => {}
-            Ok(false) => return None,
-            Err(e) => {
-                debug!(error = %e, "reading client request failed");
+        let gate = &self.0.gate;
+        let limits = *gate.limits();
+        // A permit travels with its connection from request to request.
+        let reused = session
+            .take_connection_user_context()
+            .and_then(|c| c.downcast::<ConnectionPermit>().ok());
+        let (permit, wait, cut) = match reused {
+            Some(permit) => (
+                *permit,
+                limits.keepalive_timeout + limits.header_timeout,
+                Cut::IdleTimeout,
+            ),
+            None => {
+                let ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+                match gate.admit(ip) {
+                    Ok(permit) => (permit, limits.header_timeout, Cut::HeaderTimeout),
+                    Err(cut) => {
+                        if let Some(held_back) = self.0.refusal_log.allow() {
+                            warn!(reason = cut.label(), client = ?ip, held_back, max = limits.max_connections,
+                                  per_ip = limits.max_connections_per_ip, "client connection refused: too many connections");
+                        }
+                        return None;
+                    }
+                }
+            }
+        };
+        session.set_pipelining_enabled(true);
+        session.set_write_timeout(Some(limits.send_timeout));
+        if limits.min_send_rate > 0 {
+            session.set_min_send_rate(Some(usize::try_from(limits.min_send_rate).unwrap_or(usize::MAX)));
+        }
+        match tokio::time::timeout(wait, session.read_request()).await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => return None,
+            Ok(Err(e)) => {
+                let status = request_check::parse_failure_status(&e);
+                debug!(error = %request_check::for_log(&e.to_string()), status, "unreadable client request");
+                self.0
+                    .count_rejected(if status == 400 { "malformed" } else { "too_large" });
+                let body = Bytes::from_static(b"the request could not be read\n");
+                if let Err(e) = session.respond_error_with_body(status, body).await {
+                    debug!(error = %e, "answering an unreadable request failed");
+                }
+                return None;
+            }
+            Err(_) => {
+                gate.count(cut);
                 return None;
             }
         }
-        session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+        let keepalive = (!*shutdown.borrow()).then(|| limits.keepalive_timeout.as_secs().max(1));
+        session.set_keepalive(keepalive);
         let _active = ActiveResponse::start(&self.0.active);
-        match self.0.serve_once(&mut session, true).await {
+        let served = self.0.serve_once(&mut session, true).await;
+        let mut settings = pingora::apps::HttpPersistentSettings::for_session(&session);
+        settings.set_user_context(Box::new(permit));
+        match served {
             Ok(Served::Done) => {}
-            Ok(Served::FromArena(hit)) => return self.0.send_arena_hit(session, hit).await,
+            Ok(Served::FromArena(hit)) => return self.0.send_arena_hit(session, hit, settings).await,
+            Err(ServeError::Client(e)) if e.contains("Timedout") => {
+                gate.count(Cut::SendTimeout);
+                debug!(request = %request_check::for_log(&session.request_summary()), error = %e, "client stopped reading");
+                return None;
+            }
             Err(e) => {
-                info!(request = %session.request_summary(), error = %e, "response aborted");
+                info!(request = %request_check::for_log(&session.request_summary()), error = %e, "response aborted");
                 return None;
             }
         }
-        let settings = pingora::apps::HttpPersistentSettings::for_session(&session);
         reusable(session.finish().await, settings)
     }
 }
@@ -168,6 +226,10 @@ impl Agent {
     /// any byte was sent, starts over once with the new version.
     async fn serve_once(&self, session: &mut ServerSession, may_retry: bool) -> Result<Served, ServeError> {
         let started = Instant::now();
+        let admitted = match request_check::admit(session.req_header()) {
+            Ok(a) => a,
+            Err(rejection) => return self.reject(session, rejection, started).await.map(|()| Served::Done),
+        };
         let req = session.req_header();
         let method = req.method.clone();
         let is_head = method == http::Method::HEAD;
@@ -179,12 +241,9 @@ impl Agent {
                 .await
                 .map(|()| Served::Done);
         }
-        let path = req
-            .uri
-            .path_and_query()
-            .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
+        let path = admitted.target;
         let header = |name: http::HeaderName| req.headers.get(name).map(|v| v.as_bytes().to_vec());
-        let range_specs = header(http::header::RANGE).and_then(|v| range::parse_range_header(&v));
+        let range_specs = admitted.range.as_deref().and_then(range::parse_range_header);
         let if_range = header(http::header::IF_RANGE);
         let if_none_match = header(http::header::IF_NONE_MATCH);
         let if_modified_since = header(http::header::IF_MODIFIED_SINCE);
@@ -536,9 +595,13 @@ impl Agent {
     /// Sends a response whose body is all in L1's arena: Pingora writes the
     /// header, `sendfile` the body, and the connection goes back to Pingora
     /// for the next request.
-    async fn send_arena_hit(&self, session: ServerSession, hit: Box<ArenaHit>) -> Option<ReusedHttpStream> {
-        let settings = pingora::apps::HttpPersistentSettings::for_session(&session);
-        let summary = session.request_summary();
+    async fn send_arena_hit(
+        &self,
+        session: ServerSession,
+        hit: Box<ArenaHit>,
+        settings: pingora::apps::HttpPersistentSettings,
+    ) -> Option<ReusedHttpStream> {
+        let summary = request_check::for_log(&session.request_summary());
         let ServerSession::H1(mut h1) = session else {
             return None; // `arena_body` only chooses HTTP/1
         };
@@ -559,7 +622,12 @@ impl Agent {
         self.metrics.client_ttfb.observe(hit.started.elapsed().as_secs_f64());
         self.count_request(&hit.method, status);
         if let Err(e) = self.send_pieces(h1.stream(), &hit.pieces).await {
-            info!(request = %summary, error = %e, "response aborted");
+            if e.kind() == std::io::ErrorKind::TimedOut {
+                self.gate.count(Cut::SendTimeout);
+                debug!(request = %summary, error = %e, "client stopped reading");
+            } else {
+                info!(request = %summary, error = %e, "response aborted");
+            }
             return None;
         }
         reusable(h1.reuse().await, settings)
@@ -589,7 +657,10 @@ impl Agent {
             let mut sent = 0;
             while sent < len {
                 let chunk = (len - sent).min(SENDFILE_CHUNK);
-                writer.send(arena.file(), offset + sent as u64, chunk).await?;
+                let send = writer.send(arena.file(), offset + sent as u64, chunk);
+                tokio::time::timeout(self.send_deadline(chunk), send)
+                    .await
+                    .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
                 self.metrics.client_bytes.inc_by(chunk as u64);
                 self.metrics.client_sendfile_bytes.inc_by(chunk as u64);
                 sent += chunk;
@@ -754,10 +825,42 @@ impl Agent {
             FillError::Cancelled => (503, "fetch cancelled\n".into()),
         };
         if status >= 500 {
-            warn!(path = %session.req_header().uri, error = %e, "answering {status}");
+            warn!(path = %request_check::for_log(&session.req_header().uri.to_string()), error = %e, "answering {status}");
         }
         let resp = simple_response(status, &body);
         self.send_simple(session, resp, &body, started).await
+    }
+
+    /// Answers a request refused before any cache work, and closes the
+    /// connection after it (what follows a malformed request is suspect).
+    async fn reject(
+        &self,
+        session: &mut ServerSession,
+        rejection: Rejection,
+        started: Instant,
+    ) -> Result<(), ServeError> {
+        debug!(target = %request_check::for_log(&session.req_header().uri.to_string()), %rejection, "request refused");
+        self.count_rejected(rejection.reason());
+        session.set_keepalive(None);
+        let body = format!("{rejection}\n");
+        let resp = simple_response(rejection.status(), &body);
+        self.send_simple(session, resp, &body, started).await
+    }
+
+    fn count_rejected(&self, reason: &str) {
+        self.metrics.rejected_requests.with_label_values(&[reason]).inc();
+    }
+
+    /// Time one body write may take: `sendTimeout`, or longer for a large
+    /// write when `minSendRate` allows it (as Pingora computes it).
+    fn send_deadline(&self, len: usize) -> std::time::Duration {
+        let limits = self.gate.limits();
+        match limits.min_send_rate {
+            0 => limits.send_timeout,
+            rate => limits
+                .send_timeout
+                .max(std::time::Duration::from_secs((len as u64 / rate).max(1))),
+        }
     }
 
     fn count_request(&self, method: &http::Method, status: u16) {
@@ -877,14 +980,6 @@ fn simple_response(status: u16, body: &str) -> ResponseHeader {
     resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())
         .ok();
     resp
-}
-
-/// A response header with `status` (an invalid code becomes 502).
-pub(crate) fn response_header(status: u16) -> ResponseHeader {
-    let status = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
-    let mut resp = http::Response::new(());
-    *resp.status_mut() = status;
-    resp.into_parts().0.into()
 }
 
 fn not_modified_since(ims: &[u8], last_modified: Option<&str>) -> bool {

@@ -30,6 +30,9 @@ pub fn free_addrs() -> (SocketAddr, SocketAddr) {
 /// How to start one agent.
 #[derive(Debug, Clone)]
 pub struct AgentBuilder {
+    /// A program (and its arguments) the agent is started through, such as
+    /// `prlimit --nofile=1024:1024 --`; it must exec the agent.
+    wrapper: Vec<String>,
     flags: Vec<(String, String)>,
     env: Vec<(String, String)>,
     config: Option<(PathBuf, SocketAddr, SocketAddr)>,
@@ -40,6 +43,7 @@ impl AgentBuilder {
     /// slices, concurrency 4, no purge token.
     pub fn new(origin: &str) -> Self {
         Self {
+            wrapper: Vec::new(),
             flags: vec![
                 ("--origin".into(), origin.into()),
                 ("--memory-cache".into(), "64Mi".into()),
@@ -55,6 +59,7 @@ impl AgentBuilder {
     /// `listen` and `admin` as its listeners.
     pub fn with_config(file: &Path, listen: SocketAddr, admin: SocketAddr) -> Self {
         Self {
+            wrapper: Vec::new(),
             flags: Vec::new(),
             env: Vec::new(),
             config: Some((file.to_path_buf(), listen, admin)),
@@ -65,6 +70,12 @@ impl AgentBuilder {
     pub fn flag(mut self, name: &str, value: &str) -> Self {
         self.flags.retain(|(k, _)| k != name);
         self.flags.push((name.into(), value.into()));
+        self
+    }
+
+    /// Starts the agent through `argv` (which must exec it, keeping its pid).
+    pub fn wrapper(mut self, argv: &[&str]) -> Self {
+        self.wrapper = argv.iter().map(|a| a.to_string()).collect();
         self
     }
 
@@ -95,7 +106,15 @@ impl AgentBuilder {
         let dir = tempfile::tempdir().expect("scratch directory");
         let log_path = dir.path().join("agent.log");
         let log = std::fs::File::create(&log_path).expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_slicecache-agent"));
+        let agent = env!("CARGO_BIN_EXE_slicecache-agent");
+        let mut cmd = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(agent);
+                c
+            }
+            None => Command::new(agent),
+        };
         cmd.arg("run");
         let (listen, admin) = match &self.config {
             Some((file, listen, admin)) => {

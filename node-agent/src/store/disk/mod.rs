@@ -26,6 +26,7 @@ use tokio::sync::{oneshot, Semaphore};
 use super::{ExtentKey, ExtentStore, ObjectId};
 
 pub mod aligned;
+pub mod blank_check;
 pub mod entry;
 pub mod index;
 pub mod io;
@@ -112,7 +113,7 @@ pub enum DiskError {
     },
     #[error(
         "refusing to format {path}: it carries {found}; nothing was written. \
-         Wipe the device first if it really is free for slicecache"
+         If it really is free for slicecache, name it in cache.devices with format: Overwrite"
     )]
     Foreign { path: PathBuf, found: Signature },
     #[error("{path} carries no slicecache superblock and the format policy is Never")]
@@ -165,6 +166,8 @@ pub(crate) struct Shared {
     /// Buffers for device reads (see [`BufPool`]).
     pub read_bufs: Arc<BufPool>,
     write_error: Mutex<Option<String>>,
+    /// Throttles the log line for entries that failed their checksum.
+    corrupt_log: crate::log_throttle::LogThrottle,
 }
 
 impl Shared {
@@ -314,6 +317,12 @@ impl DiskStore {
                 if opts.format == FormatPolicy::Never {
                     return Err(DiskError::NotFormatted { path });
                 }
+                // The head alone is not proof: look at the end and across the device.
+                if let Err(found) =
+                    blank_check::confirm_blank(&dev).map_err(|e| DiskError::io(&path, "blank check read", e))?
+                {
+                    return Err(DiskError::Foreign { path, found });
+                }
                 formatted = true;
                 format(&dev, device_size, opts.region_size)?
             }
@@ -371,6 +380,7 @@ impl DiskStore {
             reads,
             read_bufs: BufPool::new(READ_BUF_POOL_BYTES),
             write_error: Mutex::new(None),
+            corrupt_log: crate::log_throttle::LogThrottle::default(),
         });
         shared.update_gauges(0);
         shared.metrics.register(registry)?;
@@ -559,6 +569,14 @@ impl DiskStore {
                     && st.index.remove_if_at(hash, slot.region, slot.offset())
                 {
                     self.shared.metrics.checksum_failures.inc();
+                    if let Some(held_back) = self.shared.corrupt_log.allow() {
+                        tracing::warn!(
+                            region = slot.region,
+                            offset = slot.offset(),
+                            held_back,
+                            "disk cache entry failed its checksum; dropped it and fetching the slice again"
+                        );
+                    }
                 }
                 None
             }

@@ -189,8 +189,9 @@ impl Superblock {
     }
 }
 
-/// A foreign on-disk signature found where a superblock would go.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A foreign on-disk signature: found where a superblock would go, or
+/// anywhere [`super::blank_check`] looks before formatting.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Signature {
     Ext4,
     Xfs,
@@ -199,7 +200,22 @@ pub enum Signature {
     Gpt,
     Mbr,
     Swap,
-    /// No known signature, but the first 64 KiB are not all zero.
+    /// GPT's backup header in the device's last sector.
+    GptBackup {
+        at: u64,
+    },
+    /// A Linux software-RAID member (`0.90` or `1.0`: superblock at the end).
+    MdRaid {
+        version: &'static str,
+        at: u64,
+    },
+    /// A ZFS label (L2/L3 sit in the device's last 512 KiB).
+    Zfs {
+        at: u64,
+    },
+    /// What the system's `blkid -p` reported (its TYPE or PTTYPE).
+    Blkid(String),
+    /// No known signature, but a non-zero byte where the device should be blank.
     NonZero {
         first_nonzero: u64,
     },
@@ -215,10 +231,11 @@ impl fmt::Display for Signature {
             Self::Gpt => f.write_str("a GPT partition table (\"EFI PART\" at byte 512)"),
             Self::Mbr => f.write_str("an MBR partition table (0x55AA at byte 510)"),
             Self::Swap => f.write_str("a swap area (\"SWAPSPACE2\" at byte 4086)"),
-            Self::NonZero { first_nonzero } => write!(
-                f,
-                "unknown data (non-zero byte at offset {first_nonzero} within the first 64 KiB)"
-            ),
+            Self::GptBackup { at } => write!(f, "a GPT backup header (\"EFI PART\" at byte {at}, near the end)"),
+            Self::MdRaid { version, at } => write!(f, "a Linux RAID {version} superblock (at byte {at}, near the end)"),
+            Self::Zfs { at } => write!(f, "a ZFS label (uberblock magic at byte {at}, near the end)"),
+            Self::Blkid(what) => write!(f, "{what} (reported by blkid -p)"),
+            Self::NonZero { first_nonzero } => write!(f, "unknown data (non-zero byte at offset {first_nonzero})"),
         }
     }
 }
