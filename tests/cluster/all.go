@@ -252,6 +252,15 @@ func runAll(args []string) error {
 		"--client-ca-file=" + p.CACert,
 		"--etcd-servers=http://127.0.0.1:" + strconv.Itoa(*etcdPort),
 		"--token-auth-file=" + p.TokenFile,
+		// The aggregation layer (front proxy), as kubeadm sets it up, but
+		// with the one cluster CA.
+		"--requestheader-client-ca-file=" + p.CACert,
+		"--requestheader-allowed-names=front-proxy-client",
+		"--requestheader-username-headers=X-Remote-User",
+		"--requestheader-group-headers=X-Remote-Group",
+		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
+		"--proxy-client-cert-file=" + p.ProxyCert,
+		"--proxy-client-key-file=" + p.ProxyKey,
 		"--authorization-mode=Node,RBAC",
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 		"--service-account-key-file=" + p.SAPub,

@@ -31,6 +31,8 @@ type pki struct {
 	SAKey         string // sa.key: service-account signing key (RSA 2048)
 	SAPub         string
 	TokenFile     string // tokens.csv: static bearer tokens
+	ProxyCert     string // front-proxy-client.crt: the aggregator's client cert
+	ProxyKey      string
 	AdminToken    string
 	ControllerTok string
 }
@@ -49,16 +51,24 @@ func ensurePKI(dataDir string, serviceIP net.IP) (*pki, error) {
 		SAKey:       filepath.Join(dir, "sa.key"),
 		SAPub:       filepath.Join(dir, "sa.pub"),
 		TokenFile:   filepath.Join(dir, "tokens.csv"),
+		ProxyCert:   filepath.Join(dir, "front-proxy-client.crt"),
+		ProxyKey:    filepath.Join(dir, "front-proxy-client.key"),
 	}
 	if !exists(p.CACert) || !exists(p.CAKey) {
 		if err := p.writeCA(); err != nil {
 			return nil, fmt.Errorf("CA: %w", err)
 		}
 		os.Remove(p.ServingCert) // signed by the old CA, if any
+		os.Remove(p.ProxyCert)
 	}
 	if !exists(p.ServingCert) || !exists(p.ServingKey) {
 		if err := p.writeServing(serviceIP); err != nil {
 			return nil, fmt.Errorf("serving cert: %w", err)
+		}
+	}
+	if !exists(p.ProxyCert) || !exists(p.ProxyKey) {
+		if err := p.SignClientCert("front-proxy-client", nil, p.ProxyCert, p.ProxyKey); err != nil {
+			return nil, fmt.Errorf("front-proxy client cert: %w", err)
 		}
 	}
 	if !exists(p.SAKey) || !exists(p.SAPub) {
