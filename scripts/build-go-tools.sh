@@ -74,7 +74,7 @@ build_module() { # name, module dir, then pairs: output-name package [extra ldfl
       extra=""
       [ "$rest" = "$pkg" ] || extra="${rest#*|}"
       echo "build-go-tools:   go build $pkg -> $out"
-      go build -p 2 -trimpath -ldflags="$ldflags_common $extra" -o "$tmp/$out" "$pkg"
+      go build -p 2 -trimpath -buildvcs=false -ldflags="$ldflags_common $extra" -o "$tmp/$out" "$pkg"
     done
   ) || { rm -rf "$tmp"; echo "build-go-tools: building $name failed" >&2; return 1; }
   rm -rf "$dest"
