@@ -51,10 +51,11 @@ type child struct {
 	args []string
 	log  string
 
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{} // closed when cmd exits
-	err  error
+	mu       sync.Mutex
+	cmd      *exec.Cmd
+	done     chan struct{} // closed when cmd exits
+	err      error
+	stopping bool // stop() was called: the exit is expected
 }
 
 func (c *child) start(self, pidDir string) error {
@@ -74,7 +75,7 @@ func (c *child) start(self, pidDir string) error {
 		return err
 	}
 	done := make(chan struct{})
-	c.cmd, c.done, c.err = cmd, done, nil
+	c.cmd, c.done, c.err, c.stopping = cmd, done, nil, false
 	pidFile := filepath.Join(pidDir, c.name+".pid")
 	_ = os.WriteFile(pidFile, []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644)
 	go func() {
@@ -82,8 +83,13 @@ func (c *child) start(self, pidDir string) error {
 		logf.Close()
 		c.mu.Lock()
 		c.err = err
+		expected := c.stopping
 		c.mu.Unlock()
 		close(done)
+		if !expected {
+			// Tests may kill a child on purpose; say so on stdout.
+			fmt.Printf("exited: %s (%v)\n", c.name, err)
+		}
 	}()
 	return nil
 }
@@ -107,6 +113,7 @@ func (c *child) running() (chan struct{}, bool) {
 func (c *child) stop(grace time.Duration) {
 	c.mu.Lock()
 	cmd, done := c.cmd, c.done
+	c.stopping = true
 	c.mu.Unlock()
 	if cmd == nil {
 		return
@@ -301,7 +308,7 @@ func runAll(args []string) error {
 	}
 
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGUSR2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGHUP)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	stopAll := func() {
@@ -364,34 +371,35 @@ func runAll(args []string) error {
 	}
 	fmt.Printf("ready: kubeconfig=%s apiserver=%s\n", *kubeconfigOut, server)
 
-	// Running: SIGUSR1 restarts kube-apiserver, SIGUSR2 kube-controller-manager;
-	// a child that exits by itself stays down (a test may have killed it) and
-	// is started again by the same signals. etcd exiting ends everything.
+	// Running: SIGUSR1 restarts kube-apiserver, SIGUSR2 kube-controller-manager,
+	// SIGHUP etcd; a child that exits by itself (a test may have killed it)
+	// stays down, "exited: NAME" goes to stdout, and the same signals start
+	// it again.
 	signal.Stop(sigs)
 	sigs = make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGUSR2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGHUP)
 	if ctx.Err() != nil {
 		return nil
 	}
-	etcdDone, _ := etcd.running()
-	for {
-		select {
-		case s := <-sigs:
-			switch s {
-			case syscall.SIGUSR1:
-				restart(self, runDir, api, hc, apiReady, *readyTimeout)
-			case syscall.SIGUSR2:
-				if !*noControllerManager {
-					restart(self, runDir, cm, hc, nil, *readyTimeout)
-				}
-			default:
-				fmt.Fprintf(os.Stderr, "slicecache-cluster: %s, stopping\n", s)
-				return nil
+	etcdHealthy := func() bool {
+		return httpOK(hc, fmt.Sprintf("http://127.0.0.1:%d/health", *etcdPort), "")
+	}
+	for s := range sigs {
+		switch s {
+		case syscall.SIGUSR1:
+			restart(self, runDir, api, hc, apiReady, *readyTimeout)
+		case syscall.SIGUSR2:
+			if !*noControllerManager {
+				restart(self, runDir, cm, hc, nil, *readyTimeout)
 			}
-		case <-etcdDone:
-			return fmt.Errorf("etcd exited (see %s)", etcd.log)
+		case syscall.SIGHUP:
+			restart(self, runDir, etcd, hc, etcdHealthy, *readyTimeout)
+		default:
+			fmt.Fprintf(os.Stderr, "slicecache-cluster: %s, stopping\n", s)
+			return nil
 		}
 	}
+	return nil
 }
 
 func restart(self, runDir string, c *child, hc *http.Client, ready func() bool, timeout time.Duration) {

@@ -11,7 +11,7 @@
 //	    modes below as child processes, writes an admin kubeconfig to K and
 //	    prints "ready: kubeconfig=K apiserver=https://127.0.0.1:PORT".
 //	    SIGTERM/SIGINT stop everything; SIGUSR1 restarts kube-apiserver on the
-//	    same port; SIGUSR2 restarts kube-controller-manager.
+//	    same port, SIGUSR2 kube-controller-manager, SIGHUP etcd.
 //	slicecache-cluster etcd --data-dir D --client-port P --peer-port Q
 //	slicecache-cluster apiserver [kube-apiserver flags]
 //	slicecache-cluster controller-manager [kube-controller-manager flags]
