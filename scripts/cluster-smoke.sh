@@ -7,8 +7,8 @@
 #  3. a Deployment of example/pause: the real controllers make its ReplicaSet
 #     and Pods (Pending: there is no kubelet)
 #  4. the admin creates a Node object
-#  5. SIGUSR1 restarts kube-apiserver: a new process on the same port serves
-#     what etcd holds
+#  5. SIGUSR1 restarts kube-apiserver, SIGHUP etcd: new processes on the same
+#     ports serve what etcd holds
 #  6. SIGTERM stops everything; no process of it is left
 # Prints each check; exits non-zero on the first failure. Stops every process
 # it started.
@@ -124,6 +124,16 @@ new_pid="$(cat "$work/data/run/apiserver.pid")"
 kill -0 "$old_pid" 2>/dev/null && fail "old apiserver $old_pid still runs"
 k get deploy pause -o name >/dev/null || fail "deployment lost across the apiserver restart"
 echo "    apiserver pid $old_pid -> $new_pid, deployment/pause still there"
+
+step "SIGHUP restarts etcd (same port, same data)"
+old_pid="$(cat "$work/data/run/etcd.pid")"
+kill -HUP "$cluster_pid"
+etcd_restarted() { grep -q '^restarted: etcd' "$work/cluster.out"; }
+wait_until "etcd restart" 60 etcd_restarted
+new_pid="$(cat "$work/data/run/etcd.pid")"
+[ "$new_pid" != "$old_pid" ] || fail "etcd pid unchanged ($old_pid)"
+wait_until "deployment/pause read after the etcd restart" 60 k get deploy pause
+echo "    etcd pid $old_pid -> $new_pid, deployment/pause still there"
 
 step "SIGTERM stops everything"
 children="$(cat "$work"/data/run/*.pid)"
