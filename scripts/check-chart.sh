@@ -117,8 +117,8 @@ PYEOF
   done
 fi
 
-# Helm >= 3.19 (and 4) validates with santhosh-tekuri/jsonschema: errors
-# read "- at '/path/to/field': ...".
+# Helm v3.21 and v4.3 word schema errors as santhosh-tekuri/jsonschema does,
+# "- at '/path/to/field': ..." (v3.18 used the gojsonschema wording).
 step "values.schema.json rejects invalid values, naming the field (helm v3${HELM4:+ and v4})"
 invalid=0
 reject() { # what, the text the error must hold (it names the field); values on stdin
