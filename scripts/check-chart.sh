@@ -5,7 +5,9 @@
 #  2. helm template with the defaults, with every optional part on
 #     (ci/all-on-values.yaml) and with monitoring on "auto" against a cluster
 #     that serves monitoring.coreos.com/v1; each rendering holds the objects
-#     it must (CRD, Deployment, RBAC; monitoring objects when asked for)
+#     it must (CRD, Deployment, RBAC; monitoring objects when asked for).
+#     Helm v4 (helm4, built beside helm v3 by scripts/build-go-tools.sh)
+#     renders the defaults and all-on too, to the same objects.
 #  3. the rendered RBAC has no `*` in verbs, resources or apiGroups; the
 #     ClusterRole and the namespaced Role (leases, leader election on only)
 #     hold the two lists of files/rbac-rules.yaml
@@ -45,7 +47,7 @@ fail() { printf 'check-chart: FAIL: %s\n' "$*" >&2; exit 1; }
 work="$(mktemp -d)"
 pids=()
 cleanup() {
-  local pid i
+  local pid="" i
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   # The agent shuts down gracefully; whatever still runs after 5 s is killed.
   for i in $(seq 1 50); do
@@ -59,9 +61,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-step "install helm v3.18"
+step "install helm v3 and v4 (built from their Go modules)"
 bash scripts/install-helm.sh
 helm version --short
+HELM4="$(command -v helm4 || true)"
 
 # PyYAML parses the renderings; Debian's python3-yaml when the default
 # python3 lacks it.
@@ -89,7 +92,34 @@ helm template slicecache "$CHART" -n slicecache-system -f "$CHART/ci/all-on-valu
 helm template slicecache "$CHART" -n slicecache-system --api-versions monitoring.coreos.com/v1 >"$work/auto.yaml"
 helm template slicecache "$CHART" -n slicecache-system --set crds.install=false --set leaderElection.enabled=false >"$work/minimal.yaml"
 
-step "values.schema.json rejects invalid values, naming the field"
+if [ -n "$HELM4" ]; then
+  step "helm v4 ($("$HELM4" version --short)) template: defaults and all-on render the same objects as helm v3"
+  for name in default all-on; do
+    values=()
+    [ "$name" = default ] || values=(-f "$CHART/ci/all-on-values.yaml")
+    "$HELM4" template slicecache "$CHART" -n slicecache-system "${values[@]}" >"$work/$name.v4.yaml" 2>"$work/$name.v4.err" ||
+      { cat "$work/$name.v4.err"; fail "helm4 template $name"; }
+    "$PY" - "$work/$name.yaml" "$work/$name.v4.yaml" <<'PYEOF' || fail "helm v4 renders $name differently"
+import sys, yaml
+def docs(path):
+    with open(path) as f:
+        return {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(f) if d}
+v3, v4 = docs(sys.argv[1]), docs(sys.argv[2])
+if v3.keys() != v4.keys():
+    print("    objects only in v3:", sorted(v3.keys() - v4.keys()), "only in v4:", sorted(v4.keys() - v3.keys()))
+    sys.exit(1)
+differ = sorted(k for k in v3 if v3[k] != v4[k])
+if differ:
+    print("    objects that differ:", differ)
+    sys.exit(1)
+print(f"    ok   {len(v3)} objects, equal to helm v3's")
+PYEOF
+  done
+fi
+
+# Helm v3.21 and v4.3 word schema errors as santhosh-tekuri/jsonschema does,
+# "- at '/path/to/field': ..." (v3.18 used the gojsonschema wording).
+step "values.schema.json rejects invalid values, naming the field (helm v3${HELM4:+ and v4})"
 invalid=0
 reject() { # what, the text the error must hold (it names the field); values on stdin
   local what="$1" want="$2" f
@@ -101,41 +131,45 @@ reject() { # what, the text the error must hold (it names the field); values on 
   fi
   grep -q "don't meet the specifications of the schema" "$f.err" || { cat "$f.err"; fail "$what failed, but not on the schema"; }
   grep -qF -- "$want" "$f.err" || { cat "$f.err"; fail "$what: no \"$want\" in the error"; }
+  if [ -n "$HELM4" ]; then
+    "$HELM4" template slicecache "$CHART" -f "$f" >/dev/null 2>"$f.err4" && fail "helm4 template accepted $what"
+    grep -qF -- "$want" "$f.err4" || { cat "$f.err4"; fail "helm4, $what: no \"$want\" in the error"; }
+  fi
   echo "    ok   $what: $(grep -F -- "$want" "$f.err" | head -1 | sed 's/^- //')"
 }
-reject "ci/invalid-values.yaml (unknown key)" "Additional property replica is not allowed" <"$CHART/ci/invalid-values.yaml"
-reject "wrong type" "- replicas: Invalid type. Expected: integer" <<'EOF'
+reject "ci/invalid-values.yaml (unknown key)" "- at '': additional properties 'replica' not allowed" <"$CHART/ci/invalid-values.yaml"
+reject "wrong type" "- at '/replicas': got string, want integer" <<'EOF'
 replicas: "2"
 EOF
-reject "number out of range" "- monitoring.rules.lowHitRatio.threshold: Must be less than 1" <<'EOF'
+reject "number out of range" "- at '/monitoring/rules/lowHitRatio/threshold': exclusiveMaximum: got 1.5, want 1" <<'EOF'
 monitoring:
   rules:
     lowHitRatio:
       threshold: 1.5
 EOF
-reject "integer out of range" "- monitoring.rules.tuningStuck.missedIntervals: Must be greater than or equal to 1" <<'EOF'
+reject "integer out of range" "- at '/monitoring/rules/tuningStuck/missedIntervals': minimum: got 0, want 1" <<'EOF'
 monitoring:
   rules:
     tuningStuck:
       missedIntervals: 0
 EOF
-reject "bad enum" "- monitoring.prometheusOperator: monitoring.prometheusOperator must be one of" <<'EOF'
+reject "bad enum" "- at '/monitoring/prometheusOperator': value must be one of" <<'EOF'
 monitoring:
   prometheusOperator: sometimes
 EOF
-reject "bad duration" "- monitoring.rules.agentsNotReady.for: Does not match pattern" <<'EOF'
+reject "bad duration" "- at '/monitoring/rules/agentsNotReady/for': '15minutes' does not match pattern" <<'EOF'
 monitoring:
   rules:
     agentsNotReady:
       for: 15minutes
 EOF
-reject "unknown nested key" "- monitoring.rules.tuningStuck: Additional property fro is not allowed" <<'EOF'
+reject "unknown nested key" "- at '/monitoring/rules/tuningStuck': additional properties 'fro' not allowed" <<'EOF'
 monitoring:
   rules:
     tuningStuck:
       fro: 30m
 EOF
-reject "replicas > 1 without leader election" "- leaderElection.enabled: leaderElection.enabled does not match: true" <<'EOF'
+reject "replicas > 1 without leader election" "- at '/leaderElection/enabled': value must be true" <<'EOF'
 replicas: 2
 leaderElection:
   enabled: false
