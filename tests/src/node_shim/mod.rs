@@ -14,6 +14,15 @@
 //!
 //! Every process the shim starts stops when the shim does: on
 //! [`NodeShim::shutdown`] gracefully, on drop with SIGKILL.
+//!
+//! Pod addresses are 127.0.0.2 and up by default: every agent binds its
+//! own address with the ports of its container, so the Pods' ports are the
+//! operator's. kube-apiserver refuses loopback addresses in EndpointSlices
+//! ("may not be in the loopback range"), so with these addresses Services
+//! get slices without endpoints; a non-loopback range that is local to the
+//! machine ([`ShimOptions::first_ip`], [`ShimOptions::last_ip`]) lifts that.
+//! Not done: liveness and startup probes, init and multi-container Pods,
+//! resource limits, Pod affinity in binding.
 
 pub mod env;
 pub mod image;

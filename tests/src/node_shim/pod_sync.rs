@@ -29,10 +29,15 @@ use super::{
     worker::{self, Runtime, WorkerCommand},
 };
 
+/// A Pod's namespace and name.
+type PodName = (String, String);
+/// A worker's Pod uid and command channel.
+type WorkerInbox = (String, mpsc::UnboundedSender<WorkerCommand>);
+
 /// Routes test commands (`kill`) to the worker of a Pod by namespace and name.
 #[derive(Debug, Default)]
 pub struct Commands {
-    by_name: Mutex<BTreeMap<(String, String), (String, mpsc::UnboundedSender<WorkerCommand>)>>,
+    by_name: Mutex<BTreeMap<PodName, WorkerInbox>>,
 }
 
 impl Commands {
