@@ -4,7 +4,10 @@
 //!
 //! Each process gets a process group of its own, so a Ctrl-C on the
 //! terminal reaches the shim, which stops its agents in order, and not the
-//! agents directly.
+//! agents directly. When util-linux's `setpriv` is there (it is on every
+//! Debian system), the process starts through `setpriv --pdeathsig KILL`,
+//! so the kernel kills it even when the shim itself is SIGKILLed (a test
+//! binary killed by a timeout) and no drop runs.
 
 use std::{
     path::PathBuf,
@@ -49,7 +52,14 @@ impl ContainerProcess {
             .append(true)
             .open(&launch.log)?;
         let err = out.try_clone()?;
-        let mut cmd = Command::new(&launch.program);
+        let mut cmd = match setpriv() {
+            Some(setpriv) => {
+                let mut cmd = Command::new(setpriv);
+                cmd.args(["--pdeathsig", "KILL", "--"]).arg(&launch.program);
+                cmd
+            }
+            None => Command::new(&launch.program),
+        };
         cmd.args(&launch.args)
             .env_clear()
             .envs(launch.env.iter().map(|(k, v)| (k, v)))
@@ -140,6 +150,19 @@ impl ContainerProcess {
             finished_at: now(),
         }
     }
+}
+
+/// util-linux's `setpriv`, when installed.
+fn setpriv() -> Option<&'static std::path::Path> {
+    static SETPRIV: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    SETPRIV
+        .get_or_init(|| {
+            ["/usr/bin/setpriv", "/bin/setpriv"]
+                .iter()
+                .map(PathBuf::from)
+                .find(|p| p.is_file())
+        })
+        .as_deref()
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 use std::net::IpAddr;
 
 use serde_yaml_ng::Value;
+use slicecache_api::agent_config::{DEFAULT_ADMIN_LISTEN, DEFAULT_LISTEN};
 
 use super::volumes::PathMap;
 
@@ -60,11 +61,20 @@ pub fn rewrite_args(args: &[String], paths: &PathMap, ip: IpAddr) -> Vec<String>
 /// ends in `listen` (any case) bound to `ip`, every other string's mounted
 /// paths mapped. `None` when `content` is not a YAML mapping, which is then
 /// written as it is.
+///
+/// An agent config (a mapping with an `origin`) that leaves `listen` or
+/// `adminListen` to the agent's defaults gets them written out on `ip`:
+/// the defaults bind 0.0.0.0, which every agent of the machine would share.
 pub fn rewrite_yaml(content: &[u8], paths: &PathMap, ip: IpAddr) -> Option<Vec<u8>> {
     let text = std::str::from_utf8(content).ok()?;
     let mut value: Value = serde_yaml_ng::from_str(text).ok()?;
-    if !value.is_mapping() {
-        return None;
+    let map = value.as_mapping_mut()?;
+    if map.contains_key("origin") {
+        for (key, default) in [("listen", DEFAULT_LISTEN), ("adminListen", DEFAULT_ADMIN_LISTEN)] {
+            if !map.contains_key(key) {
+                map.insert(Value::String(key.into()), Value::String(default.into()));
+            }
+        }
     }
     rewrite_value(&mut value, paths, ip, false);
     serde_yaml_ng::to_string(&value).ok().map(String::into_bytes)
@@ -177,6 +187,18 @@ mod tests {
             Some("/shim/p/volumes/purge-token/purge-token")
         );
         assert_eq!(parsed.tunables, config.tunables);
+    }
+
+    #[test]
+    fn an_agent_config_without_listeners_gets_them_on_the_pod_address() {
+        let out = rewrite_yaml(b"origin: {url: 'http://o'}\n", &paths(), IP).unwrap_or_default();
+        let parsed: AgentConfig =
+            serde_yaml_ng::from_slice(&out).unwrap_or_else(|e| panic!("rewritten config does not parse: {e}"));
+        assert_eq!(parsed.listen, "127.0.0.7:8080");
+        assert_eq!(parsed.admin_listen, "127.0.0.7:9090");
+        // Other YAML files get no listeners.
+        let other = rewrite_yaml(b"a: 1\n", &paths(), IP).unwrap_or_default();
+        assert_eq!(String::from_utf8_lossy(&other), "a: 1\n");
     }
 
     #[test]
