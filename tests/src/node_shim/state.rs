@@ -142,7 +142,8 @@ impl ShimState {
         let last = u32::from(self.last_ip);
         let span = last.checked_sub(first)? + 1;
         let start = inner.next_ip.map_or(first, u32::from);
-        for step in 0..span.min(65_536) {
+        // A bounded scan: a port held on 0.0.0.0 makes every address fail.
+        for step in 0..span.min(1024) {
             let candidate = Ipv4Addr::from(first + (start - first + step) % span);
             if inner.ips.contains(&candidate) || !bindable(candidate, ports) {
                 continue;
