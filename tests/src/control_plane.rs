@@ -26,10 +26,11 @@ pub fn cluster_binary() -> Result<PathBuf, String> {
             Err(format!("SLICECACHE_CLUSTER_BIN={} does not exist", bin.display()))
         };
     }
-    let env_file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/go-tools/env");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let env_file = root.parent().unwrap_or(root).join("target/go-tools/env");
     let text = std::fs::read_to_string(&env_file).map_err(|_| {
         format!(
-            "the local control plane is not built: neither SLICECACHE_CLUSTER_BIN nor {} is set; \
+            "the local control plane is not built: SLICECACHE_CLUSTER_BIN is unset and {} does not exist; \
              run scripts/build-go-tools.sh cluster (about 6 minutes the first time)",
             env_file.display()
         )
