@@ -21,7 +21,7 @@
 //! ("may not be in the loopback range"), so with these addresses Services
 //! get slices without endpoints; a non-loopback range that is local to the
 //! machine ([`ShimOptions::first_ip`], [`ShimOptions::last_ip`]) lifts that.
-//! Not done: liveness and startup probes, init and multi-container Pods,
+//! Not done: startup probes, exec probes, init and multi-container Pods,
 //! resource limits, Pod affinity in binding.
 
 pub mod env;

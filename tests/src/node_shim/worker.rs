@@ -4,7 +4,8 @@
 //! A Pod whose container asks for the agent image gets a loopback address,
 //! its volume files, and a `slicecache-agent` process; its status follows
 //! the process (Running, readiness from the readiness probe every probe
-//! period, restarts with a short backoff per `restartPolicy`), and its
+//! period, a SIGKILL after `failureThreshold` failed liveness probes,
+//! restarts with a short backoff per `restartPolicy`), and its
 //! ConfigMap and Secret files follow the API objects while it runs. When
 //! the Pod is deleted the process gets SIGTERM, then SIGKILL after the
 //! grace period (capped by the shim's options), and the Pod is removed with
@@ -20,7 +21,7 @@ use std::{
 };
 
 use k8s_openapi::{
-    api::core::v1::{Container, Event, EventSource, ObjectReference, Pod},
+    api::core::v1::{Container, Event, EventSource, ObjectReference, Pod, Probe},
     apimachinery::pkg::{apis::meta::v1::ObjectMeta, util::intstr::IntOrString},
 };
 use kube::{
@@ -311,6 +312,8 @@ impl Worker {
         let mut next_start = Some(Instant::now());
         let mut backoffs: u32 = 0;
         let mut probe_failures: i32 = 0;
+        let mut liveness_failures: i32 = 0;
+        let mut next_liveness: Option<Instant> = None;
         let end = loop {
             if self.pod.metadata.deletion_timestamp.is_some() {
                 break End::Deleting;
@@ -329,6 +332,11 @@ impl Worker {
                         self.event("Normal", "Started", format!("Started container (pid {})", p.pid()))
                             .await;
                         probe_failures = 0;
+                        liveness_failures = 0;
+                        next_liveness = self.container().and_then(|c| c.liveness_probe.as_ref()).map(|probe| {
+                            let delay = u64::try_from(probe.initial_delay_seconds.unwrap_or(0)).unwrap_or(0);
+                            Instant::now() + Duration::from_secs(delay).max(probe_period(probe))
+                        });
                         next_start = None;
                         process = Some(p);
                     }
@@ -408,7 +416,26 @@ impl Worker {
                     }
                 }
                 Wake::Tick if process.is_some() => {
-                    let ok = self.probe().await;
+                    let liveness = self.container().and_then(|c| c.liveness_probe.clone());
+                    if let Some(probe) = liveness.filter(|_| next_liveness.is_some_and(|t| t <= Instant::now())) {
+                        next_liveness = Some(Instant::now() + probe_period(&probe));
+                        if self.probe(Some(&probe)).await {
+                            liveness_failures = 0;
+                        } else {
+                            liveness_failures += 1;
+                            if liveness_failures >= probe.failure_threshold.unwrap_or(3).max(1) {
+                                liveness_failures = 0;
+                                if let Some(p) = process.as_mut() {
+                                    tracing::warn!(pod = %self.name, pid = p.pid(), "liveness probe failed, killing the agent");
+                                    p.kill();
+                                }
+                                self.event("Warning", "Unhealthy", "Liveness probe failed; restarting".into())
+                                    .await;
+                            }
+                        }
+                    }
+                    let readiness = self.container().and_then(|c| c.readiness_probe.clone());
+                    let ok = self.probe(readiness.as_ref()).await;
                     probe_failures = if ok { 0 } else { probe_failures + 1 };
                     let threshold = self.readiness_failure_threshold();
                     if let Some(c) = self.view.containers.first_mut() {
@@ -574,13 +601,14 @@ impl Worker {
             .max(1)
     }
 
-    /// One readiness probe: HTTP GET (2xx/3xx) or TCP connect on the Pod's
-    /// address; ready while running when the container has no such probe.
-    async fn probe(&self) -> bool {
+    /// One probe: HTTP GET (2xx/3xx) or TCP connect on the Pod's address;
+    /// success without a probe (or with an exec probe, which the shim
+    /// cannot run).
+    async fn probe(&self, probe: Option<&Probe>) -> bool {
         let (Some(container), Some(ip)) = (self.container(), self.ip) else {
             return false;
         };
-        let Some(probe) = container.readiness_probe.as_ref() else {
+        let Some(probe) = probe else {
             return true;
         };
         let timeout = Duration::from_secs(u64::try_from(probe.timeout_seconds.unwrap_or(1)).unwrap_or(1))
@@ -636,6 +664,11 @@ impl Worker {
             }
         }
     }
+}
+
+/// A probe's period (at least a second).
+fn probe_period(probe: &Probe) -> Duration {
+    Duration::from_secs(u64::try_from(probe.period_seconds.unwrap_or(10)).unwrap_or(10).max(1))
 }
 
 /// Waits for `process` to exit; never resolves without one.
