@@ -2,10 +2,12 @@
 //! 127.0.0.1 (the `slicecache-agent` binary, a Prometheus server), each
 //! killed when its guard drops, and readers for the agents' own metrics.
 //!
-//! Nothing here is a mock. The one part that is not available on a single
-//! machine is Kubernetes: where the operator would write the agents'
-//! ConfigMap, the tests rewrite the agents' config files, which the agents
-//! hot-reload the same way (they poll the file's content).
+//! Nothing here is a mock. Kubernetes is real too where a test needs it: a
+//! local control plane (`slicecache-cluster`, built from the Go module in
+//! `tests/cluster`) with the [`node_shim`] as its kubelet, which runs the
+//! agent binary for each agent Pod. Tests that need no cluster rewrite the
+//! agents' config files directly, which the agents hot-reload the same way
+//! as a mounted ConfigMap (they poll the file's content).
 
 use std::{
     collections::BTreeMap,
@@ -22,6 +24,8 @@ use slicecache_api::{
 };
 use slicecache_operator::tuner::{PrometheusClient, Tunables};
 
+pub mod control_plane;
+pub mod node_shim;
 pub mod tuning;
 
 /// A free loopback address (bound, then released for a child to take).
@@ -78,6 +82,24 @@ impl Proc {
 
     pub fn id(&self) -> u32 {
         self.child.id()
+    }
+
+    /// SIGTERM, then waits up to `grace` for the process to exit (the
+    /// guard's drop kills it if it has not).
+    pub fn terminate(&mut self, grace: Duration) {
+        if let Some(pid) = i32::try_from(self.child.id())
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
