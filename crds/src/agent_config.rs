@@ -36,7 +36,7 @@ pub struct AgentConfig {
     #[serde(default)]
     pub admin: AdminConfig,
     /// Limits on client connections: timeouts and caps.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "ClientConfig::is_default")]
     pub client: ClientConfig,
 }
 
@@ -180,6 +180,13 @@ pub struct ClientConfig {
     /// `maxConnections`.
     #[serde(default)]
     pub max_connections_per_ip: u32,
+}
+
+impl ClientConfig {
+    /// Whether every field has its default (such a section is not rendered).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 impl Default for ClientConfig {
