@@ -67,6 +67,25 @@ fn split_responses(mut bytes: &[u8]) -> Vec<(u16, Vec<u8>)> {
     out
 }
 
+/// Runs a command to its end, killing it (and failing the test) if it is
+/// still running after `limit`.
+async fn output_within(mut cmd: std::process::Command, limit: Duration) -> std::process::Output {
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id();
+    let waiter = tokio::task::spawn_blocking(move || child.wait_with_output());
+    match tokio::time::timeout(limit, waiter).await {
+        Ok(out) => out.expect("join").expect("wait"),
+        Err(_) => {
+            let _ = std::process::Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            panic!("still running after {limit:?}: the agent accepted what it should refuse");
+        }
+    }
+}
+
 async fn origin_with(objects: &[(&str, usize)]) -> DemoOrigin {
     let origin = DemoOrigin::start().await.expect("origin");
     for (i, (path, len)) in objects.iter().enumerate() {
@@ -362,7 +381,7 @@ async fn a_slowloris_flood_under_1024_descriptors_leaves_real_clients_served() {
 #[tokio::test]
 async fn memory_tiers_beyond_the_host_are_refused_before_allocating() {
     let origin = origin_with(&[]).await;
-    for (size, force) in [("1Ei", true), ("1Pi", false)] {
+    for (size, force) in [("1Ei", false), ("1Pi", false), ("1Ei", true)] {
         let (listen, admin) = free_addrs();
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_slicecache-agent"));
         cmd.args(["run", "--origin", &origin.url(), "--memory-cache", size])
@@ -371,7 +390,7 @@ async fn memory_tiers_beyond_the_host_are_refused_before_allocating() {
             cmd.arg("--force-memory-cache");
         }
         let started = Instant::now();
-        let out = cmd.output().expect("run the agent");
+        let out = output_within(cmd, Duration::from_secs(20)).await;
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{size}: {stderr}");
         assert!(started.elapsed() < Duration::from_secs(5), "{size}");
@@ -402,12 +421,12 @@ async fn a_device_with_metadata_past_its_start_is_not_formatted() {
         f.write_all_at(bytes, at).expect("write");
         drop(f);
         let (listen, admin) = free_addrs();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_slicecache-agent"))
-            .args(["run", "--origin", &origin.url(), "--memory-cache", "64Mi"])
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_slicecache-agent"));
+        cmd.args(["run", "--origin", &origin.url(), "--memory-cache", "64Mi"])
             .args(["--listen", &listen.to_string(), "--admin-listen", &admin.to_string()])
-            .args(["--device", path.to_str().expect("utf-8 path")])
-            .output()
-            .expect("run the agent");
+            .args(["--device", path.to_str().expect("utf-8 path")]);
+        // An agent that accepted the device would run on: give up after 20 s.
+        let out = output_within(cmd, Duration::from_secs(20)).await;
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
         assert!(stderr.contains("refusing to format"), "{name}: {stderr}");
