@@ -6,6 +6,10 @@
 //! ([`nodes`]). The tune step keeps one tuner per SliceCache in the
 //! [`Context`], so its history outlives a reconcile.
 //!
+//! Vocabulary several steps share lives in leaf modules that import no
+//! step: [`conditions`] (condition updates and reasons). [`events`] turns
+//! what the status write changed into the tuner's Events.
+//!
 //! Every decision is an Event on the SliceCache; every error carries a
 //! stable reason that is the Event reason, the `Degraded` condition reason
 //! and the `reason` label of the error metric. One bad SliceCache yields an
@@ -14,7 +18,9 @@
 pub mod apply;
 pub mod build;
 pub mod cleanup;
+pub mod conditions;
 pub mod dereference;
+pub mod events;
 pub mod nodes;
 pub mod status;
 pub mod tune;
@@ -45,8 +51,9 @@ use crate::metrics::Metrics;
 use apply::{ApplyError, Change};
 use build::{BuildDefaults, BuildError, Owner, FIELD_MANAGER};
 use cleanup::CleanupError;
+use conditions::ConditionUpdate;
 use dereference::DereferenceError;
-use status::{ConditionUpdate, Observed, StatusError};
+use status::{Observed, StatusError};
 use tune::TunerRegistry;
 use validate::ValidateError;
 
@@ -317,7 +324,7 @@ async fn reconcile_apply(cache: &SliceCache, ctx: &Context) -> Result<Action, Er
             .observe_agents(&owner.namespace, &owner.name, nodes.desired, nodes.ready);
     }
     publish_apply_events(cache, ctx, &desired, &applied, &new).await;
-    for event in tune::tuning_events(validated.tuning().mode(), cache.status.as_ref(), &new) {
+    for event in events::tuning_events(validated.tuning().mode(), cache.status.as_ref(), &new) {
         let type_ = if event.warning {
             EventType::Warning
         } else {
