@@ -3,8 +3,9 @@
 //! [`status`], run under the `slicecache.io/cleanup` finalizer, with
 //! [`cleanup`] on delete. A SliceCache is reconciled when it changes, when
 //! an object it owns changes, and when a Node its placement selects changes
-//! ([`nodes`]). The tune step keeps one tuner per SliceCache in the
-//! [`Context`], so its history outlives a reconcile.
+//! ([`nodes`]). Each step consumes what the one before it produced. The
+//! tune step keeps one tuner per SliceCache in the [`Context`], so its
+//! history outlives a reconcile.
 //!
 //! Vocabulary several steps share lives in leaf modules that import no
 //! step: [`conditions`] (condition updates and reasons). [`events`] turns
@@ -278,7 +279,7 @@ async fn reconcile_apply(cache: &SliceCache, ctx: &Context) -> Result<Action, Er
         return Ok(Action::await_change());
     }
 
-    let _dereferenced = match dereference::dereference(&ctx.client, cache).await {
+    let dereferenced = match dereference::dereference(&ctx.client, cache).await {
         Ok(d) => d,
         Err(e) if e.is_user_error() => {
             report_failure(cache, ctx, e.reason(), e.to_string()).await;
@@ -287,7 +288,7 @@ async fn reconcile_apply(cache: &SliceCache, ctx: &Context) -> Result<Action, Er
         Err(e) => return Err(fail(cache, ctx, e.into()).await),
     };
 
-    let validated = match validate::validate(cache) {
+    let validated = match validate::validate(cache, &dereferenced) {
         Ok(v) => v,
         Err(e) => {
             report_failure(cache, ctx, e.reason(), e.to_string()).await;
