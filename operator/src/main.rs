@@ -157,24 +157,13 @@ fn main() -> anyhow::Result<()> {
             .context("starting the async runtime")?
             .block_on(tune(args)),
         Command::Run(args) => {
-            init_tracing(cli.log_json);
+            slicecache_api::logging::init_tracing(cli.log_json, std::io::stdout);
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?
                 .block_on(run(args))
         }
-    }
-}
-
-fn init_tracing(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }
 
