@@ -1,8 +1,8 @@
-//! Events the tuner's outcome calls for, from what the status write
-//! changed: pure, so that a reconcile between intervals, which changes
-//! nothing, sends nothing.
+//! Events the tuner's outcome calls for, derived from what the status write
+//! changed, so that a reconcile between intervals, which changes nothing,
+//! sends nothing.
 //!
-//! Contract: pure: from the tuning mode and the status before and after the
+//! Contract: pure. From the tuning mode and the status before and after the
 //! write to the Events to publish; the controller publishes them.
 
 use slicecache_api::{

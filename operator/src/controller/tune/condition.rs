@@ -1,7 +1,7 @@
 //! The `TuningActive` condition an evaluation reports: whether the tuner
 //! can see (usable signals) and what it does with what it sees.
 //!
-//! Contract: pure: from the validated tuning settings, the law and one
+//! Contract: pure. From the validated tuning settings, the law and one
 //! decision to the condition; no clock, no I/O.
 
 use slicecache_api::{spec::TuningMode, status::condition, units::HumanDuration, validate::Tuning};
