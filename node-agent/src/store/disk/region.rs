@@ -1,13 +1,15 @@
-//! The log: region bookkeeping and the single writer that appends to it.
+//! The log: the single writer that appends to it.
 //!
 //! The device is cut into equal regions written strictly sequentially, which
 //! is what lets small extents share one large O_DIRECT write and lets a crash
-//! cost at most the unflushed tail of the head region. [`RegionTable`] records
-//! which regions are free, which are sealed (in FIFO order) and their sequence
-//! numbers. [`RegionWriter`] runs on its own thread: it copies entries into
-//! the head buffer, hands full buffers to a flusher thread, flushes the head's
-//! tail on a timer, and when no region is free reclaims the oldest one,
-//! rewriting its recently read entries at the head (reinsertion).
+//! cost at most the unflushed tail of the head region. The region table
+//! ([`super::region_table`]) records which regions are free, which are
+//! sealed (in FIFO order) and their sequence numbers; on close the writer
+//! saves it with the index ([`super::checkpoint`]). [`RegionWriter`] runs on
+//! its own thread: it copies entries into the head buffer, hands full
+//! buffers to a flusher thread, flushes the head's tail on a timer, and when
+//! no region is free reclaims the oldest one, rewriting its recently read
+//! entries at the head (reinsertion).
 
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
@@ -23,7 +25,6 @@ use super::entry::{
 };
 use super::index::Slot;
 use super::io::IoPool;
-use super::region_table::RegionTable;
 use super::{DiskError, Shared};
 use crate::store::ObjectId;
 
