@@ -66,7 +66,7 @@ pub struct OriginConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Tunables {
-    /// Slice size: a power of two from 64Ki to 64Mi.
+    /// Slice size: a power of two within [`MIN_SLICE_SIZE`]..=[`MAX_SLICE_SIZE`].
     #[serde(default = "default_slice_size")]
     pub slice_size: ByteSize,
     /// Origin subrequests in flight per client request (1-64).
@@ -258,12 +258,27 @@ impl AgentConfig {
     }
 }
 
-/// Smallest allowed slice size.
+/// Smallest allowed slice size: the one statement of this bound, which the
+/// validation, the tuner and the agent all use.
 pub const MIN_SLICE_SIZE: u64 = 64 << 10;
-/// Largest allowed slice size.
+/// Largest allowed slice size: the one statement of this bound, which the
+/// validation, the tuner and the agent all use.
 pub const MAX_SLICE_SIZE: u64 = 64 << 20;
 /// Largest allowed per-request concurrency.
 pub const MAX_CONCURRENCY: u32 = 64;
+
+/// `size` moved inside `min..=max` (a `max` below `min` counts as `min`)
+/// and rounded down to a power of two, never below `min`: how a slice size
+/// that may lie outside bounds (a default, a value carried over from before
+/// the bounds changed) is brought inside them.
+pub fn clamp_slice_size(size: u64, min: u64, max: u64) -> u64 {
+    let size = size.clamp(min, max.max(min));
+    if size.is_power_of_two() {
+        size
+    } else {
+        size.checked_ilog2().map_or(min, |log| (1u64 << log).max(min))
+    }
+}
 
 fn default_listen() -> String {
     DEFAULT_LISTEN.to_string()

@@ -11,6 +11,8 @@
 
 pub mod agent_config;
 pub mod crd;
+#[cfg(feature = "logging")]
+pub mod logging;
 pub mod quantity;
 pub mod spec;
 pub mod status;

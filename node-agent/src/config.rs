@@ -134,7 +134,12 @@ impl RuntimeTunables {
         if !size.is_power_of_two() || !(MIN_SLICE_SIZE..=MAX_SLICE_SIZE).contains(&size) {
             return Err(invalid(
                 "tunables.sliceSize",
-                format!("{} must be a power of two from 64Ki to 64Mi", t.slice_size),
+                format!(
+                    "{} must be a power of two from {} to {}",
+                    t.slice_size,
+                    ByteSize(MIN_SLICE_SIZE),
+                    ByteSize(MAX_SLICE_SIZE)
+                ),
             ));
         }
         if t.concurrency == 0 || t.concurrency > MAX_CONCURRENCY {

@@ -77,7 +77,7 @@ struct RunArgs {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_json);
+    slicecache_api::logging::init_tracing(cli.log_json, std::io::stderr);
     let result = match cli.command {
         Command::Run(args) => run_agent(args),
         Command::Wipe(args) => wipe_devices(args),
@@ -149,17 +149,4 @@ fn wipe_devices(args: WipeArgs) -> anyhow::Result<()> {
         "no devices to wipe: pass --config with devices or --device PATH"
     );
     run::wipe(&cfg)
-}
-
-fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
 }

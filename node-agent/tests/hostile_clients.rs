@@ -80,7 +80,10 @@ async fn output_within(mut cmd: std::process::Command, limit: Duration) -> std::
     match tokio::time::timeout(limit, waiter).await {
         Ok(out) => out.expect("join").expect("wait"),
         Err(_) => {
-            let _ = std::process::Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            let _ = std::process::Command::new("kill")
+                .arg("-9")
+                .arg(pid.to_string())
+                .status();
             panic!("still running after {limit:?}: the agent accepted what it should refuse");
         }
     }

@@ -16,6 +16,10 @@ use kube::{
     config::{KubeConfigOptions, Kubeconfig},
     Client, Config,
 };
+use slicecache_api::{
+    agent_config::{MAX_CONCURRENCY, MAX_SLICE_SIZE, MIN_SLICE_SIZE},
+    units::{ByteSize, HumanDuration},
+};
 use slicecache_operator::{
     controller::{self, build::BuildDefaults, Context},
     leader::{LeaderElector, LeaseTiming},
@@ -79,18 +83,18 @@ struct TuneArgs {
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     timeout: std::time::Duration,
     /// Slice size in force; default: the agents' slicecache_slice_size_bytes.
-    #[arg(long, value_parser = parse_bytes)]
+    #[arg(long, value_parser = slicecache_api::quantity::parse_bytes)]
     slice_size: Option<u64>,
     /// Concurrency in force; default: the agents' slicecache_concurrency.
     #[arg(long)]
     concurrency: Option<u32>,
-    #[arg(long, default_value = "64Ki", value_parser = parse_bytes)]
-    min_slice_size: u64,
-    #[arg(long, default_value = "64Mi", value_parser = parse_bytes)]
-    max_slice_size: u64,
+    #[arg(long, default_value_t = ByteSize(MIN_SLICE_SIZE))]
+    min_slice_size: ByteSize,
+    #[arg(long, default_value_t = ByteSize(MAX_SLICE_SIZE))]
+    max_slice_size: ByteSize,
     #[arg(long, default_value_t = 1)]
     min_concurrency: u32,
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = MAX_CONCURRENCY)]
     max_concurrency: u32,
     /// Consecutive intervals a change must be wanted; 1 shows what a
     /// confirmed decision would be.
@@ -101,14 +105,8 @@ struct TuneArgs {
     show_queries: bool,
 }
 
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    s.parse::<slicecache_api::units::HumanDuration>()
-        .map(|d| d.0)
-        .map_err(|e| e.to_string())
-}
-
-fn parse_bytes(s: &str) -> Result<u64, String> {
-    slicecache_api::quantity::parse_bytes(s).map_err(|e| e.to_string())
+fn parse_duration(s: &str) -> Result<std::time::Duration, <HumanDuration as std::str::FromStr>::Err> {
+    s.parse::<HumanDuration>().map(|d| d.0)
 }
 
 #[derive(clap::Args, Debug)]
@@ -159,24 +157,13 @@ fn main() -> anyhow::Result<()> {
             .context("starting the async runtime")?
             .block_on(tune(args)),
         Command::Run(args) => {
-            init_tracing(cli.log_json);
+            slicecache_api::logging::init_tracing(cli.log_json, std::io::stdout);
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?
                 .block_on(run(args))
         }
-    }
-}
-
-fn init_tracing(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }
 
@@ -276,8 +263,8 @@ async fn tune(args: TuneArgs) -> anyhow::Result<()> {
     };
     let queries = Queries::new(&selector, args.window);
     let bounds = Bounds {
-        min_slice_size: args.min_slice_size,
-        max_slice_size: args.max_slice_size,
+        min_slice_size: args.min_slice_size.bytes(),
+        max_slice_size: args.max_slice_size.bytes(),
         min_concurrency: args.min_concurrency,
         max_concurrency: args.max_concurrency,
     };

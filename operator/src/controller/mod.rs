@@ -3,8 +3,13 @@
 //! [`status`], run under the `slicecache.io/cleanup` finalizer, with
 //! [`cleanup`] on delete. A SliceCache is reconciled when it changes, when
 //! an object it owns changes, and when a Node its placement selects changes
-//! ([`nodes`]). The tune step keeps one tuner per SliceCache in the
-//! [`Context`], so its history outlives a reconcile.
+//! ([`nodes`]). Each step consumes what the one before it produced. The
+//! tune step keeps one tuner per SliceCache in the [`Context`], so its
+//! history outlives a reconcile.
+//!
+//! Vocabulary several steps share lives in leaf modules that import no
+//! step: [`conditions`] (condition updates and reasons). [`events`] turns
+//! what the status write changed into the tuner's Events.
 //!
 //! Every decision is an Event on the SliceCache; every error carries a
 //! stable reason that is the Event reason, the `Degraded` condition reason
@@ -14,7 +19,9 @@
 pub mod apply;
 pub mod build;
 pub mod cleanup;
+pub mod conditions;
 pub mod dereference;
+pub mod events;
 pub mod nodes;
 pub mod status;
 pub mod tune;
@@ -45,8 +52,9 @@ use crate::metrics::Metrics;
 use apply::{ApplyError, Change};
 use build::{BuildDefaults, BuildError, Owner, FIELD_MANAGER};
 use cleanup::CleanupError;
+use conditions::ConditionUpdate;
 use dereference::DereferenceError;
-use status::{ConditionUpdate, Observed, StatusError};
+use status::{Observed, StatusError};
 use tune::TunerRegistry;
 use validate::ValidateError;
 
@@ -271,7 +279,7 @@ async fn reconcile_apply(cache: &SliceCache, ctx: &Context) -> Result<Action, Er
         return Ok(Action::await_change());
     }
 
-    let _dereferenced = match dereference::dereference(&ctx.client, cache).await {
+    let dereferenced = match dereference::dereference(&ctx.client, cache).await {
         Ok(d) => d,
         Err(e) if e.is_user_error() => {
             report_failure(cache, ctx, e.reason(), e.to_string()).await;
@@ -280,7 +288,7 @@ async fn reconcile_apply(cache: &SliceCache, ctx: &Context) -> Result<Action, Er
         Err(e) => return Err(fail(cache, ctx, e.into()).await),
     };
 
-    let validated = match validate::validate(cache) {
+    let validated = match validate::validate(cache, &dereferenced) {
         Ok(v) => v,
         Err(e) => {
             report_failure(cache, ctx, e.reason(), e.to_string()).await;
@@ -317,7 +325,7 @@ async fn reconcile_apply(cache: &SliceCache, ctx: &Context) -> Result<Action, Er
             .observe_agents(&owner.namespace, &owner.name, nodes.desired, nodes.ready);
     }
     publish_apply_events(cache, ctx, &desired, &applied, &new).await;
-    for event in tune::tuning_events(validated.tuning().mode(), cache.status.as_ref(), &new) {
+    for event in events::tuning_events(validated.tuning().mode(), cache.status.as_ref(), &new) {
         let type_ = if event.warning {
             EventType::Warning
         } else {

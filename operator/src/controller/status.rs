@@ -43,6 +43,7 @@ use slicecache_api::{
 use super::{
     apply::Applied,
     build::{AgentWorkload, DesiredState, CONFIG_GENERATION, FIELD_MANAGER},
+    conditions::ConditionUpdate,
     tune::TuningReport,
 };
 
@@ -62,26 +63,6 @@ impl StatusError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Write { .. } => "StatusWriteFailed",
-        }
-    }
-}
-
-/// One condition to report: type, holds, reason, message.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConditionUpdate {
-    pub type_: &'static str,
-    pub holds: bool,
-    pub reason: String,
-    pub message: String,
-}
-
-impl ConditionUpdate {
-    pub fn new(type_: &'static str, holds: bool, reason: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            type_,
-            holds,
-            reason: reason.into(),
-            message: message.into(),
         }
     }
 }

@@ -1,13 +1,20 @@
-//! Validate: from the SliceCache as written to a [`ValidatedSliceCache`].
+//! Validate: from the SliceCache as written, and what the dereference step
+//! found, to a [`ValidatedSliceCache`].
 //!
-//! Contract: pure. Uses the API crate's validation layer (which resolves
-//! every default and reports every problem at once) and checks the metadata
-//! the later steps need. An error here is the user's to fix: the controller
-//! turns it into `Degraded` with reason `InvalidSpec` and a Warning Event,
-//! writes nothing else, and waits for the next spec change.
+//! Contract: pure. Takes the SliceCache and the dereference step's
+//! [`Dereferenced`]; uses the API crate's validation layer (which resolves
+//! every default and reports every problem at once), checks the metadata
+//! the later steps need, and checks that every referent the validated spec
+//! uses is one dereference found, so that the steps after this one only
+//! ever see a spec whose referents were read. An error here is the user's
+//! to fix: the controller turns it into `Degraded` with reason `InvalidSpec`
+//! and a Warning Event, writes nothing else, and waits for the next spec
+//! change.
 
 use kube::ResourceExt;
 use slicecache_api::{SliceCache, ValidatedSliceCache, ValidationErrors};
+
+use super::dereference::Dereferenced;
 
 /// Why a SliceCache cannot be reconciled as written.
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +23,8 @@ pub enum ValidateError {
     InvalidSpec(#[source] ValidationErrors),
     #[error("the SliceCache has no {field}")]
     MissingMetadata { field: &'static str },
+    #[error("{field}: the referent was not read before validation")]
+    ReferentNotRead { field: &'static str },
 }
 
 impl ValidateError {
@@ -24,12 +33,14 @@ impl ValidateError {
         match self {
             Self::InvalidSpec(_) => "InvalidSpec",
             Self::MissingMetadata { .. } => "MissingMetadata",
+            Self::ReferentNotRead { .. } => "ReferentNotRead",
         }
     }
 }
 
-/// Validates `cache` for reconciling: spec, name, namespace and uid.
-pub fn validate(cache: &SliceCache) -> Result<ValidatedSliceCache, ValidateError> {
+/// Validates `cache` for reconciling: spec, name, namespace and uid, and
+/// the referents `dereferenced` found for it.
+pub fn validate(cache: &SliceCache, dereferenced: &Dereferenced) -> Result<ValidatedSliceCache, ValidateError> {
     if cache.metadata.name.is_none() {
         return Err(ValidateError::MissingMetadata { field: "metadata.name" });
     }
@@ -41,7 +52,15 @@ pub fn validate(cache: &SliceCache) -> Result<ValidatedSliceCache, ValidateError
     if cache.uid().is_none() {
         return Err(ValidateError::MissingMetadata { field: "metadata.uid" });
     }
-    validate_spec(cache)
+    let validated = validate_spec(cache)?;
+    let purge_token = validated.purge_token().map(|t| (t.name(), t.key()));
+    let found = dereferenced.purge_token.as_ref().map(|(n, k)| (n.as_str(), k.as_str()));
+    if purge_token != found {
+        return Err(ValidateError::ReferentNotRead {
+            field: "spec.purgeTokenSecretRef",
+        });
+    }
+    Ok(validated)
 }
 
 /// Validates only the spec, for offline rendering.

@@ -60,7 +60,10 @@
 
 use std::time::{Duration, Instant};
 
-use slicecache_api::quantity::format_bytes;
+use slicecache_api::{
+    agent_config::{clamp_slice_size, MAX_CONCURRENCY, MAX_SLICE_SIZE, MIN_SLICE_SIZE},
+    quantity::format_bytes,
+};
 
 use super::{
     decision::{HoldReason, Tunables, TuningDecision},
@@ -78,13 +81,13 @@ pub struct Bounds {
 }
 
 impl Default for Bounds {
-    /// The API's defaults: 64Ki-64Mi, 1-64.
+    /// The API's limits: every slice size and concurrency it allows.
     fn default() -> Self {
         Self {
-            min_slice_size: 64 << 10,
-            max_slice_size: 64 << 20,
+            min_slice_size: MIN_SLICE_SIZE,
+            max_slice_size: MAX_SLICE_SIZE,
             min_concurrency: 1,
-            max_concurrency: 64,
+            max_concurrency: MAX_CONCURRENCY,
         }
     }
 }
@@ -93,17 +96,8 @@ impl Bounds {
     /// `t` moved inside the bounds; a slice size that is no power of two is
     /// rounded down to one.
     pub fn clamp(&self, t: Tunables) -> Tunables {
-        let slice = t
-            .slice_size
-            .clamp(self.min_slice_size, self.max_slice_size.max(self.min_slice_size));
-        // Round down to a power of two, never below the minimum.
-        let slice = if slice.is_power_of_two() {
-            slice
-        } else {
-            (1u64 << (63 - slice.leading_zeros())).max(self.min_slice_size)
-        };
         Tunables {
-            slice_size: slice,
+            slice_size: clamp_slice_size(t.slice_size, self.min_slice_size, self.max_slice_size),
             concurrency: t
                 .concurrency
                 .clamp(self.min_concurrency, self.max_concurrency.max(self.min_concurrency)),

@@ -6,7 +6,8 @@
 //! The device carries a superblock ([`superblock`]), a checkpoint area and
 //! equal regions written sequentially with O_DIRECT ([`region`]); every record
 //! has a checksummed header ([`entry`]) so the compact in-memory [`index`] can
-//! be rebuilt by scanning after a crash ([`recovery`]). All device I/O runs on
+//! be rebuilt by scanning after a crash ([`recovery`]); a clean close saves
+//! it with the [`region_table`] in the [`checkpoint`] instead. All device I/O runs on
 //! dedicated threads ([`io`]), never on async workers. The on-disk format is
 //! documented in docs/storage.md.
 
@@ -27,12 +28,14 @@ use super::{ExtentKey, ExtentStore, ObjectId};
 
 pub mod aligned;
 pub mod blank_check;
+pub mod checkpoint;
 pub mod entry;
 pub mod index;
 pub mod io;
 pub mod metrics;
 pub mod recovery;
 pub mod region;
+pub mod region_table;
 pub mod superblock;
 pub mod wipe;
 
@@ -42,7 +45,8 @@ use index::Index;
 use io::{Device, IoPool};
 use metrics::DiskMetrics;
 pub use recovery::{RecoveryReport, RecoverySource};
-use region::{Cmd, RegionTable, RegionWriter, WriterConfig};
+use region::{Cmd, RegionWriter, WriterConfig};
+use region_table::RegionTable;
 use superblock::{probe, Probe, Superblock, PROBE_LEN, SUPERBLOCK_LEN};
 pub use superblock::{Geometry, Signature};
 
@@ -622,7 +626,7 @@ fn format(dev: &Device, device_size: u64, region_size: u32) -> Result<Superblock
     };
     // The checkpoint header may hold garbage from an earlier life of the disk;
     // its UUID would not match, but zero it anyway before claiming the device.
-    recovery::invalidate_checkpoint(dev, &geometry)?;
+    checkpoint::invalidate(dev, &geometry)?;
     let mut buf = AlignedBuf::zeroed(SUPERBLOCK_LEN);
     buf.as_mut_slice().copy_from_slice(&sb.encode());
     dev.write_at(buf.as_slice(), 0)

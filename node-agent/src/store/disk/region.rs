@@ -1,15 +1,16 @@
-//! The log: region bookkeeping and the single writer that appends to it.
+//! The log: the single writer that appends to it.
 //!
 //! The device is cut into equal regions written strictly sequentially, which
 //! is what lets small extents share one large O_DIRECT write and lets a crash
-//! cost at most the unflushed tail of the head region. [`RegionTable`] records
-//! which regions are free, which are sealed (in FIFO order) and their sequence
-//! numbers. [`RegionWriter`] runs on its own thread: it copies entries into
-//! the head buffer, hands full buffers to a flusher thread, flushes the head's
-//! tail on a timer, and when no region is free reclaims the oldest one,
-//! rewriting its recently read entries at the head (reinsertion).
+//! cost at most the unflushed tail of the head region. The region table
+//! ([`super::region_table`]) records which regions are free, which are
+//! sealed (in FIFO order) and their sequence numbers; on close the writer
+//! saves it with the index ([`super::checkpoint`]). [`RegionWriter`] runs on
+//! its own thread: it copies entries into the head buffer, hands full
+//! buffers to a flusher thread, flushes the head's tail on a timer, and when
+//! no region is free reclaims the oldest one, rewriting its recently read
+//! entries at the head (reinsertion).
 
-use std::collections::VecDeque;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +19,7 @@ use bytes::Bytes;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use super::aligned::{align_down, RegionBuf, ALIGN};
+use super::checkpoint;
 use super::entry::{
     entry_size, object_tag, verify_entry, EntryHeader, EntryKey, Kind, RegionHeader, HEADER_LEN, REGION_HEADER_LEN,
 };
@@ -25,51 +27,6 @@ use super::index::Slot;
 use super::io::IoPool;
 use super::{DiskError, Shared};
 use crate::store::ObjectId;
-
-/// Which regions hold what, in write order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RegionTable {
-    /// Sequence number of the region's current use; 0 when free.
-    pub seq: Vec<u64>,
-    /// Bytes written into each region (sealed regions).
-    pub used: Vec<u32>,
-    /// Sealed regions, oldest first.
-    pub fifo: VecDeque<u32>,
-    pub free: VecDeque<u32>,
-    pub next_seq: u64,
-}
-
-impl RegionTable {
-    pub fn empty(count: u32) -> Self {
-        Self {
-            seq: vec![0; count as usize],
-            used: vec![0; count as usize],
-            fifo: VecDeque::new(),
-            free: (0..count).collect(),
-            next_seq: 1,
-        }
-    }
-
-    /// Rebuilds the table from `(region, seq, used)` of every region in use.
-    pub fn from_sealed(count: u32, mut sealed: Vec<(u32, u64, u32)>, next_seq: u64) -> Self {
-        sealed.sort_by_key(|&(_, seq, _)| seq);
-        let mut t = Self::empty(count);
-        t.free.clear();
-        for &(region, seq, used) in &sealed {
-            t.seq[region as usize] = seq;
-            t.used[region as usize] = used;
-            t.fifo.push_back(region);
-        }
-        t.free = (0..count).filter(|&r| t.seq[r as usize] == 0).collect();
-        let max_seq = sealed.last().map_or(0, |s| s.1);
-        t.next_seq = next_seq.max(max_seq + 1);
-        t
-    }
-
-    pub fn count(&self) -> u32 {
-        self.seq.len() as u32
-    }
-}
 
 /// Work for the writer thread.
 #[derive(Debug)]
@@ -456,6 +413,6 @@ impl RegionWriter {
             st.regions.used[head.region as usize] = head.buf.filled() as u32;
             st.regions.fifo.push_back(head.region);
         }
-        super::recovery::write_checkpoint(&self.shared)
+        checkpoint::write(&self.shared)
     }
 }
