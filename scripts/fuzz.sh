@@ -21,16 +21,19 @@ if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
 fi
 
 targets="${FUZZ_TARGETS:-$(cargo +nightly fuzz list)}"
-echo "fuzz: building the targets (first build several minutes on two cores)"
-cargo +nightly fuzz build --sanitizer none $targets 2>&1 | tail -3
+echo "fuzz: building the targets (the first build takes 10-20 minutes on two cores)"
+cargo +nightly fuzz build --sanitizer none 2>&1 | tail -3
 for t in $targets; do
   mkdir -p "corpus/$t"
   work="$(mktemp -d)"
   # New inputs go to a scratch corpus; the committed seeds are read only.
   echo "fuzz: $t for ${seconds}s"
+  status=0
   cargo +nightly fuzz run --sanitizer none "$t" "$work" "corpus/$t" -- \
-    -max_total_time="$seconds" -print_final_stats=1 2>&1 | grep -E "stat::number_of_executed_units|Done|ERROR|panicked" || true
-  status=${PIPESTATUS[0]}
+    -max_total_time="$seconds" -print_final_stats=1 >"$work.log" 2>&1 || status=$?
+  grep -E "stat::number_of_executed_units|^Done|ERROR|panicked" "$work.log" || true
+  [ "$status" -eq 0 ] || tail -40 "$work.log" >&2
+  rm -f "$work.log"
   rm -rf "$work"
   if [ "$status" -ne 0 ]; then
     echo "fuzz: $t failed (exit $status); reproducer in node-agent/fuzz/artifacts/$t" >&2
