@@ -209,8 +209,8 @@ slicecache is up ($((SECONDS - t0)) s). Try:
   export KUBECONFIG=$kubeconfig
   kubectl get slc
   kubectl describe slc media
-  curl -s http://$ip:$port/obj | sha256sum     # through an agent pod
-  curl -s $url/obj | sha256sum                # the origin
+  curl -s http://$ip:$port/obj | sha256sum   # through an agent pod
+  curl -s $url/obj | sha256sum   # from the origin
 
 Logs: $state/operator.log, $state/shim/ (agents), $state/cluster/logs/
 Stop everything: bash scripts/local-cluster.sh down
