@@ -84,13 +84,26 @@ pub fn operator_binary() -> PathBuf {
         eprintln!("{why}: building it");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-p", "slicecache-operator", "--bin", "slicecache-operator"])
-            .current_dir(repo_root());
+        // The packages of `scripts/local-cluster.sh`: with the e2e crate
+        // selected the dependencies' features unify as in this test build,
+        // so cargo re-uses them (`-p slicecache-operator` alone would
+        // rebuild most of the dependency graph with other features).
+        cmd.args([
+            "build",
+            "-p",
+            "slicecache-operator",
+            "-p",
+            "slicecache-agent",
+            "-p",
+            "slicecache-e2e",
+            "--bins",
+        ])
+        .current_dir(repo_root());
         if dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }
         let status = cmd.status().expect("running cargo build");
-        assert!(status.success(), "cargo build -p slicecache-operator failed");
+        assert!(status.success(), "cargo build of slicecache-operator failed");
     }
     bin
 }
