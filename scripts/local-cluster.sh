@@ -8,7 +8,7 @@
 #  1. builds the agent, the operator, the node shim and the demo origin
 #     (cargo, debug profile; SLICECACHE_LOCAL_CLUSTER_PROFILE=release for
 #     release) and the Go tools (scripts/build-go-tools.sh: the control
-#     plane and helm). The first build takes long: about 10 minutes of Rust
+#     plane and helm). The first build takes long: 10-15 minutes of Rust
 #     and, with an empty Go build cache, 10-25 minutes of Go on a 2-core
 #     machine; later runs re-use both.
 #  2. starts the control plane (etcd, kube-apiserver,
@@ -109,7 +109,7 @@ up() {
   if [ "${SLICECACHE_LOCAL_CLUSTER_NO_BUILD:-}" = 1 ]; then
     say "not building (SLICECACHE_LOCAL_CLUSTER_NO_BUILD=1)"
   else
-    say "building the agent, operator, node shim and demo origin (cargo, $profile); the first build takes about 10 minutes"
+    say "building the agent, operator, node shim and demo origin (cargo, $profile); the first build takes 10-15 minutes"
     cargo build "${cargo_flags[@]}" -p slicecache-agent -p slicecache-operator \
       -p slicecache-e2e --bin slicecache-agent --bin slicecache-operator \
       --bin slicecache-node-shim --bin slicecache-demo-origin
