@@ -90,7 +90,14 @@ for w in "${want[@]}"; do
   case "$w" in
     cluster)
       echo "build-go-tools: building the local control plane (etcd, kube-apiserver, kube-controller-manager; a cold build takes 10-20 minutes on 2 cores, a cached one seconds)..."
-      build_module cluster tests/cluster "slicecache-cluster=."
+      # kube-apiserver reports this as its version (/version); without it
+      # it says v0.0.0-master and `helm install` refuses every chart with a
+      # kubeVersion constraint.
+      kube_version="$(cd tests/cluster && go list -m -f '{{.Version}}' k8s.io/kubernetes)" # vMAJOR.MINOR.PATCH
+      kube_major="$(echo "${kube_version#v}" | cut -d. -f1)"
+      kube_minor="$(echo "$kube_version" | cut -d. -f2)"
+      build_module cluster tests/cluster \
+        "slicecache-cluster=.|-X k8s.io/component-base/version.gitVersion=$kube_version -X k8s.io/component-base/version.gitMajor=$kube_major -X k8s.io/component-base/version.gitMinor=$kube_minor -X k8s.io/component-base/version.gitTreeState=clean"
       cluster_dir="$built_dir"
       ;;
     helm)

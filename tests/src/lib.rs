@@ -25,6 +25,7 @@ use slicecache_api::{
 use slicecache_operator::tuner::{PrometheusClient, Tunables};
 
 pub mod control_plane;
+pub mod install;
 pub mod node_shim;
 pub mod tuning;
 
@@ -124,7 +125,7 @@ pub fn agent_binary() -> PathBuf {
         .and_then(Path::parent)
         .expect("the test binary lives in target/<profile>/deps");
     let agent = dir.join(format!("slicecache-agent{}", std::env::consts::EXE_SUFFIX));
-    if let Err(why) = agent_is_current(&agent) {
+    if let Err(why) = is_current(&agent, &["node-agent/src", "crds/src"]) {
         let release = if dir.file_name().is_some_and(|n| n == "release") {
             " --release"
         } else {
@@ -135,15 +136,26 @@ pub fn agent_binary() -> PathBuf {
     agent
 }
 
-fn agent_is_current(agent: &Path) -> Result<(), String> {
-    let built = std::fs::metadata(agent)
+/// Whether `binary` exists and is newer than every file under `sources`
+/// (paths from the repository root, files or directories).
+pub fn is_current(binary: &Path, sources: &[&str]) -> Result<(), String> {
+    let built = std::fs::metadata(binary)
         .and_then(|m| m.modified())
-        .map_err(|_| format!("{} is missing", agent.display()))?;
+        .map_err(|_| format!("{} is missing", binary.display()))?;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    for sources in ["node-agent/src", "crds/src"] {
-        if let Some((newest, path)) = newest_file(&root.join(sources)) {
+    for sources in sources {
+        let path = root.join(sources);
+        let newest = if path.is_file() {
+            std::fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .ok()
+                .map(|t| (t, path))
+        } else {
+            newest_file(&path)
+        };
+        if let Some((newest, path)) = newest {
             if newest > built {
-                return Err(format!("{} is older than {}", agent.display(), path.display()));
+                return Err(format!("{} is older than {}", binary.display(), path.display()));
             }
         }
     }

@@ -1,0 +1,226 @@
+//! Installing slicecache the way a user does, against the local control
+//! plane: `helm` (built by `scripts/build-go-tools.sh`), `kubectl`, and the
+//! operator run as a local process with a token of the chart's
+//! ServiceAccount, so the chart's RBAC is exactly what the operator has.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use crate::{control_plane::env_value, free_addr, Proc};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+/// The helm binary: `HELM_BIN`, else the one `target/go-tools/env` names.
+/// Panics with the command that builds it.
+pub fn helm_binary() -> PathBuf {
+    let from_env = std::env::var_os("HELM_BIN")
+        .filter(|b| !b.is_empty())
+        .map(PathBuf::from);
+    let bin = from_env.or_else(|| {
+        let text = std::fs::read_to_string(repo_root().join("target/go-tools/env")).ok()?;
+        env_value(&text, "HELM_BIN").map(PathBuf::from)
+    });
+    match bin {
+        Some(bin) if bin.is_file() => bin,
+        _ => panic!("helm is not built: run scripts/build-go-tools.sh helm"),
+    }
+}
+
+/// Runs `program args`, returning stdout, or the error with stderr.
+pub fn run(program: &Path, args: &[&str], envs: &[(&str, &Path)]) -> Result<String, String> {
+    let mut cmd = Command::new(program);
+    cmd.args(args).current_dir(repo_root());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| format!("running {}: {e}", program.display()))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{} {} failed ({}):\n{}{}",
+            program.display(),
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// `kubectl --kubeconfig KUBECONFIG args...`.
+pub fn kubectl(kubeconfig: &Path, args: &[&str]) -> Result<String, String> {
+    let kubeconfig = kubeconfig.to_string_lossy();
+    let mut all = vec!["--kubeconfig", kubeconfig.as_ref()];
+    all.extend_from_slice(args);
+    run(Path::new("kubectl"), &all, &[])
+}
+
+/// `helm args...` with the given kubeconfig.
+pub fn helm(kubeconfig: &Path, args: &[&str]) -> Result<String, String> {
+    run(&helm_binary(), args, &[("KUBECONFIG", kubeconfig)])
+}
+
+/// The `slicecache-operator` binary next to the test binary, built with
+/// cargo first when it is missing or older than the operator's sources
+/// (`cargo test -p slicecache-e2e` does not build other packages' bins).
+pub fn operator_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary lives in target/<profile>/deps");
+    let bin = dir.join(format!("slicecache-operator{}", std::env::consts::EXE_SUFFIX));
+    if let Err(why) = crate::is_current(&bin, &["operator/src", "crds/src", "operator/Cargo.toml"]) {
+        eprintln!("{why}: building it");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        // The packages of `scripts/local-cluster.sh`: with the e2e crate
+        // selected the dependencies' features unify as in this test build,
+        // so cargo re-uses them (`-p slicecache-operator` alone would
+        // rebuild most of the dependency graph with other features).
+        cmd.args([
+            "build",
+            "-p",
+            "slicecache-operator",
+            "-p",
+            "slicecache-agent",
+            "-p",
+            "slicecache-e2e",
+            "--bins",
+        ])
+        .current_dir(repo_root());
+        if dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("running cargo build");
+        assert!(status.success(), "cargo build of slicecache-operator failed");
+    }
+    bin
+}
+
+/// Writes a kubeconfig for ServiceAccount `sa` in `namespace`: the admin
+/// kubeconfig's cluster (server, CA) with a token from `kubectl create
+/// token`.
+pub fn service_account_kubeconfig(admin: &Path, namespace: &str, sa: &str, out: &Path) -> Result<(), String> {
+    let token = kubectl(admin, &["create", "token", sa, "-n", namespace, "--duration=24h"])?;
+    let text = std::fs::read_to_string(admin).map_err(|e| format!("reading {}: {e}", admin.display()))?;
+    let mut config: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).map_err(|e| e.to_string())?;
+    let user = serde_yaml_ng::to_value(serde_json::json!([
+        { "name": sa, "user": { "token": token.trim() } }
+    ]))
+    .map_err(|e| e.to_string())?;
+    config["users"] = user;
+    if let Some(contexts) = config["contexts"].as_sequence_mut() {
+        for context in contexts {
+            context["context"]["user"] = sa.into();
+            context["context"]["namespace"] = namespace.into();
+        }
+    }
+    let text = serde_yaml_ng::to_string(&config).map_err(|e| e.to_string())?;
+    std::fs::write(out, text).map_err(|e| format!("writing {}: {e}", out.display()))
+}
+
+/// The `slicecache-operator run` process, started with the arguments of the
+/// chart's Deployment (so the agent image and Lease are the chart's), a
+/// loopback metrics address and the given kubeconfig.
+#[derive(Debug)]
+pub struct LocalOperator {
+    pub proc: Proc,
+    pub metrics: std::net::SocketAddr,
+}
+
+impl LocalOperator {
+    /// `admin` reads the Deployment `deployment` in `namespace`;
+    /// `kubeconfig` is what the operator runs with.
+    pub fn start(admin: &Path, namespace: &str, deployment: &str, kubeconfig: &Path, log: PathBuf) -> Self {
+        let args = kubectl(
+            admin,
+            &[
+                "get",
+                "deployment",
+                deployment,
+                "-n",
+                namespace,
+                "-o",
+                "jsonpath={.spec.template.spec.containers[0].args}",
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let args: Vec<String> = serde_json::from_str(&args).expect("the container's args as JSON");
+        let env = kubectl(
+            admin,
+            &[
+                "get",
+                "deployment",
+                deployment,
+                "-n",
+                namespace,
+                "-o",
+                "jsonpath={.spec.template.spec.containers[0].env[?(@.name==\"RUST_LOG\")].value}",
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let metrics = free_addr();
+        let mut cmd = Command::new(operator_binary());
+        for arg in &args {
+            if arg.starts_with("--metrics-addr") {
+                cmd.arg(format!("--metrics-addr={metrics}"));
+            } else {
+                cmd.arg(arg);
+            }
+        }
+        cmd.arg("--kubeconfig")
+            .arg(kubeconfig)
+            .env("POD_NAMESPACE", namespace)
+            .env("POD_NAME", "local-operator")
+            .env("RUST_LOG", if env.is_empty() { "info" } else { env.as_str() });
+        Self {
+            proc: Proc::spawn("slicecache-operator", cmd, log),
+            metrics,
+        }
+    }
+
+    /// Panics when the operator has exited or logged a "Forbidden" (an RBAC
+    /// rule the chart lacks).
+    pub fn assert_healthy(&mut self) {
+        self.proc.assert_alive();
+        let log = self.proc.log();
+        if let Some(line) = log.lines().find(|l| l.contains("Forbidden") || l.contains("forbidden")) {
+            panic!(
+                "the operator was refused by RBAC:\n{line}\nits log:\n{}",
+                self.proc.log_tail(40)
+            );
+        }
+    }
+}
+
+impl Drop for LocalOperator {
+    fn drop(&mut self) {
+        self.proc.terminate(Duration::from_secs(10));
+    }
+}
+
+/// Waits until `cond` (a blocking check) returns `Some`, for up to `limit`.
+pub fn wait_for<T>(what: &str, limit: Duration, mut cond: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = cond() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

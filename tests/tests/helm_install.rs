@@ -1,0 +1,237 @@
+//! The install a user does, on a real control plane: `helm install` of the
+//! chart, the operator with exactly the chart's RBAC (a local process
+//! authenticated with a token of the chart's ServiceAccount), the node shim
+//! as three kubelets, and `kubectl apply` of `examples/minimal.yaml`
+//! pointed at a local origin. The SliceCache must turn Ready with its
+//! agents serving the origin's bytes; then `helm upgrade` changes the
+//! operator Deployment and `helm uninstall` removes the release but keeps
+//! the CRD (`crds.keep`, docs/install.md).
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::Path,
+    time::Duration,
+};
+
+use serde_json::Value;
+use slicecache_agent::demo::{
+    client::HttpClient,
+    origin::{pattern, DemoOrigin, OriginObject},
+};
+use slicecache_e2e::{
+    agent_binary,
+    control_plane::{cluster_binary, ControlPlane},
+    install::{helm, helm_binary, kubectl, operator_binary, repo_root, service_account_kubeconfig, LocalOperator},
+    node_shim::{NodeShim, ShimOptions},
+    poll,
+};
+
+const RELEASE: &str = "slicecache";
+const SYSTEM_NS: &str = "slicecache-system";
+/// The chart's full name for release `slicecache`: the Deployment and the
+/// ServiceAccount.
+const OPERATOR: &str = "slicecache-operator";
+const NS: &str = "slicecache-e2e";
+const CRD: &str = "slicecaches.slicecache.io";
+const OBJECT_LEN: usize = (2 << 20) + 4_321;
+
+/// An example manifest with every object moved to `namespace` and every
+/// SliceCache's origin set to `origin`.
+fn adapt_example(path: &Path, namespace: &str, origin: &str) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let mut out = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        let mut value: serde_yaml_ng::Value =
+            serde::Deserialize::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        if value.is_null() {
+            continue;
+        }
+        value["metadata"]["namespace"] = namespace.into();
+        if value["kind"].as_str() == Some("SliceCache") {
+            value["spec"]["origin"]["url"] = origin.into();
+        }
+        out.push(serde_yaml_ng::to_string(&value).expect("YAML"));
+    }
+    out.join("---\n")
+}
+
+fn get_json(kubeconfig: &Path, args: &[&str]) -> Option<Value> {
+    let mut all = vec!["get"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["-o", "json"]);
+    serde_json::from_str(&kubectl(kubeconfig, &all).ok()?).ok()
+}
+
+/// Ready=True computed from the current generation, and every desired
+/// agent ready.
+fn ready(cache: &Value) -> bool {
+    let generation = cache["metadata"]["generation"].as_i64();
+    let status = &cache["status"];
+    let ready_condition = status["conditions"].as_array().is_some_and(|c| {
+        c.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True" && c["observedGeneration"].as_i64() == generation)
+    });
+    let nodes = &status["nodes"];
+    ready_condition && nodes["desired"].as_i64().is_some_and(|d| d > 0) && nodes["ready"] == nodes["desired"]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn helm_install_runs_the_minimal_example_with_the_charts_rbac() {
+    if let Err(why) = cluster_binary() {
+        panic!("{why}");
+    }
+    helm_binary();
+    // Built before the control plane starts, if stale.
+    operator_binary();
+    let agent_bin = agent_binary();
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let cp = ControlPlane::start(dir.path()).await;
+    let admin = cp.kubeconfig.clone();
+    let chart = repo_root().join("charts/slicecache-operator");
+    let chart = chart.to_string_lossy();
+
+    // helm install; the CRD is Established.
+    helm(
+        &admin,
+        &["install", RELEASE, &chart, "-n", SYSTEM_NS, "--create-namespace"],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    kubectl(
+        &admin,
+        &[
+            "wait",
+            "--for=condition=Established",
+            &format!("crd/{CRD}"),
+            "--timeout=60s",
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    // The operator, as the chart's ServiceAccount.
+    let sa_kubeconfig = dir.path().join("operator.kubeconfig");
+    service_account_kubeconfig(&admin, SYSTEM_NS, OPERATOR, &sa_kubeconfig).unwrap_or_else(|e| panic!("{e}"));
+    let mut operator = LocalOperator::start(
+        &admin,
+        SYSTEM_NS,
+        OPERATOR,
+        &sa_kubeconfig,
+        dir.path().join("operator.log"),
+    );
+
+    // Three nodes.
+    let client = cp.client().await;
+    let options = ShimOptions::new(agent_bin, dir.path().join("shim"));
+    let shim = NodeShim::start(client, options).await.expect("starting the shim");
+
+    // The origin and the example, adapted.
+    let origin = DemoOrigin::start().await.expect("the demo origin");
+    let body = pattern(OBJECT_LEN, 11);
+    origin.state.put("/obj", OriginObject::new(body.clone(), "v1"));
+    kubectl(&admin, &["create", "namespace", NS]).unwrap_or_else(|e| panic!("{e}"));
+    let manifest = dir.path().join("minimal.yaml");
+    std::fs::write(
+        &manifest,
+        adapt_example(&repo_root().join("examples/minimal.yaml"), NS, &origin.url()),
+    )
+    .expect("writing the manifest");
+    kubectl(&admin, &["apply", "-f", &manifest.to_string_lossy()]).unwrap_or_else(|e| panic!("{e}"));
+
+    let cache = poll(
+        "SliceCache media Ready=True with 3/3 agents",
+        Duration::from_secs(60),
+        || {
+            operator.assert_healthy();
+            let cache = get_json(&admin, &["slicecache", "media", "-n", NS]);
+            async move { cache.filter(ready) }
+        },
+    )
+    .await;
+    assert_eq!(cache["status"]["nodes"]["desired"], 3, "{cache}");
+
+    // Events for it.
+    let events = get_json(
+        &admin,
+        &[
+            "events",
+            "-n",
+            NS,
+            "--field-selector",
+            "involvedObject.kind=SliceCache,involvedObject.name=media",
+        ],
+    )
+    .expect("events");
+    let events = events["items"].as_array().cloned().unwrap_or_default();
+    assert!(!events.is_empty(), "no Events for the SliceCache");
+
+    // Each agent Pod serves the origin's bytes on its own address.
+    let pods = get_json(&admin, &["pods", "-n", NS, "-l", "app.kubernetes.io/instance=media"]).expect("pods");
+    let pods = pods["items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(pods.len(), 3, "agent pods: {pods:?}");
+    for pod in &pods {
+        let ip: IpAddr = pod["status"]["podIP"]
+            .as_str()
+            .and_then(|ip| ip.parse().ok())
+            .unwrap_or_else(|| panic!("a pod address: {pod}"));
+        let port = pod["spec"]["containers"][0]["ports"]
+            .as_array()
+            .and_then(|ports| ports.iter().find(|p| p["name"] == "http"))
+            .and_then(|p| p["containerPort"].as_u64())
+            .and_then(|p| u16::try_from(p).ok())
+            .unwrap_or_else(|| panic!("a client port: {pod}"));
+        let resp = HttpClient::new(SocketAddr::new(ip, port))
+            .get("/obj", &[])
+            .await
+            .unwrap_or_else(|e| panic!("GET /obj from {ip}:{port}: {e}"));
+        assert_eq!(resp.status, 200, "GET /obj from {ip}:{port}");
+        assert!(resp.body == body, "GET /obj from {ip}:{port}: wrong bytes");
+    }
+    operator.assert_healthy();
+
+    // helm upgrade with another log level: the Deployment shows it.
+    helm(
+        &admin,
+        &["upgrade", RELEASE, &chart, "-n", SYSTEM_NS, "--set", "logLevel=debug"],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let rust_log = kubectl(
+        &admin,
+        &[
+            "get",
+            "deployment",
+            OPERATOR,
+            "-n",
+            SYSTEM_NS,
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].env[?(@.name==\"RUST_LOG\")].value}",
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rust_log, "debug");
+    operator.assert_healthy();
+
+    // helm uninstall: the release's objects go, the CRD (and the
+    // SliceCache) stay.
+    drop(operator);
+    helm(&admin, &["uninstall", RELEASE, "-n", SYSTEM_NS]).unwrap_or_else(|e| panic!("{e}"));
+    let left = kubectl(
+        &admin,
+        &["get", "deployment", OPERATOR, "-n", SYSTEM_NS, "--ignore-not-found"],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        left.trim().is_empty(),
+        "the operator Deployment outlived helm uninstall: {left}"
+    );
+    let sa = kubectl(
+        &admin,
+        &["get", "serviceaccount", OPERATOR, "-n", SYSTEM_NS, "--ignore-not-found"],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(sa.trim().is_empty(), "the ServiceAccount outlived helm uninstall: {sa}");
+    kubectl(&admin, &["get", "crd", CRD]).unwrap_or_else(|e| panic!("the CRD is kept: {e}"));
+    kubectl(&admin, &["get", "slicecache", "media", "-n", NS])
+        .unwrap_or_else(|e| panic!("the SliceCache is kept: {e}"));
+
+    shim.shutdown().await;
+    drop(cp);
+}
