@@ -92,39 +92,11 @@ fn tunables_of(e: &EffectiveTunables) -> Tunables {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use std::collections::BTreeMap;
-
-    use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
     use slicecache_api::status::{TuningDecisionStatus, TuningStatus};
 
     use super::*;
-    use crate::{
-        controller::conditions::{REASON_OFF, REASON_TUNING},
-        tuner::TuningDecision,
-    };
-
-    const MI: u64 = 1 << 20;
-
-    fn at(secs: i64) -> Time {
-        Time(Timestamp::from_second(secs).unwrap())
-    }
-
-    fn t(slice_size: u64, concurrency: u32) -> Tunables {
-        Tunables {
-            slice_size,
-            concurrency,
-        }
-    }
-
-    fn decision(from: Tunables, to: Tunables, hold: Option<HoldReason>, reason: &str) -> TuningDecision {
-        TuningDecision {
-            from,
-            to,
-            reason: reason.into(),
-            held_because: hold,
-            metrics: BTreeMap::from([("originThrottleRatio".to_string(), "0.2000".to_string())]),
-        }
-    }
+    use crate::controller::conditions::{REASON_OFF, REASON_TUNING};
+    use crate::controller::fixtures::{at, decision, t, MI};
 
     fn status_with(decision: Option<TuningDecisionStatus>, active: Option<(bool, &str)>) -> SliceCacheStatus {
         let mut s = SliceCacheStatus {

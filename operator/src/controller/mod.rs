@@ -22,6 +22,8 @@ pub mod cleanup;
 pub mod conditions;
 pub mod dereference;
 pub mod events;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod nodes;
 pub mod status;
 pub mod tune;

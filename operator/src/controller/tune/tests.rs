@@ -3,11 +3,10 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
-
 use slicecache_api::{spec::SliceCacheSpec, units::ByteSize};
 
 use super::*;
+use crate::controller::fixtures::{at, decision, t, MI};
 use crate::{
     controller::conditions::{REASON_OFF, REASON_RECOMMENDING, REASON_TUNING},
     tuner::{Bounds, Selector, TuningDecision},
@@ -23,29 +22,6 @@ fn validated(tuning_yaml: &str) -> ValidatedSliceCache {
 
 const AUTO: &str = "  mode: Auto\n  prometheus:\n    url: http://prom:9090\n  interval: 30s\n";
 const RECOMMEND: &str = "  mode: Recommend\n  prometheus:\n    url: http://prom:9090\n  interval: 30s\n";
-
-fn at(secs: i64) -> Time {
-    Time(Timestamp::from_second(secs).unwrap())
-}
-
-fn t(slice_size: u64, concurrency: u32) -> Tunables {
-    Tunables {
-        slice_size,
-        concurrency,
-    }
-}
-
-fn decision(from: Tunables, to: Tunables, hold: Option<HoldReason>, reason: &str) -> TuningDecision {
-    TuningDecision {
-        from,
-        to,
-        reason: reason.into(),
-        held_because: hold,
-        metrics: BTreeMap::from([("originThrottleRatio".to_string(), "0.2000".to_string())]),
-    }
-}
-
-const MI: u64 = 1 << 20;
 
 #[test]
 fn settings_come_from_the_validated_spec() {
