@@ -9,6 +9,12 @@
 # Environment (all optional):
 #   SLICECACHE_BIN   existing agent binary; skips `cargo build --release`
 #   AGENT_COMMIT     commit that binary was built from, for the report
+#   BASELINE_BIN     a second, older agent binary (the "before"): run as a
+#                    third cache with the agent's flags, in the same rotation
+#                    as the agent and nginx, for every hit cell (memory and
+#                    disk tier) and the cold misses; the report gains a
+#                    "Before and after" section. Unset: agent and nginx only.
+#   BASELINE_COMMIT  commit BASELINE_BIN was built from, for the report
 #   DURATION         seconds per wrk run (6)
 #   ROUNDS           wrk runs per cache and cell, alternating the caches (5)
 #   OBJECTS          number of hit-set objects (8)
@@ -52,6 +58,8 @@ MEMORY_CACHE=${MEMORY_CACHE:-1Gi}
 SLICE=${SLICE:-1Mi}
 CONCURRENCY=${CONCURRENCY:-4}
 BENCH_OUT=${BENCH_OUT:-$ROOT/docs/benchmarks.md}
+BASELINE_BIN=${BASELINE_BIN:-}
+BASELINE_COMMIT=${BASELINE_COMMIT:-}
 OBJECT_BYTES=$((OBJECT_MIB * 1048576))
 DISK_TIER=${DISK_TIER:-1}
 DISK_OBJECTS=${DISK_OBJECTS:-$OBJECTS}
@@ -96,6 +104,19 @@ else
   BIN=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps 2>/dev/null | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/slicecache-agent
 fi
 [ -x "$BIN" ] || die "no agent binary at $BIN"
+CACHES="agent nginx"            # the memory-tier caches, in rotation order
+DISK_CACHES="agent_disk nginx_disk"
+if [ -n "$BASELINE_BIN" ]; then
+  [ -x "$BASELINE_BIN" ] || die "no baseline agent binary at $BASELINE_BIN"
+  # the baseline is run with the agent's flags: an older binary must have them
+  BASELINE_HELP=$("$BASELINE_BIN" run --help 2>&1) || die "$BASELINE_BIN run --help failed"
+  for flag in --origin --listen --admin-listen --memory-cache --slice-size --concurrency --device --device-size; do
+    grep -qE -- "(^|[[:space:],])$flag([[:space:]=,]|\$)" <<< "$BASELINE_HELP" \
+      || die "$BASELINE_BIN run does not accept $flag, which this script passes to both agents"
+  done
+  CACHES="agent baseline nginx"
+  DISK_CACHES="agent_disk baseline_disk nginx_disk"
+fi
 
 # ---------------------------------------------------------------- workspace and cleanup
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/slicecache-bench.XXXXXX")
@@ -152,6 +173,18 @@ ORIGIN_PORT_NGINX_DISK=$(free_port)
 AGENT_DISK_PORT=$(free_port)
 ADMIN_DISK_PORT=$(free_port)
 NGINX_DISK_PORT=$(free_port)
+BASELINE_LISTEN=""
+if [ -n "$BASELINE_BIN" ]; then   # the baseline agents get origin ports of their own
+  ORIGIN_PORT_BASELINE=$(free_port)
+  BASELINE_PORT=$(free_port)
+  BASELINE_ADMIN_PORT=$(free_port)
+  ORIGIN_PORT_BASELINE_DISK=$(free_port)
+  BASELINE_DISK_PORT=$(free_port)
+  BASELINE_DISK_ADMIN_PORT=$(free_port)
+  BASELINE_LISTEN="
+    listen 127.0.0.1:$ORIGIN_PORT_BASELINE;
+    listen 127.0.0.1:$ORIGIN_PORT_BASELINE_DISK;"
+fi
 
 wait_http() { # url: wait until anything answers
   for _ in $(seq 100); do
@@ -188,13 +221,13 @@ http {
     listen 127.0.0.1:$ORIGIN_PORT_AGENT;
     listen 127.0.0.1:$ORIGIN_PORT_NGINX;
     listen 127.0.0.1:$ORIGIN_PORT_AGENT_DISK;
-    listen 127.0.0.1:$ORIGIN_PORT_NGINX_DISK;
+    listen 127.0.0.1:$ORIGIN_PORT_NGINX_DISK;$BASELINE_LISTEN
     root $WORK/origin/data;
   }
 }
 EOF
 "$NGINX" -p "$WORK/origin" -c "$WORK/origin/nginx.conf" -e "$WORK/origin/error.log" &
-PIDS+=($!); ORIGIN_PID=$!
+PIDS+=($!)
 wait_http "http://127.0.0.1:$ORIGIN_PORT_AGENT/__ready"
 wait_http "http://127.0.0.1:$ORIGIN_PORT_NGINX/__ready"
 
@@ -250,6 +283,14 @@ PIDS+=("$NGINX_PID")
   --memory-cache "$MEMORY_CACHE" --slice-size "$SLICE" --concurrency "$CONCURRENCY" \
   > "$WORK/agent.log" 2>&1 &
 PIDS+=($!); AGENT_PID=$!
+if [ -n "$BASELINE_BIN" ]; then   # the "before": the same flags, its own ports
+  "$BASELINE_BIN" run --origin "http://127.0.0.1:$ORIGIN_PORT_BASELINE" \
+    --listen "127.0.0.1:$BASELINE_PORT" --admin-listen "127.0.0.1:$BASELINE_ADMIN_PORT" \
+    --memory-cache "$MEMORY_CACHE" --slice-size "$SLICE" --concurrency "$CONCURRENCY" \
+    > "$WORK/baseline.log" 2>&1 &
+  PIDS+=($!); BASELINE_PID=$!
+  wait_http "http://127.0.0.1:$BASELINE_ADMIN_PORT/healthz"
+fi
 wait_http "http://127.0.0.1:$ADMIN_PORT/healthz"
 wait_http "http://127.0.0.1:$NGINX_PORT/__ready"
 AGENT="http://127.0.0.1:$AGENT_PORT"
@@ -267,6 +308,15 @@ if [ "$DISK_TIER" = 1 ]; then
     --slice-size "$SLICE" --concurrency "$CONCURRENCY" \
     > "$WORK/agent-disk.log" 2>&1 &
   PIDS+=($!); AGENT_DISK_PID=$!
+  if [ -n "$BASELINE_BIN" ]; then
+    "$BASELINE_BIN" run --origin "http://127.0.0.1:$ORIGIN_PORT_BASELINE_DISK" \
+      --listen "127.0.0.1:$BASELINE_DISK_PORT" --admin-listen "127.0.0.1:$BASELINE_DISK_ADMIN_PORT" \
+      --memory-cache "$DISK_MEMORY_CACHE" --device "$WORK/disk/baseline.dev" --device-size "$DISK_DEVICE_SIZE" \
+      --slice-size "$SLICE" --concurrency "$CONCURRENCY" \
+      > "$WORK/baseline-disk.log" 2>&1 &
+    PIDS+=($!); BASELINE_DISK_PID=$!
+    wait_http "http://127.0.0.1:$BASELINE_DISK_ADMIN_PORT/healthz"
+  fi
   NGINX_DISK_PID=$(start_peer "$WORK/disk/peer" "$NGINX_DISK_PORT" "$ORIGIN_PORT_NGINX_DISK" "$((DISK_OBJECTS * OBJECT_MIB * 2))m")
   PIDS+=("$NGINX_DISK_PID")
   wait_http "http://127.0.0.1:$ADMIN_DISK_PORT/healthz"
@@ -285,20 +335,37 @@ url_of() {
   case $1 in
     agent) echo "$AGENT" ;; nginx) echo "$PEER" ;;
     agent_disk) echo "http://127.0.0.1:$AGENT_DISK_PORT" ;; nginx_disk) echo "http://127.0.0.1:$NGINX_DISK_PORT" ;;
+    baseline) echo "http://127.0.0.1:$BASELINE_PORT" ;; baseline_disk) echo "http://127.0.0.1:$BASELINE_DISK_PORT" ;;
   esac
 }
 origin_port_of() {
   case $1 in
     agent) echo "$ORIGIN_PORT_AGENT" ;; nginx) echo "$ORIGIN_PORT_NGINX" ;;
     agent_disk) echo "$ORIGIN_PORT_AGENT_DISK" ;; nginx_disk) echo "$ORIGIN_PORT_NGINX_DISK" ;;
+    baseline) echo "$ORIGIN_PORT_BASELINE" ;; baseline_disk) echo "$ORIGIN_PORT_BASELINE_DISK" ;;
   esac
+}
+admin_port_of() { # an agent's admin port
+  case $1 in
+    agent) echo "$ADMIN_PORT" ;; agent_disk) echo "$ADMIN_DISK_PORT" ;;
+    baseline) echo "$BASELINE_ADMIN_PORT" ;; baseline_disk) echo "$BASELINE_DISK_ADMIN_PORT" ;;
+  esac
+}
+rotate() { # k name...: the names rotated left by k, so rounds vary who goes first
+  local k=$1
+  shift
+  local -a n=("$@")
+  local i
+  for i in "${!n[@]}"; do printf '%s ' "${n[(i + k) % ${#n[@]}]}"; done
 }
 pids_of() { # an agent, or an nginx master and its workers
   case $1 in
     agent) echo "$AGENT_PID" ;;
     agent_disk) echo "$AGENT_DISK_PID" ;;
-    nginx) echo "$NGINX_PID" $(ps -o pid= --ppid "$NGINX_PID") ;;
-    nginx_disk) echo "$NGINX_DISK_PID" $(ps -o pid= --ppid "$NGINX_DISK_PID") ;;
+    baseline) echo "$BASELINE_PID" ;;
+    baseline_disk) echo "$BASELINE_DISK_PID" ;;
+    nginx) echo "$NGINX_PID" "$(ps -o pid= --ppid "$NGINX_PID")" ;;
+    nginx_disk) echo "$NGINX_DISK_PID" "$(ps -o pid= --ppid "$NGINX_DISK_PID")" ;;
   esac
 }
 reset_peak() { # VmHWM restarts from the current RSS (clear_refs 5)
@@ -339,8 +406,8 @@ RSUM=$(set +o pipefail; tail -c +$((RANGE_FIRST + 1)) "$WORK/origin/data/obj-1" 
 
 log "warm-up: every object once through each cache (misses)"
 declare -A WARM_S
-for name in agent nginx; do
-  url=$AGENT; [ $name = nginx ] && url=$PEER
+for name in $CACHES; do
+  url=$(url_of "$name")
   start=$(date +%s.%N)
   for i in $(seq "$OBJECTS"); do
     if [ "$i" = 1 ]; then
@@ -354,14 +421,15 @@ done
 sleep 1   # let fills that outlived their client land in the cache
 log "second pass: should be all hits, no origin bytes"
 line=$(log_lines)
-for name in agent nginx; do
-  url=$AGENT; [ $name = nginx ] && url=$PEER
+for name in $CACHES; do
+  url=$(url_of "$name")
   for i in $(seq "$OBJECTS"); do curl -sf -o /dev/null "$url/obj-$i"; done
 done
 WARM2_AGENT=$(origin_bytes_since "$line" "$ORIGIN_PORT_AGENT")
 WARM2_NGINX=$(origin_bytes_since "$line" "$ORIGIN_PORT_NGINX")
-for name in agent nginx; do
-  url=$AGENT; [ $name = nginx ] && url=$PEER
+if [ -n "$BASELINE_BIN" ]; then WARM2_BASELINE=$(origin_bytes_since "$line" "$ORIGIN_PORT_BASELINE"); fi
+for name in $CACHES; do
+  url=$(url_of "$name")
   check "obj-1 through $name on a hit (sha256)" "$SUM1" "$(curl -sf "$url/obj-1" | sha256sum | cut -d' ' -f1)"
   got=$(curl -sf -H "Range: bytes=$RANGE_FIRST-$RANGE_LAST" -w '%{http_code}' -o "$WORK/range.out" "$url/obj-1")
   check "obj-1 bytes=$RANGE_FIRST-$RANGE_LAST through $name (status, sha256)" "206 $RSUM" "$got $(sha256sum < "$WORK/range.out" | cut -d' ' -f1)"
@@ -401,25 +469,29 @@ combine_rounds() { # file of RESULT lines, one per round -> one RESULT line
     }' "$1"
 }
 run_wrk() { # mode conns [disk]
-  local mode=$1 conns=$2 set=${3:-mem} name url threads out line0 res nobj=$OBJECTS names="agent nginx" round order
-  local dh0 mh0 dh mh
+  local mode=$1 conns=$2 set=${3:-mem} name url threads out line0 res nobj=$OBJECTS names=$CACHES round order
+  local dh0 mh0 dh mh bdh0 bmh0 bdh bmh
   threads=$((conns < 2 ? conns : 2))
-  [ "$set" = disk ] && { nobj=$DISK_OBJECTS; names="agent_disk nginx_disk"; }
+  [ "$set" = disk ] && { nobj=$DISK_OBJECTS; names=$DISK_CACHES; }
   local -A R CPU0
   line0=$(log_lines)
   for name in $names; do
     : > "$WORK/wrk-$set-$mode-$conns-$name.rounds"
-    reset_peak $name
-    CPU0[$name]=$(cpu_ticks $name)
+    reset_peak "$name"
+    CPU0[$name]=$(cpu_ticks "$name")
   done
   [ "$set" = disk ] && { dh0=$(agent_metric 'slicecache_slices_total{result="hit",tier="disk"}' "$ADMIN_DISK_PORT"); mh0=$(agent_metric 'slicecache_slices_total{result="hit",tier="memory"}' "$ADMIN_DISK_PORT"); }
-  # Rounds alternate the caches (and which goes first), so that both see
-  # the same drift of a shared machine.
+  if [ "$set" = disk ] && [ -n "$BASELINE_BIN" ]; then
+    bdh0=$(agent_metric 'slicecache_slices_total{result="hit",tier="disk"}' "$BASELINE_DISK_ADMIN_PORT")
+    bmh0=$(agent_metric 'slicecache_slices_total{result="hit",tier="memory"}' "$BASELINE_DISK_ADMIN_PORT")
+  fi
+  # Rounds rotate the caches (which goes first: with two, they alternate),
+  # so that all see the same drift of a shared machine.
   for round in $(seq "$ROUNDS"); do
-    order=$names
-    [ $((round % 2)) = 0 ] && order=$(tr ' ' '\n' <<< "$names" | tac | tr '\n' ' ')
+    # shellcheck disable=SC2086 # names is a word list
+    order=$(rotate $((round - 1)) $names)
     for name in $order; do
-      url=$(url_of $name)
+      url=$(url_of "$name")
       out="$WORK/wrk-$set-$mode-$conns-$name-$round.txt"
       [ "$set" = disk ] && drop_caches
       log "wrk $mode -c $conns -d ${DURATION}s against $name (round $round of $ROUNDS)"
@@ -436,7 +508,7 @@ run_wrk() { # mode conns [disk]
   done
   for name in $names; do
     res=$(combine_rounds "$WORK/wrk-$set-$mode-$conns-$name.rounds")
-    R[$name]="$res origin=$(origin_bytes_since "$line0" "$(origin_port_of $name)") rss_kib=$(peak_kib $name) cpu_ticks=$(( $(cpu_ticks $name) - CPU0[$name] ))"
+    R[$name]="$res origin=$(origin_bytes_since "$line0" "$(origin_port_of "$name")") rss_kib=$(peak_kib "$name") cpu_ticks=$(( $(cpu_ticks "$name") - CPU0[$name] ))"
     log "  $name over $ROUNDS rounds: ${R[$name]}"
   done
   if [ "$set" = disk ]; then
@@ -444,10 +516,16 @@ run_wrk() { # mode conns [disk]
     mh=$(( $(agent_metric 'slicecache_slices_total{result="hit",tier="memory"}' "$ADMIN_DISK_PORT") - mh0 ))
     log "  agent slice hits during the runs: disk $dh, memory $mh"
     [ "$dh" -gt 0 ] || { CHECKS+=("| $mode $conns clients: agent hits from the disk tier | **NONE** (disk $dh, memory $mh) |"); FAILED=1; }
-    DISK_SRC+=("$mode $conns $dh $mh $(resident_mib "$WORK/disk/peer/cache") $(du -sm "$WORK/disk/peer/cache" | cut -f1)")
-    DISK_ROWS+=("$mode $conns | ${R[agent_disk]} | ${R[nginx_disk]}")
+    if [ -n "$BASELINE_BIN" ]; then
+      bdh=$(( $(agent_metric 'slicecache_slices_total{result="hit",tier="disk"}' "$BASELINE_DISK_ADMIN_PORT") - bdh0 ))
+      bmh=$(( $(agent_metric 'slicecache_slices_total{result="hit",tier="memory"}' "$BASELINE_DISK_ADMIN_PORT") - bmh0 ))
+      log "  baseline slice hits during the runs: disk $bdh, memory $bmh"
+      [ "$bdh" -gt 0 ] || { CHECKS+=("| $mode $conns clients: baseline hits from the disk tier | **NONE** (disk $bdh, memory $bmh) |"); FAILED=1; }
+    fi
+    DISK_SRC+=("$mode $conns $dh $mh $(resident_mib "$WORK/disk/peer/cache") $(du -sm "$WORK/disk/peer/cache" | cut -f1)${BASELINE_BIN:+ $bdh $bmh}")
+    DISK_ROWS+=("$mode $conns | ${R[agent_disk]} | ${R[nginx_disk]}${BASELINE_BIN:+ | ${R[baseline_disk]}}")
   else
-    ROWS+=("$mode $conns | ${R[agent]} | ${R[nginx]}")
+    ROWS+=("$mode $conns | ${R[agent]} | ${R[nginx]}${BASELINE_BIN:+ | ${R[baseline]}}")
   fi
 }
 field() { # key line
@@ -462,13 +540,16 @@ for i in $(seq "$COLD_OBJECTS"); do
   head -c "$OBJECT_BYTES" /dev/urandom > "$WORK/origin/data/cold-$i"
 done
 declare -A COLD_T COLD_TTFB COLD_O COLD_N
-for name in agent nginx; do COLD_T[$name]=0; COLD_TTFB[$name]=0; COLD_N[$name]=0; done
+for name in $CACHES; do COLD_T[$name]=0; COLD_TTFB[$name]=0; COLD_N[$name]=0; done
 line0=$(log_lines)
 for i in $(seq "$COLD_OBJECTS"); do
-  for name in agent nginx; do # interleaved, so both see the same machine state
-    url=$AGENT; [ $name = nginx ] && url=$PEER
+  order=$CACHES   # with a baseline, who goes first rotates object by object
+  # shellcheck disable=SC2086 # CACHES is a word list
+  [ -n "$BASELINE_BIN" ] && order=$(rotate $((i - 1)) $CACHES)
+  for name in $order; do # interleaved, so all see the same machine state
+    url=$(url_of "$name")
     read -r total ttfb size code < <(curl -s -o /dev/null -w '%{time_total} %{time_starttransfer} %{size_download} %{http_code}\n' "$url/cold-$i")
-    [ "$code" = 200 ] && [ "$size" = "$OBJECT_BYTES" ] || { check "cold-$i through $name" "200 $OBJECT_BYTES" "$code $size"; }
+    if [ "$code" != 200 ] || [ "$size" != "$OBJECT_BYTES" ]; then check "cold-$i through $name" "200 $OBJECT_BYTES" "$code $size"; fi
     COLD_T[$name]=$(awk -v a="${COLD_T[$name]}" -v b="$total" 'BEGIN { print a + b }')
     COLD_TTFB[$name]=$(awk -v a="${COLD_TTFB[$name]}" -v b="$ttfb" 'BEGIN { print a + b }')
     COLD_N[$name]=$((COLD_N[$name] + 1))
@@ -477,6 +558,16 @@ done
 sleep 1
 COLD_O[agent]=$(origin_bytes_since "$line0" "$ORIGIN_PORT_AGENT")
 COLD_O[nginx]=$(origin_bytes_since "$line0" "$ORIGIN_PORT_NGINX")
+if [ -n "$BASELINE_BIN" ]; then
+  COLD_O[baseline]=$(origin_bytes_since "$line0" "$ORIGIN_PORT_BASELINE")
+  BASELINE_ORIGIN_METRIC=$(agent_metric slicecache_origin_bytes_total "$BASELINE_ADMIN_PORT")
+  BASELINE_ORIGIN_LOG=$(origin_bytes_since 0 "$ORIGIN_PORT_BASELINE")
+  BASELINE_HWM=$(awk '/^VmHWM:/ { print $2 }' "/proc/$BASELINE_PID/status")
+  BASELINE_MEM_USED=$(agent_metric slicecache_memory_used_bytes "$BASELINE_ADMIN_PORT")
+  BASELINE_ARENA=$(sed 's/\x1b\[[0-9;]*m//g' "$WORK/baseline.log" | grep -o 'huge_pages=[A-Za-z]*' | head -1 || true)
+  BASELINE_WARN=$(grep -c -E 'WARN|ERROR' "$WORK/baseline.log" || true)
+  BASELINE_WARN_TEXT=$(sed 's/\x1b\[[0-9;]*m//g' "$WORK/baseline.log" | { grep -E ' (WARN|ERROR) ' || true; } | sed 's/^[^ ]* *//' | sort | uniq -c | sort -rn | head -3 | awk '{ n = $1; $1 = ""; printf "%s`%s` (%d)", sep, substr($0, 2), n; sep = "; " }')
+fi
 AGENT_ORIGIN_METRIC=$(agent_metric slicecache_origin_bytes_total)
 AGENT_ORIGIN_LOG=$(origin_bytes_since 0 "$ORIGIN_PORT_AGENT")
 AGENT_HWM=$(awk '/^VmHWM:/ { print $2 }' "/proc/$AGENT_PID/status")
@@ -493,12 +584,11 @@ AGENT_WARN_TEXT=$(sed 's/\x1b\[[0-9;]*m//g' "$WORK/agent.log" | { grep -E ' (WAR
 # device reads; nginx's second peer caches the same set in files on the same
 # filesystem as the agent's device file.
 if [ "$DISK_TIER" = 1 ]; then
-  AD="http://127.0.0.1:$AGENT_DISK_PORT" ND="http://127.0.0.1:$NGINX_DISK_PORT"
   DISK_WANT=$((DISK_OBJECTS * OBJECT_BYTES))
   log "disk tier: warm-up, $DISK_OBJECTS x $OBJECT_MIB MiB through the disk-tier agent ($DISK_MEMORY_CACHE memory, $DISK_DEVICE_SIZE device) and the second nginx"
   declare -A DWARM_S
-  for name in agent_disk nginx_disk; do
-    url=$(url_of $name)
+  for name in $DISK_CACHES; do
+    url=$(url_of "$name")
     start=$(date +%s.%N)
     for i in $(seq "$DISK_OBJECTS"); do curl -sf -o /dev/null "$url/obj-$i"; done
     DWARM_S[$name]=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.2f", e - s }')
@@ -510,19 +600,32 @@ if [ "$DISK_TIER" = 1 ]; then
   done
   DISK_PUT=$(agent_metric slicecache_disk_put_bytes_total "$ADMIN_DISK_PORT")
   [ "$DISK_PUT" -ge "$DISK_WANT" ] || log "WARNING: only $DISK_PUT of $DISK_WANT bytes reached the agent's device"
+  if [ -n "$BASELINE_BIN" ]; then
+    for _ in $(seq 600); do
+      [ "$(agent_metric slicecache_disk_put_bytes_total "$BASELINE_DISK_ADMIN_PORT")" -ge "$DISK_WANT" ] && break
+      sleep 0.1
+    done
+    BASELINE_DISK_PUT=$(agent_metric slicecache_disk_put_bytes_total "$BASELINE_DISK_ADMIN_PORT")
+    [ "$BASELINE_DISK_PUT" -ge "$DISK_WANT" ] || log "WARNING: only $BASELINE_DISK_PUT of $DISK_WANT bytes reached the baseline's device"
+  fi
   sync
   log "disk tier: second pass (all hits expected), then correctness through both"
   line=$(log_lines)
   dh0=$(agent_metric 'slicecache_slices_total{result="hit",tier="disk"}' "$ADMIN_DISK_PORT")
-  for name in agent_disk nginx_disk; do
-    url=$(url_of $name)
+  if [ -n "$BASELINE_BIN" ]; then bdh0=$(agent_metric 'slicecache_slices_total{result="hit",tier="disk"}' "$BASELINE_DISK_ADMIN_PORT"); fi
+  for name in $DISK_CACHES; do
+    url=$(url_of "$name")
     for i in $(seq "$DISK_OBJECTS"); do curl -sf -o /dev/null "$url/obj-$i"; done
   done
   DWARM2_AGENT=$(origin_bytes_since "$line" "$ORIGIN_PORT_AGENT_DISK")
   DWARM2_NGINX=$(origin_bytes_since "$line" "$ORIGIN_PORT_NGINX_DISK")
   DWARM2_DISKHITS=$(( $(agent_metric 'slicecache_slices_total{result="hit",tier="disk"}' "$ADMIN_DISK_PORT") - dh0 ))
-  for name in agent_disk nginx_disk; do
-    url=$(url_of $name)
+  if [ -n "$BASELINE_BIN" ]; then
+    DWARM2_BASELINE=$(origin_bytes_since "$line" "$ORIGIN_PORT_BASELINE_DISK")
+    DWARM2_BASELINE_DISKHITS=$(( $(agent_metric 'slicecache_slices_total{result="hit",tier="disk"}' "$BASELINE_DISK_ADMIN_PORT") - bdh0 ))
+  fi
+  for name in $DISK_CACHES; do
+    url=$(url_of "$name")
     label=${name%_disk}
     check "obj-1 through the disk-tier $label on a hit (sha256)" "$SUM1" "$(curl -sf "$url/obj-1" | sha256sum | cut -d' ' -f1)"
     got=$(curl -sf -H "Range: bytes=$RANGE_FIRST-$RANGE_LAST" -w '%{http_code}' -o "$WORK/range.out" "$url/obj-1")
@@ -532,14 +635,16 @@ if [ "$DISK_TIER" = 1 ]; then
   # one client reading the whole working set once, right after the page
   # cache was dropped: nginx's first reads of its cache files go to the disk
   declare -A DCOLD_S DCOLD_DH
-  for name in agent_disk nginx_disk; do
-    url=$(url_of $name)
+  for name in $DISK_CACHES; do
+    url=$(url_of "$name")
+    port=$ADMIN_DISK_PORT
+    [ "$name" = baseline_disk ] && port=$BASELINE_DISK_ADMIN_PORT
     drop_caches
-    dh0=$(agent_metric 'slicecache_slices_total{result="hit",tier="disk"}' "$ADMIN_DISK_PORT")
+    dh0=$(agent_metric 'slicecache_slices_total{result="hit",tier="disk"}' "$port")
     start=$(date +%s.%N)
     for i in $(seq "$DISK_OBJECTS"); do curl -sf -o /dev/null "$url/obj-$i"; done
     DCOLD_S[$name]=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.3f", e - s }')
-    DCOLD_DH[$name]=$(( $(agent_metric 'slicecache_slices_total{result="hit",tier="disk"}' "$ADMIN_DISK_PORT") - dh0 ))
+    DCOLD_DH[$name]=$(( $(agent_metric 'slicecache_slices_total{result="hit",tier="disk"}' "$port") - dh0 ))
   done
 
   DISK_LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -563,6 +668,16 @@ if [ "$DISK_TIER" = 1 ]; then
   DISK_AGENT_WARN=$(grep -c -E 'WARN|ERROR' "$WORK/agent-disk.log" || true)
   DISK_AGENT_WARN_TEXT=$(sed 's/\x1b\[[0-9;]*m//g' "$WORK/agent-disk.log" | { grep -E ' (WARN|ERROR) ' || true; } | sed 's/^[^ ]* *//' | sort | uniq -c | sort -rn | head -3 | awk '{ n = $1; $1 = ""; printf "%s`%s` (%d)", sep, substr($0, 2), n; sep = "; " }')
   DISK_DEV_KIB=$(du -k "$WORK/disk/agent.dev" | cut -f1)
+  if [ -n "$BASELINE_BIN" ]; then
+    BDISK_ORIGIN=$(origin_bytes_since 0 "$ORIGIN_PORT_BASELINE_DISK")
+    BDISK_M_USED=$(agent_metric slicecache_disk_used_bytes "$BASELINE_DISK_ADMIN_PORT")
+    BDISK_M_CSUM=$(agent_metric slicecache_disk_checksum_failures_total "$BASELINE_DISK_ADMIN_PORT")
+    BDISK_M_IOERR=$(agent_metric slicecache_disk_io_errors_total "$BASELINE_DISK_ADMIN_PORT")
+    BDISK_M_RSUM=$(curl -s "http://127.0.0.1:$BASELINE_DISK_ADMIN_PORT/metrics" | awk 'index($1, "slicecache_disk_read_duration_seconds_sum") == 1 { s += $2 } END { print s + 0 }')
+    BDISK_M_RCOUNT=$(agent_metric slicecache_disk_read_duration_seconds_count "$BASELINE_DISK_ADMIN_PORT")
+    BDISK_HWM=$(awk '/^VmHWM:/ { print $2 }' "/proc/$BASELINE_DISK_PID/status")
+    BDISK_WARN=$(grep -c -E 'WARN|ERROR' "$WORK/baseline-disk.log" || true)
+  fi
   # The device's own read ceiling, the way the agent reads it: direct 1 MiB
   # reads, four at a time (its read threads), over the part it has written.
   DISK_DD_MIB=$(( $(mib "$DISK_M_USED") / 4 * 4 ))
@@ -594,6 +709,13 @@ else
   [ -n "$DIRTY" ] && COMMIT="$COMMIT (node-agent had uncommitted changes)"
 fi
 LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
+RUN_ENV="DURATION=$DURATION ROUNDS=$ROUNDS OBJECTS=$OBJECTS OBJECT_MIB=$OBJECT_MIB COLD_OBJECTS=$COLD_OBJECTS FULL_CONNS=\"$FULL_CONNS\" RANGE_CONNS=\"$RANGE_CONNS\" SEED=$SEED MEMORY_CACHE=$MEMORY_CACHE SLICE=$SLICE CONCURRENCY=$CONCURRENCY DISK_TIER=$DISK_TIER DISK_OBJECTS=$DISK_OBJECTS DISK_MEMORY_CACHE=$DISK_MEMORY_CACHE DISK_DEVICE_SIZE=$DISK_DEVICE_SIZE DISK_FULL_CONNS=\"$DISK_FULL_CONNS\" DISK_RANGE_CONNS=\"$DISK_RANGE_CONNS\" DROP_CACHES=$DROP_CACHES SHMEM_THP=$SHMEM_THP"
+NCACHES_WORD=two
+if [ -n "$BASELINE_BIN" ]; then
+  NCACHES_WORD=three
+  BASELINE_COMMIT_TEXT="${BASELINE_COMMIT:-unknown} (prebuilt binary)"
+  REPRO_CMD="SLICECACHE_BIN=$BIN${AGENT_COMMIT:+ AGENT_COMMIT=$AGENT_COMMIT} BASELINE_BIN=$BASELINE_BIN${BASELINE_COMMIT:+ BASELINE_COMMIT=$BASELINE_COMMIT} $RUN_ENV RANGE_MIN=$RANGE_MIN RANGE_MAX=$RANGE_MAX BENCH_OUT=$BENCH_OUT bash bench/run.sh"
+fi
 
 table_rows() { # array of rows
   local -n rows_=$1
@@ -634,6 +756,7 @@ cold_row() { # name
 
 disk_section() {
   if [ "$DISK_TIER" != 1 ]; then
+    # shellcheck disable=SC2016 # markdown backticks
     printf '## Disk tier\n\nNot measured in this run (`DISK_TIER=0`).\n'
     return
   fi
@@ -706,12 +829,152 @@ EOF
 disk_src_rows() {
   local mode conns dh mh res size label
   for row in "${DISK_SRC[@]}"; do
-    read -r mode conns dh mh res size <<< "$row"
+    read -r mode conns dh mh res size _ <<< "$row"   # a baseline's hits follow
     label="whole ${OBJECT_MIB} MiB"
     [ "$mode" = range ] && label="range $((RANGE_MIN / 1024)) KiB-$((RANGE_MAX / 1048576)) MiB"
     printf '| %s | %s | %s | %s | %s | %s of %s MiB |\n' "$label" "$conns" "$dh" "$mh" \
       "$(awk -v d="$dh" -v m="$mh" 'BEGIN { if (d + m > 0) printf "%.0f%%", 100 * d / (d + m); else print "n/a" }')" "$res" "$size"
   done
+}
+
+# ---------------------------------------------------------------- before and after (BASELINE_BIN)
+cell_label() { # mode
+  if [ "$1" = range ]; then echo "range $((RANGE_MIN / 1024)) KiB-$((RANGE_MAX / 1048576)) MiB"; else echo "whole ${OBJECT_MIB} MiB"; fi
+}
+ba_stats() { # RESULT line -> MiB/s req/s p50_us p99_us peak-RSS-MiB CPU-s-per-GiB origin-MiB errors
+  local l=$1
+  awk -v b="$(field bytes "$l")" -v r="$(field requests "$l")" -v d="$(field duration_us "$l")" \
+    -v t="$(field cpu_ticks "$l")" -v hz="$CLK_TCK" -v p50="$(field p50_us "$l")" -v p99="$(field p99_us "$l")" \
+    -v rss="$(field rss_kib "$l")" -v o="$(field origin "$l")" \
+    -v e="$(( $(field connect "$l") + $(field read "$l") + $(field write "$l") + $(field status "$l") + $(field timeout "$l") ))" \
+    'BEGIN {
+      s = d / 1e6
+      printf "%.0f %.1f %d %d %d %s %.0f %d\n", (s > 0 ? b / 1048576 / s : 0), (s > 0 ? r / s : 0), p50, p99, rss / 1024,
+        (b > 0 ? sprintf("%.2f", t / hz / (b / 1073741824)) : "n/a"), o / 1048576, e
+    }'
+}
+ba_tables() { # array of rows (agent | nginx | baseline): three before/after/nginx tables
+  local -n rows_=$1
+  local row mode conns label a n b t1="" t2="" t3=""
+  local am ar ap50 ap99 arss acpu ao ae bm br bp50 bp99 brss bcpu bo be nm nr np50 np99 nrss ncpu no ne
+  for row in "${rows_[@]}"; do
+    read -r mode conns <<< "${row%% |*}"
+    a=$(cut -d'|' -f2 <<< "$row"); n=$(cut -d'|' -f3 <<< "$row"); b=$(cut -d'|' -f4 <<< "$row")
+    read -r am ar ap50 ap99 arss acpu ao ae <<< "$(ba_stats "$a")"
+    read -r bm br bp50 bp99 brss bcpu bo be <<< "$(ba_stats "$b")"
+    read -r nm nr np50 np99 nrss ncpu no ne <<< "$(ba_stats "$n")"
+    label=$(cell_label "$mode")
+    t1+="| $label | $conns | $bm | $am | $nm | **$(ratio "$am" "$bm")** | $(ratio "$am" "$nm") | $(ratio "$bm" "$nm") | $br / $ar / $nr |"$'\n'
+    t2+="| $label | $conns | $(ms "$bp50") / $(ms "$ap50") / $(ms "$np50") | $(ms "$bp99") | $(ms "$ap99") | $(ms "$np99") | **$(ratio "$ap99" "$bp99")** | $(ratio "$ap99" "$np99") | $(ratio "$bp99" "$np99") |"$'\n'
+    t3+="| $label | $conns | $brss / $arss / $nrss | $bcpu / $acpu / $ncpu | $bo / $ao / $no | $be / $ae / $ne |"$'\n'
+  done
+  printf '| workload | clients | MiB/s before | MiB/s after | MiB/s nginx | after / before | after / nginx | before / nginx | req/s before / after / nginx |\n'
+  printf '|---|---|---|---|---|---|---|---|---|\n%s\n' "$t1"
+  printf '| workload | clients | p50 ms before / after / nginx | p99 ms before | p99 ms after | p99 ms nginx | p99 after / before | p99 after / nginx | p99 before / nginx |\n'
+  printf '|---|---|---|---|---|---|---|---|---|\n%s\n' "$t2"
+  printf '| workload | clients | peak RSS MiB before / after / nginx | CPU s per GiB before / after / nginx | origin MiB before / after / nginx | errors before / after / nginx |\n'
+  printf '|---|---|---|---|---|---|\n%s' "$t3"
+}
+cold_ba() { # the cold-miss pass, before / after / nginx
+  local what
+  for what in time ttfb; do
+    awk -v what="$what" -v bt="${COLD_T[baseline]}" -v at="${COLD_T[agent]}" -v nt="${COLD_T[nginx]}" \
+      -v bf="${COLD_TTFB[baseline]}" -v af="${COLD_TTFB[agent]}" -v nf="${COLD_TTFB[nginx]}" \
+      -v bn="${COLD_N[baseline]}" -v an="${COLD_N[agent]}" -v nn="${COLD_N[nginx]}" 'BEGIN {
+        if (what == "time") { b = bt / bn * 1000; a = at / an * 1000; n = nt / nn * 1000; label = "time per object, ms" }
+        else { b = bf / bn * 1000; a = af / an * 1000; n = nf / nn * 1000; label = "time to first byte, ms" }
+        printf "| %s | %.1f | %.1f | %.1f | **%.2f** | %.2f | %.2f |\n", label, b, a, n, a / b, a / n, b / n
+      }'
+  done
+  awk -v b="${COLD_O[baseline]}" -v a="${COLD_O[agent]}" -v n="${COLD_O[nginx]}" -v size="$OBJECT_BYTES" -v k="$COLD_OBJECTS" \
+    'BEGIN { printf "| origin bytes / object bytes | %.3f | %.3f | %.3f | | | |\n", b / (size * k), a / (size * k), n / (size * k) }'
+}
+disk_src_ba() { # where the two agents' disk-tier hits came from
+  local mode conns dh mh res size bdh bmh
+  for row in "${DISK_SRC[@]}"; do
+    read -r mode conns dh mh res size bdh bmh <<< "$row"
+    awk -v l="$(cell_label "$mode")" -v c="$conns" -v bd="$bdh" -v bm="$bmh" -v ad="$dh" -v am="$mh" 'BEGIN {
+      printf "| %s | %s | %d / %d | %d / %d | %s / %s |\n", l, c, bd, ad, bm, am,
+        (bd + bm > 0 ? sprintf("%.0f%%", 100 * bd / (bd + bm)) : "n/a"), (ad + am > 0 ? sprintf("%.0f%%", 100 * ad / (ad + am)) : "n/a") }'
+  done
+}
+before_after_section() {
+  cat <<SECTION
+## Before and after
+
+Three caches in one run:
+
+- before: the agent at commit $BASELINE_COMMIT_TEXT (\`BASELINE_BIN\`)
+- after: the agent at commit $COMMIT (\`SLICECACHE_BIN\`)
+- nginx, as in the rest of this file
+
+Both agents run with the same flags, each with its own origin port and
+its own copy of every setting above (memory tier $MEMORY_CACHE, $SLICE slices,
+$CONCURRENCY in flight; the disk-tier pair: $DISK_MEMORY_CACHE memory and a
+$DISK_DEVICE_SIZE device file each). Every cell's $ROUNDS rounds rotate the
+three caches (the order shifts by one each round, so each goes first in
+turn), with the same wrk settings and seeds, so that all three see the same
+load of this shared machine; the cold-miss pass rotates them object by
+object. After / before above 1 means the current agent is faster (for p99:
+below 1, its tail is shorter).
+
+Reproduce (prebuilt binaries: \`git worktree add DIR COMMIT\`, then
+\`cargo build --release --locked -p slicecache-agent\` in DIR):
+
+\`\`\`
+$REPRO_CMD
+\`\`\`
+
+### Memory-tier hits
+
+$(ba_tables ROWS)
+
+### Cold misses
+
+$COLD_OBJECTS fresh $OBJECT_MIB MiB objects, one client, each object through
+each cache once (see "Cold misses" below for the setup).
+
+| | before | after | nginx | after / before | after / nginx | before / nginx |
+|---|---|---|---|---|---|---|
+$(cold_ba)
+SECTION
+  if [ "$DISK_TIER" = 1 ]; then
+    cat <<SECTION
+
+### Disk-tier hits
+
+The disk-tier agents side by side (see "Disk tier" below for the setup; each
+agent has its own device file, and the page cache was$([ "$DROP_CACHES" = 1 ] || echo " not") dropped before each
+measurement).
+
+$(ba_tables DISK_ROWS)
+
+Slice hits during each cell, from \`slicecache_slices_total\` of each agent:
+
+| workload | clients | from disk, before / after | from memory, before / after | disk share, before / after |
+|---|---|---|---|---|
+$(disk_src_ba)
+
+One pass over the working set after dropping the page cache (one client):
+before $(awk -v t="${DCOLD_S[baseline_disk]}" -v b="$DISK_WANT" 'BEGIN { printf "%.0f MiB/s (%.2f s)", b / 1048576 / t, t }') with ${DCOLD_DH[baseline_disk]} slices from the disk tier,
+after $(awk -v t="${DCOLD_S[agent_disk]}" -v b="$DISK_WANT" 'BEGIN { printf "%.0f MiB/s (%.2f s)", b / 1048576 / t, t }') with ${DCOLD_DH[agent_disk]},
+nginx $(awk -v t="${DCOLD_S[nginx_disk]}" -v b="$DISK_WANT" 'BEGIN { printf "%.0f MiB/s (%.2f s)", b / 1048576 / t, t }') (throughput after / before $(ratio "${DCOLD_S[baseline_disk]}" "${DCOLD_S[agent_disk]}"); a single pass).
+Before's device: used $BDISK_M_USED bytes, checksum failures $BDISK_M_CSUM,
+I/O errors $BDISK_M_IOERR, mean device read $(awk -v s="$BDISK_M_RSUM" -v n="$BDISK_M_RCOUNT" 'BEGIN { if (n > 0) printf "%.2f ms", s / n * 1000; else print "n/a" }') over $BDISK_M_RCOUNT reads
+(after's: under "Other disk-tier numbers"); origin bytes over the whole run
+$BDISK_ORIGIN; VmHWM $((BDISK_HWM / 1024)) MiB; $BDISK_WARN WARN/ERROR log lines.
+Warm-up: before ${DWARM_S[baseline_disk]} s; second pass origin bytes
+$DWARM2_BASELINE, $DWARM2_BASELINE_DISKHITS slices from its disk tier.
+SECTION
+  fi
+  echo
+}
+baseline_other() { # a bullet for "Other numbers", only with a baseline
+  [ -n "$BASELINE_BIN" ] || return 0
+  # shellcheck disable=SC2016 # markdown backticks
+  printf '\n- Baseline agent (%s): warm-up %s s; second pass origin bytes %s; `slicecache_origin_bytes_total` = %s, origin log for its port = %s; `slicecache_memory_used_bytes` = %s; VmHWM over the whole run %s MiB; memory tier arena %s; %s WARN/ERROR log lines%s.' \
+    "$BASELINE_COMMIT_TEXT" "${WARM_S[baseline]}" "$WARM2_BASELINE" "$BASELINE_ORIGIN_METRIC" "$BASELINE_ORIGIN_LOG" \
+    "$BASELINE_MEM_USED" "$((BASELINE_HWM / 1024))" "${BASELINE_ARENA:-not reported}" "$BASELINE_WARN" "${BASELINE_WARN_TEXT:+: $BASELINE_WARN_TEXT}"
 }
 
 mkdir -p "$(dirname "$BENCH_OUT")"
@@ -740,12 +1003,15 @@ EOF
 cat <<EOF
 ## This run
 
-- Command: \`bash bench/run.sh\` (environment: \`DURATION=$DURATION ROUNDS=$ROUNDS OBJECTS=$OBJECTS OBJECT_MIB=$OBJECT_MIB COLD_OBJECTS=$COLD_OBJECTS FULL_CONNS="$FULL_CONNS" RANGE_CONNS="$RANGE_CONNS" SEED=$SEED MEMORY_CACHE=$MEMORY_CACHE SLICE=$SLICE CONCURRENCY=$CONCURRENCY DISK_TIER=$DISK_TIER DISK_OBJECTS=$DISK_OBJECTS DISK_MEMORY_CACHE=$DISK_MEMORY_CACHE DISK_DEVICE_SIZE=$DISK_DEVICE_SIZE DISK_FULL_CONNS="$DISK_FULL_CONNS" DISK_RANGE_CONNS="$DISK_RANGE_CONNS" DROP_CACHES=$DROP_CACHES SHMEM_THP=$SHMEM_THP\`)
+- Command: \`bash bench/run.sh\` (environment: \`$RUN_ENV\`)
 - Date: $(date -u '+%Y-%m-%d %H:%M UTC')
 - Machine: $(nproc) CPUs ($CPU_MODEL), $MEM_TOTAL memory, Linux $(uname -r); shmem huge page policy $THP_RUN during the run (host setting $THP_BEFORE); load average at the start $LOAD_START, before the report $LOAD (other engineers' builds share the machine; read the side-by-side ratios, since both caches run under the same load)
-- Software: agent at commit $COMMIT (release profile), $NGINX_VERSION (Debian nginx-light), $WRK_VERSION
+- Software: agent at commit $COMMIT (release profile)${BASELINE_BIN:+, baseline agent at commit $BASELINE_COMMIT_TEXT (release profile)}, $NGINX_VERSION (Debian nginx-light), $WRK_VERSION
 - Hit set: $OBJECTS objects of $OBJECT_MIB MiB ($((OBJECTS * OBJECT_MIB)) MiB); agent memory tier $MEMORY_CACHE, so every slice fits; nginx's cache is files on the local ext4 disk (in the page cache after warm-up)
 
+EOF
+[ -z "$BASELINE_BIN" ] || before_after_section
+cat <<EOF
 ## Cache hits
 
 Each cell is agent / nginx. Throughput is wrk's body+header bytes per second
@@ -773,7 +1039,7 @@ cat <<EOF
 ## Cold misses
 
 $COLD_OBJECTS fresh $OBJECT_MIB MiB objects, each requested once through each
-cache with curl (one client, sequential, the two caches interleaved object by
+cache with curl (one client, sequential, the $NCACHES_WORD caches interleaved object by
 object). Origin bytes come from the origin's access log (\`\$body_bytes_sent\`
 per listening port). The origin is on loopback with no added latency, so the
 agent's parallel slice fetches (${CONCURRENCY} at a time against nginx's one
@@ -783,7 +1049,7 @@ latency, so that case is not measured by this script.
 | cache | objects | time per object | MiB/s | time to first byte | origin MiB | origin bytes / object bytes |
 |---|---|---|---|---|---|---|
 $(cold_row agent)
-$(cold_row nginx)
+$(cold_row nginx; [ -z "$BASELINE_BIN" ] || cold_row baseline)
 
 ## Other numbers from this run
 
@@ -791,7 +1057,7 @@ $(cold_row nginx)
 - Second sequential pass over the hit set: origin bytes agent $WARM2_AGENT, nginx $WARM2_NGINX (0 means every slice was a hit).
 - Agent: \`slicecache_origin_bytes_total\` = $AGENT_ORIGIN_METRIC at the end, origin log for its port = $AGENT_ORIGIN_LOG; \`slicecache_memory_used_bytes\` = $AGENT_MEM_USED; VmHWM over the whole run $((AGENT_HWM / 1024)) MiB; memory tier arena ${AGENT_ARENA:-not reported} (agent log), \`ShmemHugePages\` in /proc/meminfo after the hit runs $SHMEM_HUGE_MIB MiB.
 - nginx: cache directory $((PEER_CACHE_KIB / 1024)) MiB on disk (served from the page cache, which its RSS does not count); $ERRLINES error-level lines in its error log. Agent log: $AGENT_WARN WARN/ERROR lines${AGENT_WARN_TEXT:+: $AGENT_WARN_TEXT}.
-- Peak-RSS reset supported: $PEAK_RESET.
+- Peak-RSS reset supported: $PEAK_RESET.$(baseline_other)
 
 ## Correctness (once per run)
 
