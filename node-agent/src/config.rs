@@ -24,8 +24,11 @@ use crate::object::FreshnessPolicy;
 pub enum ConfigError {
     #[error("reading {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("parsing {path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    #[error("parsing {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_yaml_ng::Error,
+    },
     #[error("{field}: {message}")]
     Invalid { field: &'static str, message: String },
 }
@@ -100,16 +103,16 @@ pub fn load_file_bytes(path: &Path) -> Result<(AgentConfig, Vec<u8>), ConfigErro
         source,
     })?;
     let text = String::from_utf8_lossy(&bytes);
-    let cfg = parse(&text).map_err(|message| ConfigError::Parse {
+    let cfg = parse(&text).map_err(|source| ConfigError::Parse {
         path: path.to_path_buf(),
-        message,
+        source,
     })?;
     Ok((cfg, bytes))
 }
 
 /// Parses config YAML; the message carries the line and column.
-pub fn parse(text: &str) -> Result<AgentConfig, String> {
-    serde_yaml_ng::from_str(text).map_err(|e| e.to_string())
+pub fn parse(text: &str) -> Result<AgentConfig, serde_yaml_ng::Error> {
+    serde_yaml_ng::from_str(text)
 }
 
 /// Per-agent settings a fill needs; a snapshot taken when it starts.
@@ -311,7 +314,7 @@ pub const MAX_MEMORY_TIER: u64 = 64 << 40;
 
 fn validate_rest(cfg: &AgentConfig) -> Result<RuntimeTunables, ConfigError> {
     crate::origin::OriginTarget::parse(&cfg.origin.url, cfg.origin.host_header.as_deref())
-        .map_err(|m| invalid("origin.url", m))?;
+        .map_err(|m| invalid("origin.url", m.to_string()))?;
     for (field, addr) in [("listen", &cfg.listen), ("adminListen", &cfg.admin_listen)] {
         addr.parse::<std::net::SocketAddr>()
             .map_err(|e| invalid(field, format!("{addr:?} is not host:port: {e}")))?;
@@ -462,7 +465,9 @@ mod tests {
         .expect("valid");
         let t = validate(&cfg).expect("valid");
         assert_eq!((t.slice_size, t.concurrency), (256 << 10, 8));
-        let err = parse("origin:\n  url: http://x\n  urll: y\n").expect_err("typo");
+        let err = parse("origin:\n  url: http://x\n  urll: y\n")
+            .expect_err("typo")
+            .to_string();
         assert!(err.contains("urll"), "{err}");
         assert!(parse(": : :").is_err());
     }

@@ -325,7 +325,7 @@ impl Fills {
             .map_err(|_| AttemptError::Final(FillError::Cancelled))?;
         self.metrics.queue_wait.observe(queued.elapsed().as_secs_f64());
         self.metrics.subrequests_in_flight.inc();
-        let _in_flight = scopeguard(|| self.metrics.subrequests_in_flight.dec());
+        let _in_flight = scopeguard::guard((), |()| self.metrics.subrequests_in_flight.dec());
 
         let guard = progress.meta.clone().or_else(|| spec.expected.clone());
         let start = spec.key.offset + progress.received;
@@ -654,31 +654,19 @@ fn resp_header_stub() -> pingora::http::ResponseHeader {
     crate::response::response_header(416)
 }
 
-struct ScopeGuard<F: FnMut()>(F);
-
-impl<F: FnMut()> Drop for ScopeGuard<F> {
-    fn drop(&mut self) {
-        (self.0)();
-    }
-}
-
-fn scopeguard<F: FnMut()>(f: F) -> ScopeGuard<F> {
-    ScopeGuard(f)
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::demo::origin::{pattern, DemoOrigin, OriginObject};
     use crate::object::FreshnessPolicy;
     use crate::origin::OriginTarget;
+    use slicecache_testkit::origin::{pattern, OriginObject, TestOrigin};
     use std::sync::atomic::Ordering;
 
     const S: u64 = 64 << 10;
 
-    async fn fills_for(origin: &DemoOrigin) -> Arc<Fills> {
+    async fn fills_for(origin: &TestOrigin) -> Arc<Fills> {
         let metrics = Arc::new(Metrics::new().unwrap());
         let target = OriginTarget::parse(&origin.url(), None).unwrap();
         let timeouts = crate::origin::OriginTimeouts {
@@ -735,8 +723,8 @@ mod tests {
 
     /// An origin holding `/o` (4 slices of pattern `seed`, ETag `v1`), the
     /// fills in front of it, and the version a first fill of slice 0 learned.
-    async fn learned(seed: u64) -> (DemoOrigin, Arc<Fills>, Bytes, Arc<ObjectMeta>) {
-        let origin = DemoOrigin::start().await.unwrap();
+    async fn learned(seed: u64) -> (TestOrigin, Arc<Fills>, Bytes, Arc<ObjectMeta>) {
+        let origin = TestOrigin::start().await.unwrap();
         let data = pattern(4 * S as usize, seed);
         origin.state.put("/o", OriginObject::new(data.clone(), "v1"));
         let fills = fills_for(&origin).await;

@@ -77,6 +77,12 @@ struct RunArgs {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Demo) && std::env::var_os("RUST_LOG").is_none() {
+        // The demo's client reuses each connection right after releasing it,
+        // so Pingora's pool would log its harmless race with its idle
+        // watcher (see docs/agent.md) on most requests. No thread runs yet.
+        std::env::set_var("RUST_LOG", "info,pingora_core::connectors=off");
+    }
     slicecache_api::logging::init_tracing(cli.log_json, std::io::stderr);
     let result = match cli.command {
         Command::Run(args) => run_agent(args),

@@ -16,6 +16,27 @@ use pingora::upstreams::peer::HttpPeer;
 
 use crate::range::ByteRange;
 
+/// Why the configured origin cannot be used at all.
+#[derive(Debug, thiserror::Error)]
+pub enum OriginSetupError {
+    #[error("origin url {url:?}: {reason}")]
+    Url { url: String, reason: String },
+    #[error("origin url {url:?} must start with http:// or https://")]
+    Scheme { url: String },
+    #[error("origin url {url:?} has no host")]
+    NoHost { url: String },
+    #[error("origin url {url:?} must not carry a query")]
+    Query { url: String },
+    #[error("resolving origin {host}:{port}: {source}")]
+    Resolve {
+        host: String,
+        port: u16,
+        source: std::io::Error,
+    },
+    #[error("origin {host} resolves to no address")]
+    NoAddress { host: String },
+}
+
 /// Why an origin subrequest failed.
 #[derive(Debug, thiserror::Error)]
 pub enum OriginError {
@@ -66,16 +87,19 @@ pub struct OriginTarget {
 
 impl OriginTarget {
     /// Parses `http://host[:port][/base]` or `https://…`.
-    pub fn parse(url: &str, host_header: Option<&str>) -> Result<Self, String> {
-        let uri: http::Uri = url.parse().map_err(|e| format!("origin url {url:?}: {e}"))?;
+    pub fn parse(url: &str, host_header: Option<&str>) -> Result<Self, OriginSetupError> {
+        let uri: http::Uri = url.parse().map_err(|e: http::uri::InvalidUri| OriginSetupError::Url {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })?;
         let tls = match uri.scheme_str() {
             Some("http") => false,
             Some("https") => true,
-            _ => return Err(format!("origin url {url:?} must start with http:// or https://")),
+            _ => return Err(OriginSetupError::Scheme { url: url.to_string() }),
         };
         let authority = uri
             .authority()
-            .ok_or_else(|| format!("origin url {url:?} has no host"))?;
+            .ok_or_else(|| OriginSetupError::NoHost { url: url.to_string() })?;
         let host = authority
             .host()
             .trim_start_matches('[')
@@ -83,7 +107,7 @@ impl OriginTarget {
             .to_string();
         let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
         if uri.query().is_some() {
-            return Err(format!("origin url {url:?} must not carry a query"));
+            return Err(OriginSetupError::Query { url: url.to_string() });
         }
         Ok(Self {
             tls,
@@ -131,12 +155,18 @@ impl std::fmt::Debug for OriginClient {
 
 impl OriginClient {
     /// Resolves the origin and prepares the connection pool.
-    pub fn new(target: OriginTarget, timeouts: OriginTimeouts, max_idle: usize) -> Result<Arc<Self>, String> {
+    pub fn new(target: OriginTarget, timeouts: OriginTimeouts, max_idle: usize) -> Result<Arc<Self>, OriginSetupError> {
         let addr: SocketAddr = (target.host.as_str(), target.port)
             .to_socket_addrs()
-            .map_err(|e| format!("resolving origin {}:{}: {e}", target.host, target.port))?
+            .map_err(|source| OriginSetupError::Resolve {
+                host: target.host.clone(),
+                port: target.port,
+                source,
+            })?
             .next()
-            .ok_or_else(|| format!("origin {} resolves to no address", target.host))?;
+            .ok_or_else(|| OriginSetupError::NoAddress {
+                host: target.host.clone(),
+            })?;
         let mut peer = HttpPeer::new(addr, target.tls, target.host.clone());
         peer.options.connection_timeout = Some(timeouts.connect);
         peer.options.idle_timeout = Some(Duration::from_secs(60));

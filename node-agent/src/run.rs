@@ -47,14 +47,14 @@ pub fn run(cfg: AgentConfig, source: ConfigSource) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
     config::publish_tunables(&metrics, &tunables);
 
-    let target = OriginTarget::parse(&cfg.origin.url, cfg.origin.host_header.as_deref()).map_err(anyhow::Error::msg)?;
+    let target = OriginTarget::parse(&cfg.origin.url, cfg.origin.host_header.as_deref())?;
     let timeouts = OriginTimeouts {
         connect: cfg.origin.connect_timeout.get(),
         first_byte: cfg.origin.first_byte_timeout.get(),
         idle: cfg.origin.idle_timeout.get(),
     };
     let max = cfg.origin.max_connections as usize;
-    let origin = OriginClient::new(target, timeouts, max).map_err(anyhow::Error::msg)?;
+    let origin = OriginClient::new(target, timeouts, max)?;
 
     let disk = open_devices(&cfg, &metrics)?.map(Arc::new);
     let tier: Option<Arc<dyn ExtentStore>> = disk.clone().map(|d| d as Arc<dyn ExtentStore>);

@@ -187,6 +187,17 @@ impl SliceSource {
 /// offset and size.
 type Prepared = Option<((u64, u64), SliceSource)>;
 
+/// What every step of one response needs to know about the object it
+/// serves: which one, under which path, at which version, and with the
+/// tunables in force when the request started.
+#[derive(Clone, Copy)]
+struct ObjectRequest<'a> {
+    object: ObjectId,
+    path: &'a str,
+    meta: &'a Arc<ObjectMeta>,
+    tunables: &'a RuntimeTunables,
+}
+
 /// How a request was answered by [`Agent::serve_once`].
 enum Served {
     /// The response is complete.
@@ -351,12 +362,15 @@ impl Agent {
                     .map(|()| Served::Done);
             }
         };
+        let request = ObjectRequest {
+            object,
+            path: &path,
+            meta: &meta,
+            tunables: &tunables,
+        };
         if !is_head {
             if let Some((_, first)) = parts.first() {
-                match self
-                    .prepare_first_slice(object, &path, &meta, *first, &tunables, &mut learned)
-                    .await
-                {
+                match self.prepare_first_slice(request, *first, &mut learned).await {
                     Ok(()) => {}
                     Err(FillError::Changed) if may_retry => {
                         debug!(%path, "object changed before the response started; serving the new version");
@@ -392,8 +406,7 @@ impl Agent {
             if !part_header.is_empty() {
                 self.write_body(session, part_header.clone()).await?;
             }
-            self.stream_range(session, object, &path, &meta, *r, &tunables, &mut learned)
-                .await?;
+            self.stream_range(session, request, *r, &mut learned).await?;
         }
         if matches!(outcome, RangeOutcome::Multi(_)) {
             self.write_body(session, Bytes::from(format!("\r\n--{boundary}--\r\n")))
@@ -460,17 +473,14 @@ impl Agent {
     }
 
     /// Streams `range` of the object, slice by slice, fetching ahead.
-    #[allow(clippy::too_many_arguments)]
     async fn stream_range(
         &self,
         session: &mut ServerSession,
-        object: ObjectId,
-        path: &str,
-        meta: &Arc<ObjectMeta>,
+        request: ObjectRequest<'_>,
         range: ByteRange,
-        tunables: &RuntimeTunables,
         learned: &mut Prepared,
     ) -> Result<(), ServeError> {
+        let ObjectRequest { meta, tunables, .. } = request;
         let slice_size = slice_size_for(meta, tunables);
         // An origin that ignores ranges sends the whole object for any slice;
         // fetch one at a time so the first fill caches the rest.
@@ -483,9 +493,7 @@ impl Agent {
         loop {
             while pending.len() < lookahead {
                 let Some(slice) = plan.next() else { break };
-                let source = self
-                    .source_for(object, path, meta, slice, slice_size, tunables, learned)
-                    .await;
+                let source = self.source_for(request, slice, slice_size, learned).await;
                 if !first_window && !matches!(source, SliceSource::Cached(_)) {
                     self.metrics.lookahead_waits.inc();
                 }
@@ -509,17 +517,19 @@ impl Agent {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn source_for(
         &self,
-        object: ObjectId,
-        path: &str,
-        meta: &Arc<ObjectMeta>,
+        request: ObjectRequest<'_>,
         slice: Slice,
         slice_size: u64,
-        tunables: &RuntimeTunables,
         learned: &mut Prepared,
     ) -> SliceSource {
+        let ObjectRequest {
+            object,
+            path,
+            meta,
+            tunables,
+        } = request;
         if learned.as_ref().is_some_and(|(k, _)| *k == (slice.offset, slice_size)) {
             if let Some((_, source)) = learned.take() {
                 return source;
@@ -681,20 +691,16 @@ impl Agent {
     /// the header goes out, so a changed object can still be served cleanly.
     async fn prepare_first_slice(
         &self,
-        object: ObjectId,
-        path: &str,
-        meta: &Arc<ObjectMeta>,
+        request: ObjectRequest<'_>,
         range: ByteRange,
-        tunables: &RuntimeTunables,
         learned: &mut Prepared,
     ) -> Result<(), FillError> {
+        let ObjectRequest { meta, tunables, .. } = request;
         let slice_size = slice_size_for(meta, tunables);
         let Some(slice) = SlicePlan::new(range, meta.size, slice_size).next() else {
             return Ok(());
         };
-        let source = self
-            .source_for(object, path, meta, slice, slice_size, tunables, learned)
-            .await;
+        let source = self.source_for(request, slice, slice_size, learned).await;
         let source = match source.ready().await? {
             SliceSource::Filling(mut reader) => match reader.head().await? {
                 FillHead::Body(got) if got.same_version(meta) => SliceSource::Filling(reader),

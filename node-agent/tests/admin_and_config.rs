@@ -9,10 +9,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
-use slicecache_agent::demo::client::HttpClient;
-use slicecache_agent::demo::origin::{pattern, DemoOrigin, OriginObject};
+use slicecache_testkit::client::HttpClient;
+use slicecache_testkit::origin::{pattern, OriginObject, TestOrigin};
 
-use common::{assert_aligned, assert_bytes, assert_partial, free_addrs, metric_value, wait_for, AgentBuilder, S};
+use common::{assert_aligned, assert_bytes, assert_partial, free_addrs, metric_sum, wait_for, AgentBuilder, S};
 
 async fn purge(admin: &mut HttpClient, query: &str, auth: Option<&str>) -> (u16, String) {
     let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", *a)).collect();
@@ -24,7 +24,7 @@ async fn purge(admin: &mut HttpClient, query: &str, auth: Option<&str>) -> (u16,
 }
 
 /// Origin body bytes one GET of `path` costs.
-async fn origin_cost(origin: &DemoOrigin, client: &mut HttpClient, path: &str, want: &[u8]) -> u64 {
+async fn origin_cost(origin: &TestOrigin, client: &mut HttpClient, path: &str, want: &[u8]) -> u64 {
     let before = origin.state.body_bytes.load(Ordering::Relaxed);
     let resp = client.get(path, &[]).await.unwrap();
     assert_eq!(resp.status, 200, "{path}");
@@ -35,7 +35,7 @@ async fn origin_cost(origin: &DemoOrigin, client: &mut HttpClient, path: &str, w
 
 #[tokio::test(flavor = "multi_thread")]
 async fn purge_by_url_and_prefix_needs_the_token() {
-    let origin = DemoOrigin::start().await.unwrap();
+    let origin = TestOrigin::start().await.unwrap();
     let objects = [("/p/a/1", 100_000usize), ("/p/a/2", 70_000), ("/p/b/1", 90_000)];
     let bodies: Vec<_> = objects
         .iter()
@@ -108,11 +108,8 @@ async fn purge_by_url_and_prefix_needs_the_token() {
     assert_eq!(admin.get("/purge?url=/p/a/1", &[]).await.unwrap().status, 405);
 
     let text = agent.metrics().await;
-    assert_eq!(metric_value(&text, "slicecache_purges_total", &[("kind", "url")]), 2.0);
-    assert_eq!(
-        metric_value(&text, "slicecache_purges_total", &[("kind", "prefix")]),
-        1.0
-    );
+    assert_eq!(metric_sum(&text, "slicecache_purges_total", &[("kind", "url")]), 2.0);
+    assert_eq!(metric_sum(&text, "slicecache_purges_total", &[("kind", "prefix")]), 1.0);
 
     // An agent without a token refuses purges outright.
     let untokened = AgentBuilder::new(&origin.url()).start().await;
@@ -144,7 +141,7 @@ fn config_yaml(listen: &str, admin: &str, origin: &str, token_file: &Path, slice
 /// one, and new objects are fetched in slices of the new size.
 #[tokio::test(flavor = "multi_thread")]
 async fn hot_reload_changes_slice_size_and_keeps_the_cache() {
-    let origin = DemoOrigin::start().await.unwrap();
+    let origin = TestOrigin::start().await.unwrap();
     let a_len = (1 << 20) + 5;
     let a = pattern(a_len, 71);
     let b = pattern(1 << 20, 72);
@@ -176,7 +173,7 @@ async fn hot_reload_changes_slice_size_and_keeps_the_cache() {
         let admin = agent.admin;
         async move {
             let m = HttpClient::new(admin).get("/metrics", &[]).await.unwrap();
-            metric_value(
+            metric_sum(
                 &String::from_utf8_lossy(&m.body),
                 "slicecache_config_reloads_total",
                 &[("result", "ok")],
@@ -297,7 +294,7 @@ async fn metrics_are_promtool_clean_and_move() {
         "promtool is not installed (or does not run): run scripts/install-deps.sh, which installs the \
          Debian `prometheus` package ({promtool:?})"
     );
-    let origin = DemoOrigin::start().await.unwrap();
+    let origin = TestOrigin::start().await.unwrap();
     let len = 3 * S as usize + 10;
     let body = pattern(len, 81);
     origin.state.put("/m.bin", OriginObject::new(body.clone(), "m"));
@@ -306,7 +303,7 @@ async fn metrics_are_promtool_clean_and_move() {
 
     let m0 = agent.metrics().await;
     let get200 = [("method", "GET"), ("status", "200")];
-    let v = |text: &str, name: &str, labels: &[(&str, &str)]| metric_value(text, name, labels);
+    let v = |text: &str, name: &str, labels: &[(&str, &str)]| metric_sum(text, name, labels);
 
     let resp = c.get("/m.bin", &[]).await.unwrap();
     assert_bytes(&resp.body, &body, "cold");

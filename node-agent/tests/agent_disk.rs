@@ -5,107 +5,35 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use common::{free_addrs, metric_value};
-use slicecache_agent::demo::client::HttpClient;
-use slicecache_agent::demo::origin::{pattern, DemoOrigin, OriginObject};
+use common::{AgentBuilder, AgentProc};
+use rustix::process::Signal;
+use slicecache_testkit::client::HttpClient;
+use slicecache_testkit::origin::{pattern, OriginObject, TestOrigin};
 
-/// An agent process on `device`; killed when dropped.
-struct Agent {
-    child: Child,
-    listen: SocketAddr,
-    admin: SocketAddr,
-    log: PathBuf,
+/// An agent on the file-backed `device` with 1 MiB of memory cache:
+/// nearly everything is served from disk.
+async fn start(origin: &str, device: &Path) -> AgentProc {
+    start_with_memory(origin, device, "1Mi").await
 }
 
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+async fn start_with_memory(origin: &str, device: &Path, memory: &str) -> AgentProc {
+    AgentBuilder::new(origin)
+        .flag("--device", &device.to_string_lossy())
+        .flag("--device-size", "64Mi")
+        .flag("--memory-cache", memory)
+        .flag("--slice-size", "256Ki")
+        .env("SLICECACHE_PURGE_TOKEN", "t0ken")
+        .start()
+        .await
 }
 
-impl Agent {
-    /// With 1 MiB of memory cache: nearly everything is served from disk.
-    async fn start(origin: &str, device: &Path, dir: &Path, run: u32) -> Self {
-        Self::start_with_memory(origin, device, dir, run, "1Mi").await
-    }
-
-    async fn start_with_memory(origin: &str, device: &Path, dir: &Path, run: u32, memory: &str) -> Self {
-        let (listen, admin) = free_addrs();
-        let log = dir.join(format!("agent-{run}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_slicecache-agent"))
-            .args(["run", "--origin", origin])
-            .args(["--listen", &listen.to_string(), "--admin-listen", &admin.to_string()])
-            .args(["--device", &device.to_string_lossy(), "--device-size", "64Mi"])
-            .args(["--memory-cache", memory, "--slice-size", "256Ki", "--concurrency", "4"])
-            .env("RUST_LOG", "info")
-            .env("SLICECACHE_PURGE_TOKEN", "t0ken")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut agent = Self {
-            child,
-            listen,
-            admin,
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = agent.child.try_wait() {
-                panic!("agent exited with {status}:\n{}", agent.log());
-            }
-            if let Ok(r) = HttpClient::new(admin).get("/readyz", &[]).await {
-                if r.status == 200 {
-                    return agent;
-                }
-            }
-            assert!(Instant::now() < deadline, "agent not ready:\n{}", agent.log());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {sig} failed");
-    }
-
-    /// SIGTERM, then wait for a clean exit.
-    fn stop(mut self) -> String {
-        self.signal("-TERM");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "agent exited with {status}:\n{}", self.log());
-                return self.log();
-            }
-            assert!(Instant::now() < deadline, "agent did not stop:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        let r = HttpClient::new(self.admin).get("/metrics", &[]).await.unwrap();
-        metric_value(&String::from_utf8_lossy(&r.body), name, labels)
-    }
-}
-
-fn objects(origin: &DemoOrigin, prefix: &str, count: usize, seed: u64) -> Vec<(String, Bytes)> {
+fn objects(origin: &TestOrigin, prefix: &str, count: usize, seed: u64) -> Vec<(String, Bytes)> {
     (0..count)
         .map(|i| {
             let path = format!("/{prefix}/{i}.bin");
@@ -118,7 +46,7 @@ fn objects(origin: &DemoOrigin, prefix: &str, count: usize, seed: u64) -> Vec<(S
         .collect()
 }
 
-async fn fetch_all(agent: &Agent, objects: &[(String, Bytes)]) {
+async fn fetch_all(agent: &AgentProc, objects: &[(String, Bytes)]) {
     let mut client = HttpClient::new(agent.listen);
     for (path, body) in objects {
         let r = client
@@ -134,16 +62,16 @@ async fn fetch_all(agent: &Agent, objects: &[(String, Bytes)]) {
 async fn clean_restart_keeps_every_object_a_hit() {
     let dir = tempfile::tempdir().unwrap();
     let device = dir.path().join("cache.dev");
-    let origin = DemoOrigin::start().await.unwrap();
+    let origin = TestOrigin::start().await.unwrap();
     let objs = objects(&origin, "keep", 12, 1);
 
-    let agent = Agent::start(&origin.url(), &device, dir.path(), 1).await;
+    let agent = start(&origin.url(), &device).await;
     fetch_all(&agent, &objs).await;
     let log = agent.stop();
     assert!(log.contains("slicecache agent stopped"), "{log}");
 
     origin.state.clear_seen();
-    let agent = Agent::start(&origin.url(), &device, dir.path(), 2).await;
+    let agent = start(&origin.url(), &device).await;
     assert!(
         agent.log().contains("Checkpoint"),
         "a clean stop should leave a checkpoint:\n{}",
@@ -196,11 +124,11 @@ fn promtool_check(exposition: &[u8]) {
 async fn sigkill_mid_write_serves_only_correct_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let device = dir.path().join("cache.dev");
-    let origin = DemoOrigin::start().await.unwrap();
+    let origin = TestOrigin::start().await.unwrap();
     let settled = objects(&origin, "settled", 8, 10);
     let busy = objects(&origin, "busy", 16, 100);
 
-    let agent = Agent::start(&origin.url(), &device, dir.path(), 1).await;
+    let agent = start(&origin.url(), &device).await;
     fetch_all(&agent, &settled).await;
     // The store flushes its head region at least every second.
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -220,14 +148,14 @@ async fn sigkill_mid_write_serves_only_correct_bytes() {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(150)).await;
-    agent.signal("-KILL");
+    agent.signal(Signal::KILL);
     for task in load {
         let _ = task.await;
     }
     drop(agent);
 
     origin.state.clear_seen();
-    let agent = Agent::start(&origin.url(), &device, dir.path(), 2).await;
+    let agent = start(&origin.url(), &device).await;
     fetch_all(&agent, &settled).await;
     let settled_bytes: usize = settled.iter().map(|(_, b)| b.len()).sum();
     let refetched = origin.state.body_bytes.load(Ordering::Relaxed) as usize;
@@ -244,10 +172,10 @@ async fn sigkill_mid_write_serves_only_correct_bytes() {
 async fn corrupt_region_becomes_misses_and_the_rest_serves() {
     let dir = tempfile::tempdir().unwrap();
     let device = dir.path().join("cache.dev");
-    let origin = DemoOrigin::start().await.unwrap();
+    let origin = TestOrigin::start().await.unwrap();
     let objs = objects(&origin, "corrupt", 12, 1000);
 
-    let agent = Agent::start(&origin.url(), &device, dir.path(), 1).await;
+    let agent = start(&origin.url(), &device).await;
     fetch_all(&agent, &objs).await;
     agent.stop();
 
@@ -262,7 +190,7 @@ async fn corrupt_region_becomes_misses_and_the_rest_serves() {
     }
 
     origin.state.clear_seen();
-    let agent = Agent::start(&origin.url(), &device, dir.path(), 2).await;
+    let agent = start(&origin.url(), &device).await;
     fetch_all(&agent, &objs).await;
     let total: usize = objs.iter().map(|(_, b)| b.len()).sum();
     let refetched = origin.state.body_bytes.load(Ordering::Relaxed) as usize;
@@ -276,7 +204,7 @@ async fn corrupt_region_becomes_misses_and_the_rest_serves() {
 async fn filling_the_device_far_past_its_size_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
     let device = dir.path().join("cache.dev");
-    let origin = DemoOrigin::start().await.unwrap();
+    let origin = TestOrigin::start().await.unwrap();
     // About 200 MiB through a 64 MiB device.
     let objs: Vec<(String, Bytes)> = (0..40)
         .map(|i| {
@@ -288,7 +216,7 @@ async fn filling_the_device_far_past_its_size_keeps_serving() {
             (path, body)
         })
         .collect();
-    let agent = Agent::start(&origin.url(), &device, dir.path(), 1).await;
+    let agent = start(&origin.url(), &device).await;
     fetch_all(&agent, &objs).await;
     fetch_all(&agent, &objs[30..]).await;
     let reclaims = agent.metric("slicecache_disk_region_reclaims_total", &[]).await;
@@ -303,9 +231,9 @@ async fn filling_the_device_far_past_its_size_keeps_serving() {
 async fn wipe_releases_our_device_and_refuses_a_foreign_one() {
     let dir = tempfile::tempdir().unwrap();
     let device = dir.path().join("cache.dev");
-    let origin = DemoOrigin::start().await.unwrap();
+    let origin = TestOrigin::start().await.unwrap();
     let objs = objects(&origin, "wipe", 2, 7);
-    let agent = Agent::start(&origin.url(), &device, dir.path(), 1).await;
+    let agent = start(&origin.url(), &device).await;
     fetch_all(&agent, &objs).await;
     agent.stop();
 
@@ -339,9 +267,9 @@ async fn wipe_releases_our_device_and_refuses_a_foreign_one() {
 async fn purge_reaches_the_disk_tier_and_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let device = dir.path().join("cache.dev");
-    let origin = DemoOrigin::start().await.unwrap();
+    let origin = TestOrigin::start().await.unwrap();
     let objs = objects(&origin, "purge", 3, 77);
-    let agent = Agent::start(&origin.url(), &device, dir.path(), 1).await;
+    let agent = start(&origin.url(), &device).await;
     fetch_all(&agent, &objs).await;
 
     let purged = &objs[0].0;
@@ -375,7 +303,7 @@ async fn purge_reaches_the_disk_tier_and_survives_a_restart() {
     assert_eq!(r.status, 200);
     agent.stop();
     origin.state.clear_seen();
-    let agent = Agent::start(&origin.url(), &device, dir.path(), 2).await;
+    let agent = start(&origin.url(), &device).await;
     fetch_all(&agent, &objs).await;
     let seen: Vec<String> = origin.state.seen().iter().map(|s| s.path.clone()).collect();
     assert!(
@@ -390,8 +318,8 @@ async fn a_new_device_file_is_created_sparse() {
     let dir = tempfile::tempdir().unwrap();
     let device = dir.path().join("new.dev");
     assert!(!device.exists());
-    let origin = DemoOrigin::start().await.unwrap();
-    let agent = Agent::start(&origin.url(), &device, dir.path(), 1).await;
+    let origin = TestOrigin::start().await.unwrap();
+    let agent = start(&origin.url(), &device).await;
     let meta = std::fs::metadata(&device).unwrap();
     assert_eq!(meta.len(), 64 << 20, "--device-size 64Mi");
     // Only the superblock and the checkpoint header are written at format.
@@ -403,7 +331,7 @@ async fn a_new_device_file_is_created_sparse() {
     assert!(agent.metric("slicecache_disk_capacity_bytes", &[]).await > (32 << 20) as f64);
 }
 
-async fn slice_hits(agent: &Agent, tier: &str) -> f64 {
+async fn slice_hits(agent: &AgentProc, tier: &str) -> f64 {
     agent
         .metric("slicecache_slices_total", &[("result", "hit"), ("tier", tier)])
         .await
@@ -415,14 +343,14 @@ async fn slice_hits(agent: &Agent, tier: &str) -> f64 {
 async fn disk_hits_are_promoted_into_memory() {
     let dir = tempfile::tempdir().unwrap();
     let device = dir.path().join("cache.dev");
-    let origin = DemoOrigin::start().await.unwrap();
+    let origin = TestOrigin::start().await.unwrap();
     let objs = objects(&origin, "promote", 4, 5);
-    let agent = Agent::start_with_memory(&origin.url(), &device, dir.path(), 1, "64Mi").await;
+    let agent = start_with_memory(&origin.url(), &device, "64Mi").await;
     fetch_all(&agent, &objs).await;
     agent.stop();
 
     origin.state.clear_seen();
-    let agent = Agent::start_with_memory(&origin.url(), &device, dir.path(), 2, "64Mi").await;
+    let agent = start_with_memory(&origin.url(), &device, "64Mi").await;
     fetch_all(&agent, &objs).await;
     let disk_hits = slice_hits(&agent, "disk").await;
     assert!(disk_hits >= 16.0, "{disk_hits} disk hits for 4 objects of 4-5 slices");

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::{free_addrs, AgentBuilder, AgentProc};
-use slicecache_agent::demo::origin::{pattern, DemoOrigin, OriginObject};
+use slicecache_testkit::origin::{pattern, OriginObject, TestOrigin};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -89,8 +89,8 @@ async fn output_within(mut cmd: std::process::Command, limit: Duration) -> std::
     }
 }
 
-async fn origin_with(objects: &[(&str, usize)]) -> DemoOrigin {
-    let origin = DemoOrigin::start().await.expect("origin");
+async fn origin_with(objects: &[(&str, usize)]) -> TestOrigin {
+    let origin = TestOrigin::start().await.expect("origin");
     for (i, (path, len)) in objects.iter().enumerate() {
         origin
             .state

@@ -6,8 +6,8 @@
 mod common;
 
 use bytes::Bytes;
-use slicecache_agent::demo::client::{ClientResponse, HttpClient};
-use slicecache_agent::demo::origin::{pattern, DemoOrigin, OriginObject};
+use slicecache_testkit::client::{ClientResponse, HttpClient};
+use slicecache_testkit::origin::{pattern, OriginObject, TestOrigin};
 
 use common::{assert_bytes, assert_partial, parse_multipart, AgentBuilder, S};
 
@@ -17,13 +17,13 @@ const ETAG: &str = "\"clip-v1\"";
 const LAST_MODIFIED: &str = "Tue, 03 Mar 2026 10:00:00 GMT";
 
 struct Fixture {
-    _origin: DemoOrigin,
+    _origin: TestOrigin,
     agent: common::AgentProc,
     body: Bytes,
 }
 
 async fn fixture() -> Fixture {
-    let origin = DemoOrigin::start().await.unwrap();
+    let origin = TestOrigin::start().await.unwrap();
     let body = pattern(LEN, 5);
     let mut object = OriginObject::new(body.clone(), "clip-v1");
     object.last_modified = LAST_MODIFIED.into();

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use slicecache_agent::demo::origin::{pattern, DemoOrigin, OriginObject};
+use slicecache_testkit::origin::{pattern, OriginObject, TestOrigin};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use common::{assert_aligned, assert_bytes, assert_partial, header, raw_get, AgentBuilder, S};
@@ -19,7 +19,7 @@ use common::{assert_aligned, assert_bytes, assert_partial, header, raw_get, Agen
 /// overlapping ranges) over a slow origin: every slice is fetched once.
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_clients_share_one_fetch_per_slice() {
-    let origin = DemoOrigin::start().await.unwrap();
+    let origin = TestOrigin::start().await.unwrap();
     let len = 9 * S as usize + 100;
     let body = pattern(len, 9);
     origin.state.put("/hot.bin", OriginObject::new(body.clone(), "hot"));
@@ -74,7 +74,7 @@ async fn concurrent_clients_share_one_fetch_per_slice() {
 /// new version whole.
 #[tokio::test(flavor = "multi_thread")]
 async fn object_changed_mid_response_never_mixes_versions() {
-    let origin = DemoOrigin::start().await.unwrap();
+    let origin = TestOrigin::start().await.unwrap();
     let len = 8 * S as usize;
     let old = pattern(len, 1);
     let new = pattern(len, 2);
@@ -132,7 +132,7 @@ async fn object_changed_mid_response_never_mixes_versions() {
 /// failed If-Match on a missing slice or from a revalidation.
 #[tokio::test(flavor = "multi_thread")]
 async fn old_slices_are_not_served_after_a_change() {
-    let origin = DemoOrigin::start().await.unwrap();
+    let origin = TestOrigin::start().await.unwrap();
     let agent = AgentBuilder::new(&origin.url()).start().await;
     let mut c = agent.client();
 
@@ -193,7 +193,7 @@ async fn old_slices_are_not_served_after_a_change() {
 /// cached from the full responses, and a second pass costs nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn origin_without_range_support() {
-    let origin = DemoOrigin::start().await.unwrap();
+    let origin = TestOrigin::start().await.unwrap();
     origin.state.ignore_ranges.store(true, Ordering::Relaxed);
     let len = 5 * S as usize + 17;
     let body = pattern(len, 31);
@@ -258,7 +258,7 @@ async fn origin_without_range_support() {
 /// gets a 5xx, and the next request succeeds.
 #[tokio::test(flavor = "multi_thread")]
 async fn origin_429_is_retried() {
-    let origin = DemoOrigin::start().await.unwrap();
+    let origin = TestOrigin::start().await.unwrap();
     let body = pattern(3 * S as usize + 1, 41);
     origin.state.put("/busy.bin", OriginObject::new(body.clone(), "busy"));
     origin.state.put("/busier.bin", OriginObject::new(body.clone(), "busy"));
@@ -297,7 +297,7 @@ async fn origin_429_is_retried() {
 /// the agent down; the unwanted fetches stop, and it keeps serving.
 #[tokio::test(flavor = "multi_thread")]
 async fn client_abort_is_harmless() {
-    let origin = DemoOrigin::start().await.unwrap();
+    let origin = TestOrigin::start().await.unwrap();
     let len = 64 * S as usize;
     let body = pattern(len, 51);
     for p in ["/big0.bin", "/big1.bin", "/big2.bin"] {
@@ -358,7 +358,7 @@ async fn client_abort_is_harmless() {
 /// the new response would be cut short although nothing changed for it.
 #[tokio::test(flavor = "multi_thread")]
 async fn new_version_response_does_not_join_an_old_version_fetch() {
-    let origin = DemoOrigin::start().await.unwrap();
+    let origin = TestOrigin::start().await.unwrap();
     let len = 8 * S as usize;
     let old = pattern(len, 61);
     let new = pattern(len, 62);

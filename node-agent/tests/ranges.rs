@@ -13,7 +13,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use rand::{Rng, SeedableRng};
-use slicecache_agent::demo::origin::{pattern, DemoOrigin, OriginObject};
+use slicecache_testkit::origin::{pattern, OriginObject, TestOrigin};
 
 use common::{assert_aligned, assert_bytes, assert_partial, parse_bytes_range, AgentBuilder, S};
 
@@ -28,7 +28,7 @@ struct Case {
 }
 
 async fn run_case(
-    client: &mut slicecache_agent::demo::client::HttpClient,
+    client: &mut slicecache_testkit::client::HttpClient,
     case: &Case,
     body: &Bytes,
 ) -> Result<(), String> {
@@ -79,7 +79,7 @@ async fn run_case(
 }
 
 /// Every (path, range) the origin saw, counted.
-fn origin_fetch_counts(seen: &[slicecache_agent::demo::origin::SeenRequest]) -> HashMap<(String, String), usize> {
+fn origin_fetch_counts(seen: &[slicecache_testkit::origin::SeenRequest]) -> HashMap<(String, String), usize> {
     let mut counts = HashMap::new();
     for r in seen {
         *counts
@@ -175,7 +175,7 @@ async fn run_cases_concurrently(
 /// aligned slices, never twice for one, and the warm pass costs it nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn random_ranges_are_exact_aligned_and_cached() {
-    let origin = DemoOrigin::start().await.unwrap();
+    let origin = TestOrigin::start().await.unwrap();
     let mut bodies = HashMap::new();
     for (i, (path, len)) in RANDOM_OBJECTS.iter().enumerate() {
         let body = pattern(*len, 100 + i as u64);
@@ -270,7 +270,7 @@ fn boundary_cases(path: &'static str, len: u64) -> Vec<Case> {
 /// object and once starting cold with the ranges.
 #[tokio::test(flavor = "multi_thread")]
 async fn slice_boundary_sweep() {
-    let origin = DemoOrigin::start().await.unwrap();
+    let origin = TestOrigin::start().await.unwrap();
     let sizes = [0, 1, S - 1, S, S + 1, 2 * S - 1, 2 * S, 5 * S + 3];
     let mut objects: Vec<(&'static str, Bytes)> = Vec::new();
     for (i, len) in sizes.iter().enumerate() {
@@ -336,7 +336,7 @@ fn proptest_single_ranges_match_the_model() {
         .unwrap();
     const PATHS: [&str; 4] = ["/prop/0", "/prop/1", "/prop/2", "/prop/3"];
     let sizes = [S - 1, S + 1, 3 * S, 3 * S + 5];
-    let origin = rt.block_on(DemoOrigin::start()).unwrap();
+    let origin = rt.block_on(TestOrigin::start()).unwrap();
     let bodies: Vec<Bytes> = sizes
         .iter()
         .enumerate()

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use slicecache_agent::demo::origin::{pattern, DemoOrigin, OriginObject};
+use slicecache_testkit::origin::{pattern, OriginObject, TestOrigin};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -18,8 +18,8 @@ const PATH: &str = "/big/object.bin";
 const LEN: usize = 3 * (1 << 20) + 17;
 const SENDFILE: &str = "slicecache_client_sendfile_bytes_total";
 
-async fn warm_agent() -> (DemoOrigin, AgentProc, Bytes) {
-    let origin = DemoOrigin::start().await.unwrap();
+async fn warm_agent() -> (TestOrigin, AgentProc, Bytes) {
+    let origin = TestOrigin::start().await.unwrap();
     let body = pattern(LEN, 11);
     origin.state.put(PATH, OriginObject::new(body.clone(), "big-v1"));
     let agent = AgentBuilder::new(&origin.url()).start().await;

@@ -1,4 +1,4 @@
-//! The build step on YAML fixtures (copies of `examples/`): exact objects
+//! The build step on the repository's `examples/`: exact objects
 //! against golden files, change classification, devices and privileges,
 //! owner references, and the ConfigMap's agent config.
 //!
@@ -18,14 +18,20 @@ use slicecache_operator::{
     tuner::Tunables,
 };
 
-fn fixture_path(name: &str) -> PathBuf {
+/// An example users apply, read where they find it.
+fn example_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples").join(name)
+}
+
+/// The golden rendering of an example.
+fn golden_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
+        .join("tests/golden")
         .join(name)
 }
 
 fn load(name: &str) -> SliceCache {
-    let text = std::fs::read_to_string(fixture_path(name)).unwrap();
+    let text = std::fs::read_to_string(example_path(name)).unwrap();
     let mut cache: SliceCache = serde_yaml_ng::from_str(&text).unwrap();
     cache.metadata.uid = Some("5f0c3c1e-0000-4000-8000-000000000001".into());
     cache.metadata.generation = Some(3);
@@ -51,11 +57,11 @@ fn parsed_config(desired: &DesiredState) -> AgentConfig {
 }
 
 #[test]
-fn rendered_fixtures_match_golden_files() {
+fn rendered_examples_match_golden_files() {
     for name in ["minimal", "file-backed", "production-nvme", "autoscaled"] {
-        let input = std::fs::read_to_string(fixture_path(&format!("{name}.yaml"))).unwrap();
+        let input = std::fs::read_to_string(example_path(&format!("{name}.yaml"))).unwrap();
         let out = render::render(&input, &BuildDefaults::default()).unwrap();
-        let golden = fixture_path(&format!("{name}.rendered.yaml"));
+        let golden = golden_path(&format!("{name}.rendered.yaml"));
         if std::env::var_os("UPDATE_GOLDEN").is_some() {
             std::fs::write(&golden, &out).unwrap();
         }

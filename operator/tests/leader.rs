@@ -21,22 +21,13 @@ use k8s_openapi::{
 use kube::{client::Body, Client};
 use serde_json::{json, Map, Value};
 use slicecache_operator::leader::{LeaderElector, LeaseTiming, LostLeadership};
+use slicecache_testkit::mock_apiserver::Call;
 
 const NS: &str = "slicecache-system";
 const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/slicecache-system/leases";
 const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/slicecache-system/leases/slicecache-operator";
 const APPLY: &str = "application/apply-patch+yaml";
 const STRATEGIC: &str = "application/strategic-merge-patch+json";
-
-/// One API call as the fake saw it.
-#[derive(Debug, Clone)]
-struct Call {
-    method: String,
-    path: String,
-    query: String,
-    content_type: String,
-    body: Value,
-}
 
 #[derive(Default)]
 struct State {
@@ -63,7 +54,7 @@ impl FakeLeases {
         let fake = self.clone();
         tokio::spawn(async move {
             while let Some((request, send)) = handle.next_request().await {
-                let call = read(request).await;
+                let call = Call::read(request).await;
                 let (code, body) = fake.answer(&call);
                 send.send_response(
                     Response::builder()
@@ -176,30 +167,6 @@ fn lease(spec: Value) -> Value {
 fn status(code: u16, reason: &str) -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
            "message": reason, "reason": reason, "code": code})
-}
-
-async fn read(request: Request<Body>) -> Call {
-    let method = request.method().to_string();
-    let path = request.uri().path().to_string();
-    let query = request.uri().query().unwrap_or("").to_string();
-    let content_type = request
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    let bytes = request.into_body().collect_bytes().await.unwrap();
-    let body = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap()
-    };
-    Call {
-        method,
-        path,
-        query,
-        content_type,
-        body,
-    }
 }
 
 fn micro_time(seconds_ago: i64) -> Value {

@@ -39,16 +39,16 @@ use std::{
 
 use bytes::Bytes;
 use rand::SeedableRng;
-use slicecache_agent::demo::{client::HttpClient, origin::DemoOrigin};
 use slicecache_api::units::ByteSize;
 use slicecache_e2e::{
-    poll,
+    poll, prometheus_client,
     tuning::{law, mib_s, put_objects, random_range_read, show, size, BIG_OBJECTS, INTERVAL, KI, MI},
-    Agent, Counters, Prometheus,
+    Agent, Counters, Prometheus, Target,
 };
 use slicecache_operator::tuner::{
     self, signals, Bounds, HoldReason, PrometheusClient, Queries, Selector, Tunables, Tuner,
 };
+use slicecache_testkit::{client::HttpClient, origin::TestOrigin};
 
 const JOB: &str = "slicecache-sweep";
 /// Memory tier of each agent: far below every working set here.
@@ -728,15 +728,15 @@ async fn main() {
     );
 
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let origin = DemoOrigin::start().await.expect("starting the demo origin");
+    let origin = TestOrigin::start().await.expect("starting the demo origin");
     let (range_body, big_body) = put_objects(&origin);
     let mut agents = Vec::new();
     for name in ["agent-a", "agent-b"] {
         agents.push(Agent::start(dir.path(), name, &origin.url(), MEMORY, shapes[0].start).await);
     }
-    let targets: Vec<_> = agents.iter().map(|a| a.admin).collect();
+    let targets: Vec<_> = agents.iter().map(|a| Target::new(a.admin)).collect();
     let prometheus = Prometheus::start(dir.path(), JOB, &targets).await;
-    let client = prometheus.client();
+    let client = prometheus_client(&prometheus);
     let queries = Queries::new(&Selector::custom(&format!(r#"job="{JOB}""#)), INTERVAL);
     let mut bench = Bench {
         agents,

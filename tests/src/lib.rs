@@ -10,204 +10,30 @@
 //! as a mounted ConfigMap (they poll the file's content).
 
 use std::{
-    collections::BTreeMap,
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
-use slicecache_agent::demo::client::HttpClient;
 use slicecache_api::{
     agent_config::{AgentConfig, Tunables as AgentTunables},
     units::ByteSize,
 };
 use slicecache_operator::tuner::{PrometheusClient, Tunables};
+pub use slicecache_testkit::{
+    client::HttpClient,
+    metrics::metric_sum,
+    net::free_addr,
+    process::{agent_binary, is_current, which, Proc},
+    prometheus::{Prometheus, Target},
+    wait::poll,
+};
 
 pub mod control_plane;
 pub mod install;
 pub mod node_shim;
 pub mod tuning;
-
-/// A free loopback address (bound, then released for a child to take).
-pub fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("binding an ephemeral loopback port")
-}
-
-/// A child process, killed and reaped when dropped; stderr and stdout go
-/// to a log file that failures print.
-#[derive(Debug)]
-pub struct Proc {
-    name: String,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    pub fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Self {
-        let out = std::fs::File::create(&log).expect("creating a log file");
-        let err = out.try_clone().expect("cloning the log file handle");
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
-        Self {
-            name: name.to_string(),
-            child,
-            log,
-        }
-    }
-
-    /// The log so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The last `n` lines of the log.
-    pub fn log_tail(&self, n: usize) -> String {
-        let log = self.log();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
-    }
-
-    /// Panics with the log unless the process still runs.
-    pub fn assert_alive(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!("{} exited with {status}; its log:\n{}", self.name, self.log_tail(40));
-        }
-    }
-
-    pub fn id(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// SIGTERM, then waits up to `grace` for the process to exit (the
-    /// guard's drop kills it if it has not).
-    pub fn terminate(&mut self, grace: Duration) {
-        if let Some(pid) = i32::try_from(self.child.id())
-            .ok()
-            .and_then(rustix::process::Pid::from_raw)
-        {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        }
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if !matches!(self.child.try_wait(), Ok(None)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The `slicecache-agent` binary cargo built next to this test binary
-/// (`target/<profile>/deps/TEST-HASH` -> `target/<profile>/slicecache-agent`).
-/// `cargo test --workspace` (the project's test command) builds it, because
-/// the agent's own integration tests need it; `cargo test -p slicecache-e2e`
-/// alone does not, so a missing or stale binary (older than the agent's
-/// sources or the config types it is built with) stops the test with the
-/// command that fixes it.
-pub fn agent_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test binary lives in target/<profile>/deps");
-    let agent = dir.join(format!("slicecache-agent{}", std::env::consts::EXE_SUFFIX));
-    if let Err(why) = is_current(&agent, &["node-agent/src", "crds/src"]) {
-        let release = if dir.file_name().is_some_and(|n| n == "release") {
-            " --release"
-        } else {
-            ""
-        };
-        panic!("{why}: run `cargo build -p slicecache-agent{release}` first, or `cargo test --workspace`");
-    }
-    agent
-}
-
-/// Whether `binary` exists and is newer than every file under `sources`
-/// (paths from the repository root, files or directories).
-pub fn is_current(binary: &Path, sources: &[&str]) -> Result<(), String> {
-    let built = std::fs::metadata(binary)
-        .and_then(|m| m.modified())
-        .map_err(|_| format!("{} is missing", binary.display()))?;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    for sources in sources {
-        let path = root.join(sources);
-        let newest = if path.is_file() {
-            std::fs::metadata(&path)
-                .and_then(|m| m.modified())
-                .ok()
-                .map(|t| (t, path))
-        } else {
-            newest_file(&path)
-        };
-        if let Some((newest, path)) = newest {
-            if newest > built {
-                return Err(format!("{} is older than {}", binary.display(), path.display()));
-            }
-        }
-    }
-    Ok(())
-}
-
-fn newest_file(dir: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
-    let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let path = entry.path();
-        let found = if path.is_dir() {
-            newest_file(&path)
-        } else {
-            entry.metadata().and_then(|m| m.modified()).ok().map(|t| (t, path))
-        };
-        if let Some(found) = found {
-            if newest.as_ref().is_none_or(|n| found.0 > n.0) {
-                newest = Some(found);
-            }
-        }
-    }
-    newest
-}
-
-/// Finds `name` on `PATH`.
-pub fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    })
-}
-
-/// Polls `cond` every 100 ms until it returns `Some`; panics with `what`
-/// after `limit`.
-pub async fn poll<T, F, Fut>(what: &str, limit: Duration, mut cond: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = cond().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// One `slicecache-agent run --config FILE` process.
 #[derive(Debug)]
@@ -322,89 +148,9 @@ fn write_config(path: &Path, config: &AgentConfig) {
     std::fs::rename(&tmp, path).expect("replacing the agent config");
 }
 
-/// A Prometheus server on 127.0.0.1 with its own storage directory,
-/// scraping `targets` every second as job `job`.
-#[derive(Debug)]
-pub struct Prometheus {
-    pub url: String,
-    proc: Proc,
-}
-
-impl Prometheus {
-    pub async fn start(dir: &Path, job: &str, targets: &[SocketAddr]) -> Self {
-        let bin = which("prometheus").expect("prometheus is not installed (scripts/install-deps.sh installs it)");
-        let addr = free_addr();
-        let config = dir.join("prometheus.yml");
-        let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-                 scrape_configs:\n  - job_name: {job}\n    static_configs:\n      - targets: [{}]\n",
-                targets.join(", ")
-            ),
-        )
-        .expect("writing prometheus.yml");
-        let mut cmd = Command::new(bin);
-        cmd.arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("prometheus-data").display()))
-            .arg(format!("--web.listen-address={addr}"));
-        let mut proc = Proc::spawn("prometheus", cmd, dir.join("prometheus.log"));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            proc.assert_alive();
-            if let Ok(resp) = HttpClient::new(addr).get("/-/ready", &[]).await {
-                if resp.status == 200 {
-                    break;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "Prometheus not ready within 20s; its log:\n{}",
-                proc.log_tail(40)
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Self {
-            url: format!("http://{addr}"),
-            proc,
-        }
-    }
-
-    pub fn client(&self) -> PrometheusClient {
-        PrometheusClient::new(&self.url, Duration::from_secs(5)).expect("a valid Prometheus URL")
-    }
-
-    pub fn assert_alive(&mut self) {
-        self.proc.assert_alive();
-    }
-}
-
-/// Sums the samples of metric `name` carrying every label pair in
-/// `labels`; 0 when there are none.
-pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let mut sum = 0.0;
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let (metric, label_text) = match series.split_once('{') {
-            Some((m, rest)) => (m, rest.trim_end_matches('}')),
-            None => (series, ""),
-        };
-        if metric != name {
-            continue;
-        }
-        let have: BTreeMap<&str, &str> = label_text
-            .split(',')
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k.trim(), v.trim().trim_matches('"')))
-            .collect();
-        if labels.iter().all(|(k, v)| have.get(k) == Some(v)) {
-            sum += value.parse::<f64>().unwrap_or(0.0);
-        }
-    }
-    sum
+/// The operator's Prometheus client for a test's Prometheus server.
+pub fn prometheus_client(prometheus: &Prometheus) -> PrometheusClient {
+    PrometheusClient::new(&prometheus.url, Duration::from_secs(5)).expect("a valid Prometheus URL")
 }
 
 /// The agents' counters the tuning tests judge by, summed over agents.

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rand::Rng;
-use slicecache_agent::demo::origin::{pattern, DemoOrigin, OriginObject};
 use slicecache_operator::tuner::{LawConfig, Tunables};
+use slicecache_testkit::origin::{pattern, OriginObject, TestOrigin};
 
 /// The tuning interval, and the rate window of every query.
 pub const INTERVAL: Duration = Duration::from_secs(3);
@@ -25,7 +25,7 @@ pub const BIG_OBJECT_SIZE: usize = 16 << 20;
 /// Puts the range and download objects on `origin`. Each kind shares one
 /// body (the origin keeps one copy); the ETags differ per path. Returns
 /// the two bodies, to check responses against.
-pub fn put_objects(origin: &DemoOrigin) -> (Bytes, Bytes) {
+pub fn put_objects(origin: &TestOrigin) -> (Bytes, Bytes) {
     let range_body = pattern(RANGE_OBJECT_SIZE, 11);
     for i in 0..RANGE_OBJECTS {
         origin.state.put(

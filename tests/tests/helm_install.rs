@@ -14,16 +14,16 @@ use std::{
 };
 
 use serde_json::Value;
-use slicecache_agent::demo::{
-    client::HttpClient,
-    origin::{pattern, DemoOrigin, OriginObject},
-};
 use slicecache_e2e::{
     agent_binary,
     control_plane::{cluster_binary, ControlPlane},
     install::{helm, helm_binary, kubectl, operator_binary, repo_root, service_account_kubeconfig, LocalOperator},
     node_shim::{NodeShim, ShimOptions},
     poll,
+};
+use slicecache_testkit::{
+    client::HttpClient,
+    origin::{pattern, OriginObject, TestOrigin},
 };
 
 const RELEASE: &str = "slicecache";
@@ -124,7 +124,7 @@ async fn helm_install_runs_the_minimal_example_with_the_charts_rbac() {
     let shim = NodeShim::start(client, options).await.expect("starting the shim");
 
     // The origin and the example, adapted.
-    let origin = DemoOrigin::start().await.expect("the demo origin");
+    let origin = TestOrigin::start().await.expect("the demo origin");
     let body = pattern(OBJECT_LEN, 11);
     origin.state.put("/obj", OriginObject::new(body.clone(), "v1"));
     kubectl(&admin, &["create", "namespace", NS]).unwrap_or_else(|e| panic!("{e}"));

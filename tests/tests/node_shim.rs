@@ -24,10 +24,6 @@ use kube::{
     Client, Resource,
 };
 use serde::{de::DeserializeOwned, Serialize};
-use slicecache_agent::demo::{
-    client::HttpClient,
-    origin::{pattern, DemoOrigin, OriginObject},
-};
 use slicecache_e2e::{
     agent_binary,
     control_plane::{cluster_binary, ControlPlane},
@@ -38,6 +34,10 @@ use slicecache_e2e::{
 use slicecache_operator::controller::{
     build::{self, AgentWorkload, BuildDefaults, DesiredState, Owner},
     validate,
+};
+use slicecache_testkit::{
+    client::HttpClient,
+    origin::{pattern, OriginObject, TestOrigin},
 };
 
 const NS: &str = "slicecache-e2e";
@@ -121,7 +121,7 @@ async fn the_shim_runs_the_operators_daemon_set_like_a_kubelet() {
     let cp = ControlPlane::start(dir.path()).await;
     let client = cp.client().await;
 
-    let origin = DemoOrigin::start().await.expect("the demo origin");
+    let origin = TestOrigin::start().await.expect("the demo origin");
     let body = pattern(OBJECT_LEN, 7);
     origin.state.put("/obj", OriginObject::new(body.clone(), "\"v1\""));
 

@@ -35,18 +35,18 @@ use std::{
 
 use bytes::Bytes;
 use rand::SeedableRng;
-use slicecache_agent::demo::{
-    client::{ClientResponse, HttpClient},
-    origin::DemoOrigin,
-};
 use slicecache_api::units::ByteSize;
 use slicecache_e2e::{
-    poll,
+    poll, prometheus_client,
     tuning::{law, mib_s, put_objects, random_range_read, show, size, BIG_OBJECTS, INTERVAL, KI, MI},
-    Agent, Counters, Delta, Prometheus,
+    Agent, Counters, Delta, Prometheus, Target,
 };
 use slicecache_operator::tuner::{
     self, signals, Bounds, PrometheusClient, Queries, Selector, Signals, Tunables, Tuner, TuningDecision,
+};
+use slicecache_testkit::{
+    client::{ClientResponse, HttpClient},
+    origin::TestOrigin,
 };
 
 const JOB: &str = "slicecache-e2e";
@@ -289,7 +289,7 @@ async fn tuner_steers_two_real_agents_through_a_real_prometheus() {
 
     // The origin: one 64 MiB body behind many paths for random reads, one
     // 16 MiB body behind many paths for downloads (shared bytes).
-    let origin = DemoOrigin::start().await.unwrap();
+    let origin = TestOrigin::start().await.unwrap();
     let (range_body, big_body) = put_objects(&origin);
 
     // Scenario 1 starts from slices far too large for the reads.
@@ -301,9 +301,9 @@ async fn tuner_steers_two_real_agents_through_a_real_prometheus() {
     for name in ["agent-a", "agent-b"] {
         agents.push(Agent::start(dir.path(), name, &origin.url(), ByteSize::mib(64), start1).await);
     }
-    let targets: Vec<_> = agents.iter().map(|a| a.admin).collect();
+    let targets: Vec<_> = agents.iter().map(|a| Target::new(a.admin)).collect();
     let mut prometheus = Prometheus::start(dir.path(), JOB, &targets).await;
-    let client = prometheus.client();
+    let client = prometheus_client(&prometheus);
     let selector = Selector::custom(&format!(r#"job="{JOB}""#));
     let queries = Queries::new(&selector, INTERVAL);
     println!(

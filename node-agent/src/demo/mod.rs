@@ -6,18 +6,20 @@
 //! prints what happened: hit ratio, origin bytes against client bytes, and
 //! throughput.
 
-pub mod client;
 pub mod origin;
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use rand::{Rng, SeedableRng};
+use bytes::Bytes;
+use rand::{Rng, RngCore, SeedableRng};
 
-use client::HttpClient;
-use origin::{pattern, DemoOrigin, OriginObject};
+use crate::origin::{OriginClient, OriginRequest, OriginTarget, OriginTimeouts};
+use crate::range::ByteRange;
+use origin::DemoOrigin;
 
 const OBJECTS: &[(&str, usize)] = &[
     ("/video/intro.mp4", 24 << 20),
@@ -35,14 +37,50 @@ impl Drop for ChildGuard {
     }
 }
 
+/// Pseudo-random bytes, the same for the same seed.
+fn generated(len: usize, seed: u64) -> Bytes {
+    let mut body = vec![0u8; len];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut body);
+    Bytes::from(body)
+}
+
+/// A keep-alive client of `addr`: the agent's own origin client, pointed
+/// at the agent (or its admin port).
+fn client_of(addr: SocketAddr) -> anyhow::Result<Arc<OriginClient>> {
+    let target = OriginTarget::parse(&format!("http://{addr}"), None)?;
+    let timeouts = OriginTimeouts {
+        connect: Duration::from_secs(2),
+        first_byte: Duration::from_secs(30),
+        idle: Duration::from_secs(30),
+    };
+    Ok(OriginClient::new(target, timeouts, 4)?)
+}
+
+/// GETs `path` (a range of it, if given); the status and the whole body.
+async fn fetch(client: &Arc<OriginClient>, path: &str, range: Option<ByteRange>) -> anyhow::Result<(u16, Bytes)> {
+    let req = OriginRequest {
+        path: path.to_string(),
+        range,
+        ..OriginRequest::default()
+    };
+    let mut resp = client.send(&req).await.with_context(|| format!("GET {path}"))?;
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.with_context(|| format!("reading {path}"))? {
+        body.extend_from_slice(&chunk);
+    }
+    let status = resp.status();
+    resp.release().await;
+    Ok((status, Bytes::from(body)))
+}
+
 /// Runs the demo; returns when the workload is done.
 pub async fn run() -> anyhow::Result<()> {
-    let origin = DemoOrigin::start().await.context("starting the demo origin")?;
-    for (i, (path, len)) in OBJECTS.iter().enumerate() {
-        origin
-            .state
-            .put(path, OriginObject::new(pattern(*len, i as u64 + 1), &format!("v{i}")));
-    }
+    let objects: Vec<(&str, Bytes)> = OBJECTS
+        .iter()
+        .enumerate()
+        .map(|(i, (path, len))| (*path, generated(*len, i as u64 + 1)))
+        .collect();
+    let origin = DemoOrigin::start(&objects).await.context("starting the demo origin")?;
     let dir = tempfile::tempdir().context("creating a scratch directory")?;
     let device = dir.path().join("cache.dev");
     let listen = free_port()?;
@@ -81,32 +119,34 @@ pub async fn run() -> anyhow::Result<()> {
         .spawn()
         .context("starting the agent")?;
     let _child = ChildGuard(child);
-    wait_ready(admin).await?;
+    let admin_client = client_of(admin)?;
+    wait_ready(&admin_client, admin).await?;
 
+    let client = client_of(listen)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     for pass in ["cold", "warm"] {
-        origin.state.clear_seen();
+        let origin_before = origin.bytes_sent();
         let started = Instant::now();
         let mut client_bytes = 0u64;
         let mut requests = 0u32;
-        let mut client = HttpClient::new(listen);
-        for (i, (path, len)) in OBJECTS.iter().enumerate() {
-            let expected = pattern(*len, i as u64 + 1);
-            let resp = client.get(path, &[]).await?;
-            check(resp.status == 200 && resp.body == expected, path, "whole object")?;
-            client_bytes += resp.body.len() as u64;
+        for (path, expected) in &objects {
+            let len = expected.len() as u64;
+            let (status, body) = fetch(&client, path, None).await?;
+            check(status == 200 && body == expected, path, "whole object")?;
+            client_bytes += body.len() as u64;
             requests += 1;
             for _ in 0..8 {
-                let a = rng.random_range(0..*len);
-                let b = (a + rng.random_range(1..(4 << 20))).min(*len - 1);
-                let resp = client.get(path, &[("Range", &format!("bytes={a}-{b}"))]).await?;
-                check(resp.status == 206 && resp.body == expected.slice(a..=b), path, "range")?;
-                client_bytes += resp.body.len() as u64;
+                let first = rng.random_range(0..len);
+                let last = (first + rng.random_range(1..(4 << 20))).min(len - 1);
+                let (status, body) = fetch(&client, path, Some(ByteRange { first, last })).await?;
+                let want = expected.slice(first as usize..=last as usize);
+                check(status == 206 && body == want, path, "range")?;
+                client_bytes += body.len() as u64;
                 requests += 1;
             }
         }
         let secs = started.elapsed().as_secs_f64();
-        let origin_bytes = origin.state.body_bytes.load(std::sync::atomic::Ordering::Relaxed);
+        let origin_bytes = origin.bytes_sent() - origin_before;
         println!(
             "\n{pass} pass: {requests} requests, {:.1} MiB to clients, {:.1} MiB from origin, {:.0} MiB/s, every byte verified",
             client_bytes as f64 / 1048576.0,
@@ -114,8 +154,8 @@ pub async fn run() -> anyhow::Result<()> {
             client_bytes as f64 / 1048576.0 / secs
         );
     }
-    let metrics = HttpClient::new(admin).get("/metrics", &[]).await?;
-    let text = String::from_utf8_lossy(&metrics.body);
+    let (_, metrics) = fetch(&admin_client, "/metrics", None).await?;
+    let text = String::from_utf8_lossy(&metrics);
     let sum = |prefix: &str| -> f64 {
         text.lines()
             .filter(|l| l.starts_with(prefix))
@@ -151,13 +191,11 @@ fn free_port() -> anyhow::Result<SocketAddr> {
     Ok(l.local_addr()?)
 }
 
-async fn wait_ready(admin: SocketAddr) -> anyhow::Result<()> {
+async fn wait_ready(admin_client: &Arc<OriginClient>, admin: SocketAddr) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        if let Ok(resp) = HttpClient::new(admin).get("/readyz", &[]).await {
-            if resp.status == 200 {
-                return Ok(());
-            }
+        if let Ok((200, _)) = fetch(admin_client, "/readyz", None).await {
+            return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -1,104 +1,29 @@
-//! A small range-capable HTTP/1.1 origin: the demo's backend, and the real
-//! TCP origin the integration tests run the agent against.
-//!
-//! It serves objects from memory with `ETag`, `Last-Modified`, single-range
-//! `Range`, `If-Match`, `If-None-Match` and keep-alive, and records every
-//! request so tests can assert what the origin saw. Knobs let a test replace
-//! an object, turn range support off, add latency to every request, answer
-//! the next requests with 429, or rate-limit: answer 429 to requests beyond
-//! a number in flight at once.
+//! The demo's origin: generated objects served over HTTP/1.1 with `ETag`,
+//! `Last-Modified` and `Range`, on Pingora's server session and the agent's
+//! own range parser. It records nothing and injects no failures; the
+//! origin the tests use for that lives in the workspace's test-support
+//! crate.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use pingora::http::ResponseHeader;
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::Stream;
 use tokio::net::{TcpListener, TcpStream};
 
-/// One object the origin serves.
-#[derive(Clone, Debug)]
-pub struct OriginObject {
-    pub body: Bytes,
-    pub etag: String,
-    pub last_modified: String,
-    pub cache_control: Option<String>,
-}
+use crate::range::{parse_range_header, resolve, RangeOutcome};
 
-impl OriginObject {
-    pub fn new(body: Bytes, etag: &str) -> Self {
-        Self {
-            body,
-            etag: format!("\"{etag}\""),
-            last_modified: "Sun, 01 Nov 2026 00:00:00 GMT".into(),
-            cache_control: None,
-        }
-    }
-}
+const LAST_MODIFIED: &str = "Sun, 01 Nov 2026 00:00:00 GMT";
 
-/// One request as the origin saw it.
-#[derive(Clone, Debug)]
-pub struct SeenRequest {
-    pub path: String,
-    pub range: Option<String>,
-    pub if_match: Option<String>,
-    pub status: u16,
-    pub body_bytes: u64,
-}
-
-/// Shared origin state and knobs.
-#[derive(Debug, Default)]
-pub struct OriginState {
-    objects: Mutex<HashMap<String, OriginObject>>,
-    seen: Mutex<Vec<SeenRequest>>,
-    pub ignore_ranges: AtomicBool,
-    /// Delay before answering each request (429s included), in ms.
-    pub latency_ms: AtomicU64,
-    /// Answer this many next requests with 429.
-    pub fail_next: AtomicU32,
-    /// Rate limit: a request arriving while this many are already in flight
-    /// (being delayed or answered) gets 429 instead. 0: no limit.
-    pub max_in_flight: AtomicU32,
-    /// Requests in flight right now (for `max_in_flight`).
-    in_flight: AtomicU32,
-    pub body_bytes: AtomicU64,
-}
-
-/// Counts one request in flight until dropped.
-struct InFlight<'a>(&'a AtomicU32);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl OriginState {
-    pub fn put(&self, path: &str, object: OriginObject) {
-        lock(&self.objects).insert(path.to_string(), object);
-    }
-
-    pub fn seen(&self) -> Vec<SeenRequest> {
-        lock(&self.seen).clone()
-    }
-
-    pub fn clear_seen(&self) {
-        lock(&self.seen).clear();
-        self.body_bytes.store(0, Ordering::Relaxed);
-    }
-}
-
-/// A running origin; stops when dropped.
+/// A running origin; stops accepting when dropped.
 #[derive(Debug)]
 pub struct DemoOrigin {
     pub addr: SocketAddr,
-    pub state: Arc<OriginState>,
+    sent: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -109,206 +34,112 @@ impl Drop for DemoOrigin {
 }
 
 impl DemoOrigin {
-    /// Starts on an ephemeral loopback port.
-    pub async fn start() -> std::io::Result<Self> {
-        Self::bind("127.0.0.1:0").await
-    }
-
-    pub async fn bind(addr: &str) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(addr).await?;
+    /// Serves `objects` (path, body) on a free loopback port; each body's
+    /// `ETag` is its index.
+    pub async fn start(objects: &[(&str, Bytes)]) -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let state = Arc::new(OriginState::default());
-        let st = state.clone();
+        let objects: Arc<HashMap<String, (Bytes, String)>> = Arc::new(
+            objects
+                .iter()
+                .enumerate()
+                .map(|(i, (path, body))| (path.to_string(), (body.clone(), format!("\"v{i}\""))))
+                .collect(),
+        );
+        let sent = Arc::new(AtomicU64::new(0));
+        let counter = sent.clone();
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let st = st.clone();
-                tokio::spawn(async move {
-                    let _ = serve_connection(stream, st).await;
-                });
+                tokio::spawn(serve(stream, objects.clone(), counter.clone()));
             }
         });
-        Ok(Self { addr, state, task })
+        Ok(Self { addr, sent, task })
     }
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
-}
 
-/// Deterministic pseudo-random bytes, so a checker can regenerate them.
-pub fn pattern(len: usize, seed: u64) -> Bytes {
-    let mut out = Vec::with_capacity(len + 8);
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
+    /// Body bytes sent so far.
+    pub fn bytes_sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
     }
-    out.truncate(len);
-    Bytes::from(out)
 }
 
-async fn serve_connection(stream: TcpStream, state: Arc<OriginState>) -> std::io::Result<()> {
+async fn serve(stream: TcpStream, objects: Arc<HashMap<String, (Bytes, String)>>, sent: Arc<AtomicU64>) {
     let _ = stream.set_nodelay(true);
-    let (read, mut write) = stream.into_split();
-    let mut reader = BufReader::new(read);
-    let mut buf = Vec::new();
+    let mut stream: Stream = Box::new(pingora::protocols::l4::stream::Stream::from(stream));
     loop {
-        buf.clear();
-        // Read one request header.
-        loop {
-            let mut byte = [0u8; 1];
-            if reader.read(&mut byte).await? == 0 {
-                return Ok(());
-            }
-            buf.push(byte[0]);
-            if buf.ends_with(b"\r\n\r\n") {
-                break;
-            }
-            if buf.len() > 64 << 10 {
-                return Ok(());
-            }
+        let mut session = ServerSession::new_http1(stream);
+        if !matches!(session.read_request().await, Ok(true)) {
+            return;
         }
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        let mut lines = text.split("\r\n");
-        let request_line = lines.next().unwrap_or_default();
-        let mut parts = request_line.split_whitespace();
-        let method = parts.next().unwrap_or_default().to_string();
-        let path = parts.next().unwrap_or("/").to_string();
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-            .collect();
-        let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-        let already = state.in_flight.fetch_add(1, Ordering::Relaxed);
-        let _in_flight = InFlight(&state.in_flight);
-        let limit = state.max_in_flight.load(Ordering::Relaxed);
-        let over_limit = limit > 0 && already >= limit;
-        let latency = state.latency_ms.load(Ordering::Relaxed);
-        if latency > 0 {
-            tokio::time::sleep(Duration::from_millis(latency)).await;
+        let found = objects.get(session.req_header().uri.path());
+        let (header, body) = respond(&session, found);
+        let is_head = session.req_header().method == http::Method::HEAD;
+        if session.write_response_header(Box::new(header)).await.is_err() {
+            return;
         }
-        let (status, head, body) = respond(&state, &method, &path, &header, over_limit);
-        let mut out = format!("HTTP/1.1 {status} {}\r\n", reason(status)).into_bytes();
-        for (k, v) in &head {
-            out.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+        let len = if is_head { 0 } else { body.len() as u64 };
+        if session.write_response_body(body, true).await.is_err() {
+            return;
         }
-        out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
-        write.write_all(&out).await?;
-        if method != "HEAD" {
-            for chunk in body.chunks(256 << 10) {
-                write.write_all(chunk).await?;
-            }
-        }
-        state.body_bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
-        lock(&state.seen).push(SeenRequest {
-            path,
-            range: header("range"),
-            if_match: header("if-match"),
-            status,
-            body_bytes: body.len() as u64,
-        });
+        sent.fetch_add(len, Ordering::Relaxed);
+        // Keep the connection unless a request was pipelined behind this one.
+        stream = match session.finish().await {
+            Ok(Some(reusable)) => match reusable.into_parts() {
+                (stream, None) => stream,
+                (stream, Some(prefix)) if prefix.is_empty() => stream,
+                _ => return,
+            },
+            _ => return,
+        };
     }
 }
 
-type Head = Vec<(&'static str, String)>;
-
-fn respond(
-    state: &OriginState,
-    method: &str,
-    path: &str,
-    header: &dyn Fn(&str) -> Option<String>,
-    over_limit: bool,
-) -> (u16, Head, Bytes) {
-    if method != "GET" && method != "HEAD" {
-        return (405, vec![], Bytes::new());
+fn respond(session: &ServerSession, found: Option<&(Bytes, String)>) -> (ResponseHeader, Bytes) {
+    let method = &session.req_header().method;
+    if method != http::Method::GET && method != http::Method::HEAD {
+        return (header(405, 0), Bytes::new());
     }
-    if over_limit
-        || state
-            .fail_next
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-            .is_ok()
-    {
-        return (429, vec![("Retry-After", "1".into())], Bytes::new());
-    }
-    let Some(obj) = lock(&state.objects).get(path).cloned() else {
-        return (404, vec![], Bytes::from_static(b"not found\n"));
+    let Some((body, etag)) = found else {
+        return (header(404, 0), Bytes::new());
     };
-    let mut head: Head = vec![
-        ("ETag", obj.etag.clone()),
-        ("Last-Modified", obj.last_modified.clone()),
-        ("Content-Type", "application/octet-stream".into()),
-    ];
-    if let Some(cc) = &obj.cache_control {
-        head.push(("Cache-Control", cc.clone()));
+    let len = body.len() as u64;
+    let outcome = session
+        .get_header(http::header::RANGE)
+        .and_then(|v| parse_range_header(v.as_bytes()))
+        .map_or(RangeOutcome::Full, |specs| resolve(&specs, len));
+    let (mut resp, body) = match outcome {
+        RangeOutcome::Single(r) => {
+            let mut resp = header(206, r.len());
+            resp.insert_header(http::header::CONTENT_RANGE, r.content_range(len))
+                .ok();
+            (resp, body.slice(r.first as usize..=r.last as usize))
+        }
+        RangeOutcome::NotSatisfiable => {
+            let mut resp = header(416, 0);
+            resp.insert_header(http::header::CONTENT_RANGE, format!("bytes */{len}"))
+                .ok();
+            return (resp, Bytes::new());
+        }
+        // The agent asks for one slice at a time; several ranges get the whole.
+        RangeOutcome::Full | RangeOutcome::Multi(_) => (header(200, len), body.clone()),
+    };
+    for (name, value) in [
+        (http::header::ETAG, etag.as_str()),
+        (http::header::LAST_MODIFIED, LAST_MODIFIED),
+        (http::header::ACCEPT_RANGES, "bytes"),
+        (http::header::CONTENT_TYPE, "application/octet-stream"),
+    ] {
+        resp.insert_header(name, value).ok();
     }
-    if header("if-match").is_some_and(|m| m != obj.etag && m != "*") {
-        return (412, vec![], Bytes::new());
-    }
-    if header("if-none-match").is_some_and(|m| m == obj.etag) {
-        return (304, head, Bytes::new());
-    }
-    let len = obj.body.len() as u64;
-    let range = header("range").filter(|_| !state.ignore_ranges.load(Ordering::Relaxed));
-    if let Some(range) = range {
-        head.push(("Accept-Ranges", "bytes".into()));
-        let spec = range.strip_prefix("bytes=").and_then(|r| r.split_once('-'));
-        let parsed = spec.and_then(|(a, b)| {
-            let first: u64 = a.parse().ok()?;
-            let last: u64 = if b.is_empty() {
-                len.saturating_sub(1)
-            } else {
-                b.parse().ok()?
-            };
-            Some((first, last.min(len.saturating_sub(1))))
-        });
-        return match parsed {
-            Some((first, last)) if first < len && first <= last => {
-                head.push(("Content-Range", format!("bytes {first}-{last}/{len}")));
-                (206, head, obj.body.slice(first as usize..=last as usize))
-            }
-            _ => (416, vec![("Content-Range", format!("bytes */{len}"))], Bytes::new()),
-        };
-    }
-    (200, head, obj.body)
+    (resp, body)
 }
 
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        206 => "Partial Content",
-        304 => "Not Modified",
-        404 => "Not Found",
-        412 => "Precondition Failed",
-        416 => "Range Not Satisfiable",
-        429 => "Too Many Requests",
-        _ => "Status",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use super::*;
-    use crate::demo::client::HttpClient;
-
-    #[tokio::test]
-    async fn answers_429_beyond_max_in_flight() {
-        let origin = DemoOrigin::start().await.unwrap();
-        origin.state.put("/o", OriginObject::new(pattern(1000, 1), "o"));
-        origin.state.latency_ms.store(200, Ordering::Relaxed);
-        origin.state.max_in_flight.store(2, Ordering::Relaxed);
-        let get = || async {
-            let mut client = HttpClient::new(origin.addr);
-            client.get("/o", &[]).await.unwrap().status
-        };
-        let (a, b, c) = tokio::join!(get(), get(), get());
-        let mut statuses = vec![a, b, c];
-        statuses.sort_unstable();
-        assert_eq!(statuses, vec![200, 200, 429]);
-        // Below the limit again once those are done.
-        assert_eq!(get().await, 200);
-    }
+fn header(status: u16, content_length: u64) -> ResponseHeader {
+    let mut resp = crate::response::response_header(status);
+    resp.insert_header(http::header::CONTENT_LENGTH, content_length.to_string())
+        .ok();
+    resp
 }

@@ -1,31 +1,24 @@
-//! Shared harness for the agent's integration tests: runs the real
-//! `slicecache-agent` binary as a child process in front of the library's
-//! real TCP test origin, and offers small checkers used by several tests.
-#![allow(dead_code, clippy::unwrap_used)] // each test binary uses a subset
+//! The agent's integration tests on top of the workspace's test-support
+//! crate: starting the real `slicecache-agent` binary in front of the
+//! recording test origin, and checkers of HTTP responses that several
+//! tests share.
+#![allow(dead_code, unused_imports, clippy::unwrap_used)] // each test binary uses a subset
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use slicecache_agent::demo::client::{ClientResponse, HttpClient};
-use slicecache_agent::demo::origin::{DemoOrigin, SeenRequest};
+pub use slicecache_testkit::client::{header, raw_get, ClientResponse, HttpClient};
+pub use slicecache_testkit::metrics::metric_sum;
+pub use slicecache_testkit::net::free_addrs;
+pub use slicecache_testkit::origin::{settled, SeenRequest};
+use slicecache_testkit::process::Proc;
+pub use slicecache_testkit::wait::wait_for;
 
 /// The slice size the tests run with unless they say otherwise.
 pub const S: u64 = 64 << 10;
-
-/// Two distinct free loopback addresses (bound together, then released for
-/// the agent to take).
-pub fn free_addrs() -> (SocketAddr, SocketAddr) {
-    let bind = || std::net::TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral port");
-    let (a, b) = (bind(), bind());
-    (
-        a.local_addr().expect("local address"),
-        b.local_addr().expect("local address"),
-    )
-}
 
 /// How to start one agent.
 #[derive(Debug, Clone)]
@@ -104,8 +97,6 @@ impl AgentBuilder {
 
     async fn try_start(&self) -> Result<AgentProc, String> {
         let dir = tempfile::tempdir().expect("scratch directory");
-        let log_path = dir.path().join("agent.log");
-        let log = std::fs::File::create(&log_path).expect("log file");
         let agent = env!("CARGO_BIN_EXE_slicecache-agent");
         let mut cmd = match self.wrapper.split_first() {
             Some((program, args)) => {
@@ -136,22 +127,15 @@ impl AgentBuilder {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawning slicecache-agent");
         let mut agent = AgentProc {
-            child,
+            proc: Proc::spawn("the agent", cmd, dir.path().join("agent.log")),
             listen,
             admin,
-            log_path,
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if let Ok(Some(status)) = agent.child.try_wait() {
+            if let Some(status) = agent.proc.exited() {
                 return Err(format!("(exited with {status})\n{}", agent.log()));
             }
             if let Ok(resp) = HttpClient::new(admin).get("/readyz", &[]).await {
@@ -171,18 +155,10 @@ impl AgentBuilder {
 /// A running agent; killed when dropped.
 #[derive(Debug)]
 pub struct AgentProc {
-    child: Child,
+    proc: Proc,
     pub listen: SocketAddr,
     pub admin: SocketAddr,
-    log_path: PathBuf,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for AgentProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl AgentProc {
@@ -196,16 +172,32 @@ impl AgentProc {
         HttpClient::new(self.admin)
     }
 
-    /// The agent's log so far (stderr).
+    /// The agent's log so far (stdout and stderr).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        self.proc.log()
     }
 
     /// Panics (with the log) unless the process is still running.
     pub fn assert_alive(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!("the agent exited with {status}; its log:\n{}", self.log());
+        self.proc.assert_alive();
+    }
+
+    /// The agent's process id.
+    pub fn pid(&self) -> u32 {
+        self.proc.id()
+    }
+
+    pub fn signal(&self, signal: rustix::process::Signal) {
+        self.proc.signal(signal);
+    }
+
+    /// SIGTERM, then waits for a clean exit; the log.
+    pub fn stop(mut self) -> String {
+        match self.proc.terminate(Duration::from_secs(30)) {
+            Some(status) => assert!(status.success(), "the agent exited with {status}:\n{}", self.log()),
+            None => panic!("the agent did not stop within 30 s:\n{}", self.log()),
         }
+        self.log()
     }
 
     /// The Prometheus text of `/metrics`.
@@ -217,73 +209,8 @@ impl AgentProc {
 
     /// The sum of samples of metric `name` carrying all of `labels`.
     pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        metric_value(&self.metrics().await, name, labels)
+        metric_sum(&self.metrics().await, name, labels)
     }
-}
-
-/// Sums the samples of `name` (exact metric name) that carry every label pair
-/// in `labels`; 0 when there is none.
-pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let mut sum = 0.0;
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let (series, value) = match line.rsplit_once(' ') {
-            Some(x) => x,
-            None => continue,
-        };
-        let (metric, label_text) = match series.split_once('{') {
-            Some((m, rest)) => (m, rest.trim_end_matches('}')),
-            None => (series, ""),
-        };
-        if metric != name {
-            continue;
-        }
-        let have: Vec<(&str, &str)> = label_text
-            .split(',')
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k.trim(), v.trim().trim_matches('"')))
-            .collect();
-        if labels.iter().all(|want| have.contains(want)) {
-            sum += value.parse::<f64>().unwrap_or(0.0);
-        }
-    }
-    sum
-}
-
-/// Polls `cond` every 50 ms until it holds; panics with `what` after `limit`.
-pub async fn wait_for<F, Fut>(what: &str, limit: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if cond().await {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// What the origin has seen, once it has finished recording: the origin
-/// records a request (and counts its body bytes) only after writing the
-/// response, so a client can hold every byte a moment before that.
-pub async fn settled(origin: &DemoOrigin) -> Vec<SeenRequest> {
-    let mut last = origin.state.seen().len();
-    let mut stable = 0;
-    while stable < 3 {
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        let now = origin.state.seen().len();
-        if now == last {
-            stable += 1;
-        } else {
-            (last, stable) = (now, 0);
-        }
-    }
-    origin.state.seen()
 }
 
 /// Parses an origin-side `Range: bytes=a-b` value.
@@ -429,53 +356,4 @@ pub fn parse_multipart(body: &Bytes, boundary: &str) -> Vec<Part> {
         assert!(rest(pos).starts_with(delim.as_bytes()), "delimiter after a part");
         pos += delim.len();
     }
-}
-
-/// Sends one raw request with `Connection: close` and returns the response
-/// head (status, headers) and every body byte received until the agent
-/// closed the connection, however the response ended.
-pub async fn raw_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).await.expect("send request");
-    let mut buf = Vec::new();
-    // A reset after a partial body is an acceptable way to end it.
-    let mut chunk = vec![0u8; 64 << 10];
-    loop {
-        match tokio::time::timeout(Duration::from_secs(20), s.read(&mut chunk)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => break,
-            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
-            Err(_) => panic!("no end of response from the agent within 20 s"),
-        }
-    }
-    let end = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a response header")
-        + 4;
-    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .expect("status line");
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect::<Vec<_>>();
-    (status, headers, buf[end..].to_vec())
-}
-
-/// The first value of `name` in a raw header list.
-pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
 }

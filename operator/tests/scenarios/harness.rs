@@ -18,7 +18,7 @@ pub use slicecache_operator::{
     metrics::Metrics,
 };
 
-pub type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+pub use slicecache_testkit::mock_apiserver::Handle;
 
 pub const NS: &str = "default";
 pub const SA: &str = "/api/v1/namespaces/default/serviceaccounts/media-agent";
@@ -58,45 +58,7 @@ pub fn desired(cache: &SliceCache) -> DesiredState {
     build::build(&validated, &Owner::of(cache, NS), &BuildDefaults::default()).unwrap()
 }
 
-/// One API call as the mock saw it.
-pub struct Call {
-    pub method: String,
-    pub path: String,
-    pub query: String,
-    pub content_type: String,
-    pub body: Value,
-}
-
-pub async fn next(handle: &mut Handle) -> (Call, tower_test::mock::SendResponse<Response<Body>>) {
-    let (request, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
-        .await
-        .expect("timed out waiting for an API call")
-        .expect("the client went away");
-    let method = request.method().to_string();
-    let path = request.uri().path().to_string();
-    let query = request.uri().query().unwrap_or("").to_string();
-    let content_type = request
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    let bytes = request.into_body().collect_bytes().await.unwrap();
-    let body = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap()
-    };
-    (
-        Call {
-            method,
-            path,
-            query,
-            content_type,
-            body,
-        },
-        send,
-    )
-}
+pub use slicecache_testkit::mock_apiserver::{next, Call};
 
 pub fn respond(send: tower_test::mock::SendResponse<Response<Body>>, code: u16, body: &Value) {
     send.send_response(

@@ -1,54 +1,20 @@
 //! The tuner inside reconcile: the selector's series, mode Auto through the
 //! ConfigMap, mode Recommend to status only, and Prometheus down.
 
+use slicecache_testkit::scripted::{prometheus_vector, query_param, Answer, Scripted};
+
 use crate::harness::*;
 
 // === tuning ===
 
 /// A Prometheus stand-in on 127.0.0.1 answering instant queries with
-/// `answer(promql)` (an empty vector for `None`). Counts the queries.
-async fn fake_prometheus(
-    answer: impl Fn(&str) -> Option<f64> + Send + Sync + 'static,
-) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let queries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let (answer, counter) = (Arc::new(answer), queries.clone());
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let (answer, counter) = (answer.clone(), counter.clone());
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match sock.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let head = String::from_utf8_lossy(&head).into_owned();
-                let target = head.split(' ').nth(1).unwrap_or("");
-                let promql = target
-                    .split_once("?query=")
-                    .map(|(_, q)| percent_decode(q.split('&').next().unwrap_or("")))
-                    .unwrap_or_default();
-                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let result = match answer(&promql) {
-                    Some(v) => format!(r#"[{{"metric":{{}},"value":[1700000000,"{v}"]}}]"#),
-                    None => "[]".into(),
-                };
-                let body = format!(r#"{{"status":"success","data":{{"resultType":"vector","result":{result}}}}}"#);
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = sock.write_all(response.as_bytes()).await;
-            });
-        }
-    });
-    (url, queries)
+/// `answer(promql)` (an empty vector for `None`).
+async fn fake_prometheus(answer: impl Fn(&str) -> Option<f64> + Send + Sync + 'static) -> Scripted {
+    Scripted::start(move |target| {
+        let promql = query_param(target, "query").unwrap_or_default();
+        Answer::json(prometheus_vector(answer(&promql)))
+    })
+    .await
 }
 
 /// The tune step queries the series that `spec.tuning.prometheus.selector`
@@ -58,11 +24,12 @@ async fn the_tuner_queries_the_series_the_selector_picks() {
     use slicecache_operator::controller::{build::Owner, tune::TunerRegistry};
     let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let record = seen.clone();
-    let (url, _) = fake_prometheus(move |promql| {
+    let prometheus = fake_prometheus(move |promql| {
         record.lock().unwrap().push(promql.to_string());
         None
     })
     .await;
+    let url = prometheus.url();
     let owner = Owner {
         name: "media".into(),
         namespace: NS.into(),
@@ -92,22 +59,6 @@ async fn the_tuner_queries_the_series_the_selector_picks() {
     }
 }
 
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).unwrap()
-}
-
 const TUNING_INTERVAL: Duration = Duration::from_secs(20);
 
 fn tuned_cache(mode: &str, prometheus: &str) -> SliceCache {
@@ -118,7 +69,7 @@ fn tuned_cache(mode: &str, prometheus: &str) -> SliceCache {
 
 /// Agents behind an origin that refuses a fifth of their subrequests with
 /// 429: the law halves concurrency at once. 93.4% of slices are hits.
-async fn throttled_prometheus() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+async fn throttled_prometheus() -> Scripted {
     use slicecache_operator::tuner::{window_for, Queries, Selector};
     let q = Queries::new(&Selector::for_slicecache(NS, "media"), window_for(TUNING_INTERVAL));
     fake_prometheus(move |promql| {
@@ -175,7 +126,8 @@ fn requeue_secs(action: &Action) -> f64 {
 
 #[tokio::test]
 async fn auto_tuning_halves_concurrency_on_429s_through_the_config_map() {
-    let (url, queries) = throttled_prometheus().await;
+    let prometheus = throttled_prometheus().await;
+    let url = prometheus.url();
     let cache = tuned_cache("Auto", &url);
     let live = live_objects(&cache);
     let (ctx, handle) = context();
@@ -233,7 +185,7 @@ async fn auto_tuning_halves_concurrency_on_429s_through_the_config_map() {
     })
     .await;
     assert_eq!(result.unwrap(), Action::requeue(TUNING_INTERVAL));
-    let asked = queries.load(std::sync::atomic::Ordering::SeqCst);
+    let asked = prometheus.requests();
     assert_eq!(asked, 15, "one evaluation runs every query once");
     // The operator's metrics: the change, the values, the reason, the
     // evaluation, and the agents the DaemonSet reports.
@@ -284,11 +236,7 @@ async fn auto_tuning_halves_concurrency_on_429s_through_the_config_map() {
         secs > 15.0 && secs <= 20.0,
         "requeued after {secs}s: at the next evaluation"
     );
-    assert_eq!(
-        queries.load(std::sync::atomic::Ordering::SeqCst),
-        asked,
-        "no evaluation before the interval"
-    );
+    assert_eq!(prometheus.requests(), asked, "no evaluation before the interval");
     assert!(
         ctx.metrics.render().lines().any(|l| l == expected[0]),
         "no evaluation, no new count"
@@ -312,8 +260,8 @@ async fn auto_tuning_halves_concurrency_on_429s_through_the_config_map() {
 
 #[tokio::test]
 async fn recommend_writes_the_decision_to_status_only() {
-    let (url, _) = throttled_prometheus().await;
-    let cache = tuned_cache("Recommend", &url);
+    let prometheus = throttled_prometheus().await;
+    let cache = tuned_cache("Recommend", &prometheus.url());
     let live = live_objects(&cache);
     let (ctx, handle) = context();
     let c = cache.clone();

@@ -5,7 +5,7 @@
 
 use anyhow::Context as _;
 use clap::Parser;
-use slicecache_agent::demo::origin::{pattern, DemoOrigin, OriginObject};
+use slicecache_testkit::origin::{pattern, OriginObject, TestOrigin};
 
 #[derive(Parser, Debug)]
 #[command(name = "slicecache-demo-origin", about = "Serves generated objects on 127.0.0.1")]
@@ -24,7 +24,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let origin = DemoOrigin::bind(&format!("127.0.0.1:{}", cli.port))
+    let origin = TestOrigin::bind(&format!("127.0.0.1:{}", cli.port))
         .await
         .context("binding the origin")?;
     for i in 1..=cli.objects.max(1) {

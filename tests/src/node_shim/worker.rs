@@ -29,7 +29,7 @@ use kube::{
     Client,
 };
 use serde_json::json;
-use slicecache_agent::demo::client::HttpClient;
+use slicecache_testkit::client::HttpClient;
 use tokio::sync::{mpsc, watch};
 
 use super::{

@@ -47,7 +47,7 @@ use metrics::DiskMetrics;
 pub use recovery::{RecoveryReport, RecoverySource};
 use region::{Cmd, RegionWriter, WriterConfig};
 use region_table::RegionTable;
-use superblock::{probe, Probe, Superblock, PROBE_LEN, SUPERBLOCK_LEN};
+use superblock::{probe, GeometryError, Probe, Superblock, PROBE_LEN, SUPERBLOCK_LEN};
 pub use superblock::{Geometry, Signature};
 
 /// Default region size: large sequential writes, bounded loss on crash.
@@ -130,7 +130,7 @@ pub enum DiskError {
     #[error("geometry of {path} does not match its superblock: {detail}")]
     GeometryMismatch { path: PathBuf, detail: String },
     #[error("invalid disk cache options for {path}: {reason}")]
-    InvalidOptions { path: PathBuf, reason: String },
+    InvalidOptions { path: PathBuf, reason: OptionError },
     #[error("registering disk cache metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("a region write failed: {0}")]
@@ -243,15 +243,30 @@ impl fmt::Debug for DiskStore {
     }
 }
 
-fn validate(opts: &DiskOptions) -> Result<(), String> {
+/// Which disk option is out of range, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum OptionError {
+    #[error("write_buffers {0} must be between 2 and 16")]
+    WriteBuffers(usize),
+    #[error("read_threads {0} must be between 1 and 256")]
+    ReadThreads(usize),
+    #[error("flush_interval must be positive")]
+    FlushInterval,
+    #[error("device of {0} bytes is too small")]
+    DeviceTooSmall(u64),
+    #[error(transparent)]
+    Geometry(#[from] GeometryError),
+}
+
+fn validate(opts: &DiskOptions) -> Result<(), OptionError> {
     if opts.write_buffers < 2 || opts.write_buffers > 16 {
-        return Err(format!("write_buffers {} must be between 2 and 16", opts.write_buffers));
+        return Err(OptionError::WriteBuffers(opts.write_buffers));
     }
     if opts.read_threads == 0 || opts.read_threads > 256 {
-        return Err(format!("read_threads {} must be between 1 and 256", opts.read_threads));
+        return Err(OptionError::ReadThreads(opts.read_threads));
     }
     if opts.flush_interval.is_zero() {
-        return Err("flush_interval must be positive".to_owned());
+        return Err(OptionError::FlushInterval);
     }
     Ok(())
 }
@@ -274,7 +289,7 @@ impl DiskStore {
         if device_size < ALIGN as u64 {
             return Err(DiskError::InvalidOptions {
                 path,
-                reason: format!("device of {device_size} bytes is too small"),
+                reason: OptionError::DeviceTooSmall(device_size),
             });
         }
         let probe_len = (align_down(device_size, ALIGN as u64) as usize).min(PROBE_LEN);
@@ -614,9 +629,9 @@ impl Drop for DiskStore {
 
 /// Writes a fresh superblock. Only called on a device that probed blank.
 fn format(dev: &Device, device_size: u64, region_size: u32) -> Result<Superblock, DiskError> {
-    let geometry = Geometry::plan(device_size, region_size).map_err(|reason| DiskError::InvalidOptions {
+    let geometry = Geometry::plan(device_size, region_size).map_err(|e| DiskError::InvalidOptions {
         path: dev.path().to_path_buf(),
-        reason,
+        reason: e.into(),
     })?;
     let created_unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let sb = Superblock {

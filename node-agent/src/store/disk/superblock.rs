@@ -44,27 +44,45 @@ pub struct Geometry {
 /// flight, one to reclaim.
 pub const MIN_REGIONS: u32 = 3;
 
+/// Why a device cannot be laid out with the asked region size.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GeometryError {
+    #[error("region size {0} must be a multiple of 4096 between 64 KiB and 1 GiB")]
+    RegionSize(u32),
+    #[error(
+        "device of {device_size} bytes holds {region_count} regions of {region_size} bytes \
+         after {data_offset} bytes of superblock and checkpoint; need at least {MIN_REGIONS}"
+    )]
+    TooFewRegions {
+        device_size: u64,
+        region_count: u64,
+        region_size: u32,
+        data_offset: u64,
+    },
+    #[error("{0} regions is too many; use larger regions")]
+    TooManyRegions(u64),
+}
+
 impl Geometry {
     /// Lays out a device of `device_size` bytes with regions of `region_size`.
     /// The checkpoint area gets 1/256 of the device (at least 1 MiB).
-    pub fn plan(device_size: u64, region_size: u32) -> Result<Self, String> {
+    pub fn plan(device_size: u64, region_size: u32) -> Result<Self, GeometryError> {
         if region_size < 64 * 1024 || !region_size.is_multiple_of(ALIGN as u32) || region_size > (1 << 30) {
-            return Err(format!(
-                "region size {region_size} must be a multiple of 4096 between 64 KiB and 1 GiB"
-            ));
+            return Err(GeometryError::RegionSize(region_size));
         }
         let checkpoint_offset = RESERVED_LEN;
         let checkpoint_len = align_up((device_size / 256).max(1 << 20), ALIGN as u64);
         let data_offset = checkpoint_offset + checkpoint_len;
         let region_count = device_size.saturating_sub(data_offset) / u64::from(region_size);
         if region_count < u64::from(MIN_REGIONS) {
-            return Err(format!(
-                "device of {device_size} bytes holds {region_count} regions of {region_size} bytes \
-                 after {data_offset} bytes of superblock and checkpoint; need at least {MIN_REGIONS}"
-            ));
+            return Err(GeometryError::TooFewRegions {
+                device_size,
+                region_count,
+                region_size,
+                data_offset,
+            });
         }
-        let region_count = u32::try_from(region_count)
-            .map_err(|_| format!("{region_count} regions is too many; use larger regions"))?;
+        let region_count = u32::try_from(region_count).map_err(|_| GeometryError::TooManyRegions(region_count))?;
         Ok(Self {
             device_size,
             region_size,
@@ -175,7 +193,7 @@ impl Superblock {
         };
         // The layout is a pure function of size and region size; anything else
         // is corruption that slipped past the CRC or a foreign writer.
-        let planned = Geometry::plan(device_size, region_size).map_err(SuperblockError::Geometry)?;
+        let planned = Geometry::plan(device_size, region_size).map_err(|e| SuperblockError::Geometry(e.to_string()))?;
         if planned != stored_geometry {
             return Err(SuperblockError::Geometry(format!(
                 "stored {stored_geometry:?} differs from the layout {planned:?}"

@@ -1,5 +1,6 @@
-//! A minimal keep-alive HTTP/1.1 client for the demo workload and the tests.
-//! It reads `Content-Length` bodies only, which is all the agent sends.
+//! HTTP/1.1 clients for tests: a keep-alive client that reads
+//! `Content-Length` bodies (all the agent sends), and [`raw_get`], which
+//! reads whatever arrives until the server closes.
 
 use std::net::SocketAddr;
 
@@ -18,10 +19,7 @@ pub struct ClientResponse {
 impl ClientResponse {
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        header(&self.headers, name)
     }
 }
 
@@ -121,4 +119,52 @@ impl HttpClient {
         }
         Ok(ClientResponse { status, headers, body })
     }
+}
+
+/// Sends one raw request with `Connection: close` and returns the response
+/// head (status, headers) and every body byte received until the server
+/// closed the connection, however the response ended.
+pub async fn raw_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.expect("send request");
+    let mut buf = Vec::new();
+    // A reset after a partial body is an acceptable way to end it.
+    let mut chunk = vec![0u8; 64 << 10];
+    loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(20), s.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => panic!("no end of response within 20 s"),
+        }
+    }
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response header")
+        + 4;
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect::<Vec<_>>();
+    (status, headers, buf[end..].to_vec())
+}
+
+/// The first value of `name` in a raw header list.
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
 }
