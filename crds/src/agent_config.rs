@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::fleet_config::FleetConfig;
 use crate::units::{ByteSize, HumanDuration};
 
 /// Default client listener.
@@ -38,6 +39,9 @@ pub struct AgentConfig {
     /// Limits on client connections: timeouts and caps.
     #[serde(default, skip_serializing_if = "ClientConfig::is_default")]
     pub client: ClientConfig,
+    /// The fleet this agent is a member of; none when `peers` is empty.
+    #[serde(default, skip_serializing_if = "FleetConfig::is_default")]
+    pub fleet: FleetConfig,
 }
 
 /// Where misses go.
@@ -254,6 +258,7 @@ impl AgentConfig {
             cache: CacheConfig::default(),
             admin: AdminConfig::default(),
             client: ClientConfig::default(),
+            fleet: FleetConfig::default(),
         }
     }
 }

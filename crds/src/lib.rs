@@ -11,6 +11,7 @@
 
 pub mod agent_config;
 pub mod crd;
+pub mod fleet_config;
 #[cfg(feature = "logging")]
 pub mod logging;
 pub mod quantity;

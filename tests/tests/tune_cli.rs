@@ -79,7 +79,18 @@ async fn tune_reads_a_real_prometheus_scraping_a_real_agent() {
             out.lines()
                 .any(|l| l.trim_start().starts_with(name) && !l.ends_with("n/a"))
         };
-        if has("hitRatio") && has("originAmplification") && has("originTtfbP90Seconds") {
+        // Every signal asserted below: under load, Prometheus may have some
+        // series for two scrapes (what `rate` needs) before others.
+        if [
+            "hitRatio",
+            "originAmplification",
+            "originTtfbP90Seconds",
+            "originThrottleRatio",
+            "sliceSizeBytes",
+        ]
+        .iter()
+        .all(|s| has(s))
+        {
             break out;
         }
         assert!(Instant::now() < deadline, "no signals within 30s:\n{out}");

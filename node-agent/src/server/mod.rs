@@ -20,10 +20,10 @@ use pingora::protocols::http::ServerSession;
 use pingora::server::ShutdownWatch;
 use tracing::{debug, info, warn};
 
-use crate::cache::{Cache, Tier};
+use crate::cache::Cache;
 use crate::client_limits::{ConnectionGate, ConnectionPermit, Cut};
 use crate::config::{LiveTunables, RuntimeTunables};
-use crate::fill::{FillError, FillHead, FillKey, FillReader, FillSpec, Fills, Joined};
+use crate::fill::{FillError, FillHead, FillKey, FillReader, FillSpec, Fills};
 use crate::log_throttle::LogThrottle;
 use crate::metrics::Metrics;
 use crate::object::ObjectMeta;
@@ -33,6 +33,10 @@ use crate::response::response_header;
 use crate::sendfile::SocketWriter;
 use crate::slicer::{Slice, SlicePlan};
 use crate::store::ObjectId;
+
+mod lookup;
+
+use lookup::{join_fill, SliceLookup, SliceSource, MAX_LOOKS};
 
 /// Everything a request needs, shared by all connections.
 #[derive(Debug)]
@@ -158,27 +162,6 @@ fn reusable(
         Err(e) => {
             debug!(error = %e, "finishing response failed");
             None
-        }
-    }
-}
-
-/// A slice's bytes: ready from the cache, or arriving from a fill.
-enum SliceSource {
-    Cached(Vec<Bytes>),
-    Filling(FillReader),
-    /// A disk lookup (falling back to a fill) running on its own task, so the
-    /// slices ahead are read from the device while this one is written.
-    Pending(tokio::task::JoinHandle<SliceSource>),
-}
-
-impl SliceSource {
-    /// Waits for a pending lookup; other sources are returned as they are.
-    async fn ready(self) -> Result<SliceSource, FillError> {
-        match self {
-            SliceSource::Pending(task) => task
-                .await
-                .map_err(|e| FillError::Origin(format!("slice lookup task failed: {e}"))),
-            ready => Ok(ready),
         }
     }
 }
@@ -875,72 +858,6 @@ impl Agent {
             .with_label_values(&[method.as_str(), &status.to_string()])
             .inc();
     }
-}
-
-/// A slice that is not in L1: look in L2, else join (or start) its fill.
-struct SliceLookup {
-    cache: Arc<Cache>,
-    fills: Arc<Fills>,
-    metrics: Arc<Metrics>,
-    object: ObjectId,
-    path: String,
-    meta: Arc<ObjectMeta>,
-    slice: Slice,
-    slice_size: u64,
-    settings: crate::fill::FillSettings,
-}
-
-impl SliceLookup {
-    async fn run(self) -> SliceSource {
-        let (from, to) = (
-            self.slice.offset + self.slice.want.0,
-            self.slice.offset + self.slice.want.1,
-        );
-        for attempt in 1..=MAX_LOOKS {
-            if let Some((pieces, tier)) = self.cache.lookup(self.object, &self.meta, from, to).await {
-                self.metrics
-                    .count_slice("hit", if tier == Tier::Memory { "memory" } else { "disk" });
-                return SliceSource::Cached(pieces);
-            }
-            let spec = FillSpec {
-                key: FillKey {
-                    object: self.object,
-                    offset: self.slice.offset,
-                    size: self.slice_size,
-                    revalidate: false,
-                },
-                path: self.path.clone(),
-                expected: Some(self.meta.clone()),
-                revalidate: false,
-            };
-            if let Some(reader) = join_fill(&self.fills, &self.metrics, spec, self.settings, attempt < MAX_LOOKS) {
-                return SliceSource::Filling(reader);
-            }
-        }
-        unreachable!("the last look joins a fill unconditionally")
-    }
-}
-
-/// How many times a request looks in the cache for a slice (or the object's
-/// metadata) that lands there while it looks, before it joins a fill anyway.
-const MAX_LOOKS: u32 = 3;
-
-/// Joins (or starts) a fill and counts the slice; `None` when what the caller
-/// looked for has landed in the cache since it looked.
-fn join_fill(
-    fills: &Arc<Fills>,
-    metrics: &Metrics,
-    spec: FillSpec,
-    settings: crate::fill::FillSettings,
-    recheck: bool,
-) -> Option<FillReader> {
-    let (reader, result) = match fills.join(spec, settings, recheck) {
-        Joined::Started(reader) => (reader, "miss"),
-        Joined::Shared(reader) => (reader, "coalesced"),
-        Joined::Landed => return None,
-    };
-    metrics.count_slice(result, "origin");
-    Some(reader)
 }
 
 /// Largest single write to a client socket.
