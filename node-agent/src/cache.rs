@@ -285,6 +285,31 @@ impl Cache {
     /// `nominal` is the slice size it was fetched under; a new size is
     /// recorded in the metadata so lookups know to probe it.
     pub fn insert(self: &Arc<Self>, object: ObjectId, meta: &ObjectMeta, offset: u64, nominal: u64, data: Bytes) {
+        self.insert_into(object, meta, offset, nominal, data, true);
+    }
+
+    /// Caches a filled extent in L1 alone (bytes fetched in place of a
+    /// fleet peer that failed: the owner's disk is the fleet's copy).
+    pub fn insert_memory_only(
+        self: &Arc<Self>,
+        object: ObjectId,
+        meta: &ObjectMeta,
+        offset: u64,
+        nominal: u64,
+        data: Bytes,
+    ) {
+        self.insert_into(object, meta, offset, nominal, data, false);
+    }
+
+    fn insert_into(
+        self: &Arc<Self>,
+        object: ObjectId,
+        meta: &ObjectMeta,
+        offset: u64,
+        nominal: u64,
+        data: Bytes,
+        to_disk: bool,
+    ) {
         let Ok(len) = u32::try_from(data.len()) else {
             return;
         };
@@ -318,7 +343,7 @@ impl Cache {
             }
         };
         self.memory.put_now(key, data.clone());
-        if let Some(disk) = self.disk.clone() {
+        if let Some(disk) = self.disk.clone().filter(|_| to_disk) {
             tokio::spawn(async move {
                 if let Some(meta) = new_size {
                     disk.put_meta(object, meta.encode()).await;

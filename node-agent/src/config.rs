@@ -6,6 +6,7 @@
 //! are. A file that fails to parse or validate is logged and ignored; the
 //! running configuration stays in force.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -52,6 +53,12 @@ pub struct Overrides {
     pub force_memory: bool,
     pub slice_size: Option<ByteSize>,
     pub concurrency: Option<u32>,
+    pub node_name: Option<String>,
+    pub peer_listen: Option<String>,
+    /// Static fleet members; replaces the file's list when given.
+    pub peers: Option<BTreeMap<String, String>>,
+    pub peer_token_file: Option<String>,
+    pub fleet_granule: Option<ByteSize>,
 }
 
 impl Overrides {
@@ -76,6 +83,22 @@ impl Overrides {
             cfg.cache.memory = v;
         }
         cfg.cache.force_memory |= self.force_memory;
+        let fleet = &mut cfg.fleet;
+        if let Some(v) = &self.node_name {
+            fleet.node_name = Some(v.clone());
+        }
+        if let Some(v) = &self.peer_listen {
+            fleet.peer_listen = v.clone();
+        }
+        if let Some(v) = &self.peers {
+            fleet.peers = v.clone();
+        }
+        if let Some(v) = &self.peer_token_file {
+            fleet.peer_token_file = Some(v.clone());
+        }
+        if let Some(v) = self.fleet_granule {
+            fleet.granule = v;
+        }
         self.apply_tunables(&mut cfg.tunables);
     }
 
@@ -312,7 +335,78 @@ const MAX_DEVICE_SIZE: u64 = 1 << 50;
 /// No host has more: a forced memory tier still stops here.
 pub const MAX_MEMORY_TIER: u64 = 64 << 40;
 
+/// Most members a static fleet may list.
+const MAX_FLEET_MEMBERS: usize = 1024;
+const MAX_GRANULE: u64 = 1 << 30;
+
+/// The fleet section, when it lists members: listeners, granule, members.
+fn check_fleet(cfg: &AgentConfig) -> Result<(), ConfigError> {
+    let fleet = &cfg.fleet;
+    if !fleet.enabled() {
+        return Ok(());
+    }
+    fleet.peer_listen.parse::<std::net::SocketAddr>().map_err(|e| {
+        invalid(
+            "fleet.peerListen",
+            format!("{:?} is not host:port: {e}", fleet.peer_listen),
+        )
+    })?;
+    if fleet.peer_listen == cfg.listen || fleet.peer_listen == cfg.admin_listen {
+        return Err(invalid(
+            "fleet.peerListen",
+            "must differ from listen and adminListen: the peer port is its own listener",
+        ));
+    }
+    let granule = fleet.granule.bytes();
+    if !granule.is_power_of_two() || !(MIN_SLICE_SIZE..=MAX_GRANULE).contains(&granule) {
+        return Err(invalid(
+            "fleet.granule",
+            format!("{} must be a power of two from 64Ki to 1Gi", fleet.granule),
+        ));
+    }
+    if cfg.tunables.slice_size.bytes() > granule {
+        return Err(invalid(
+            "fleet.granule",
+            format!(
+                "{} is smaller than the slice size {}: a slice must fall inside one ownership granule; raise fleet.granule",
+                fleet.granule, cfg.tunables.slice_size
+            ),
+        ));
+    }
+    if fleet.peers.len() > MAX_FLEET_MEMBERS {
+        return Err(invalid(
+            "fleet.peers",
+            format!(
+                "{} members is more than the limit of {MAX_FLEET_MEMBERS}",
+                fleet.peers.len()
+            ),
+        ));
+    }
+    for (name, addr) in &fleet.peers {
+        if name.is_empty()
+            || addr
+                .rsplit_once(':')
+                .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+        {
+            return Err(invalid(
+                "fleet.peers",
+                format!("member {name:?} at {addr:?}: give each member as NAME=HOST:PORT"),
+            ));
+        }
+    }
+    for (field, value) in [
+        ("fleet.connectTimeout", fleet.connect_timeout.get()),
+        ("fleet.firstByteTimeout", fleet.first_byte_timeout.get()),
+    ] {
+        if !(MIN_TIMEOUT..=MAX_TIMEOUT).contains(&value) {
+            return Err(invalid(field, format!("{value:?} must be between 1ms and 1h")));
+        }
+    }
+    Ok(())
+}
+
 fn validate_rest(cfg: &AgentConfig) -> Result<RuntimeTunables, ConfigError> {
+    check_fleet(cfg)?;
     crate::origin::OriginTarget::parse(&cfg.origin.url, cfg.origin.host_header.as_deref())
         .map_err(|m| invalid("origin.url", m.to_string()))?;
     for (field, addr) in [("listen", &cfg.listen), ("adminListen", &cfg.admin_listen)] {

@@ -8,6 +8,12 @@
 //! nobody else is waiting for. Failures retry with exponential backoff and
 //! jitter; a slice that breaks midway resumes from the byte it reached, guarded
 //! by `If-Match` so the bytes before and after the break are one version.
+//!
+//! In a fleet, a fill whose slice another member owns asks that member's
+//! peer port first ([`Route::Peer`]). If the peer fails, the fill goes to
+//! the origin at once (never to a second peer), resuming from the byte it
+//! reached. What a peer sent is not kept (the owner keeps it); what the
+//! origin sent in its place is kept in memory only, never on disk.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,6 +26,7 @@ use tracing::{debug, warn};
 
 use crate::cache::Cache;
 pub use crate::config::FillSettings;
+use crate::fleet::{Fleet, Route};
 use crate::metrics::Metrics;
 use crate::object::ObjectMeta;
 use crate::origin::{content_length, parse_content_range, OriginClient, OriginRequest, OriginResponse};
@@ -82,6 +89,8 @@ pub struct FillSpec {
     pub expected: Option<Arc<ObjectMeta>>,
     /// Ask the origin `If-None-Match`/`If-Modified-Since` on `expected`.
     pub revalidate: bool,
+    /// The slice's owner, when another fleet member owns it.
+    pub route: Route,
 }
 
 #[derive(Debug)]
@@ -170,8 +179,9 @@ pub struct Fills {
     origin: Arc<OriginClient>,
     cache: Arc<Cache>,
     metrics: Arc<Metrics>,
-    /// Bounds origin subrequests across the whole agent.
+    /// Bounds origin (and peer) subrequests across the whole agent.
     permits: Arc<Semaphore>,
+    fleet: Option<Arc<Fleet>>,
 }
 
 impl std::fmt::Debug for Fills {
@@ -188,6 +198,7 @@ impl Fills {
         cache: Arc<Cache>,
         metrics: Arc<Metrics>,
         max_subrequests: usize,
+        fleet: Option<Arc<Fleet>>,
     ) -> Arc<Self> {
         Arc::new(Self {
             inflight: Mutex::new(HashMap::new()),
@@ -195,6 +206,7 @@ impl Fills {
             cache,
             metrics,
             permits: Arc::new(Semaphore::new(max_subrequests.max(1))),
+            fleet,
         })
     }
 
@@ -295,6 +307,12 @@ impl Fills {
             match self.attempt(fill, &spec, settings, &mut fetched).await {
                 Ok(()) => return Ok(()),
                 Err(AttemptError::Final(e)) => return Err(e),
+                // A peer that broke off mid-body: the origin, at once.
+                Err(AttemptError::Retry(e)) if fetched.asking_peer() => {
+                    debug!(path = %spec.path, offset = spec.key.offset, error = %e, "peer broke off; going to the origin");
+                    self.peer_failed(&spec, &mut fetched, "error");
+                }
+                Err(AttemptError::PeerFailed) => {}
                 Err(AttemptError::Retry(e)) if attempt < settings.retries => {
                     attempt += 1;
                     self.metrics.origin_retries.inc();
@@ -348,16 +366,48 @@ impl Fills {
             }
         }
         let sent = Instant::now();
-        let resp = self.origin.send(&req).await.map_err(|e| {
-            self.metrics.origin_requests.with_label_values(&[e.kind()]).inc();
-            AttemptError::Retry(e.to_string())
-        })?;
-        self.metrics.origin_ttfb.observe(sent.elapsed().as_secs_f64());
+        let peer = match (&spec.route, progress.peer) {
+            (Route::Peer(peer), PeerUse::NotYet | PeerUse::Asking) => Some(peer.clone()),
+            _ => None,
+        };
+        progress.peer = match (&peer, progress.peer) {
+            (Some(_), _) => PeerUse::Asking,
+            (None, PeerUse::NotYet) => PeerUse::NotYet,
+            (None, _) => PeerUse::Failed,
+        };
+        let client = peer.as_ref().map_or(&self.origin, |p| &p.client);
+        let resp = match client.send(&req).await {
+            Ok(resp) => resp,
+            Err(e) if peer.is_some() => {
+                let result = if e.kind() == "timeout" { "timeout" } else { "error" };
+                debug!(path = %spec.path, offset = spec.key.offset, error = %e, "peer unreachable; going to the origin");
+                self.peer_failed(spec, progress, result);
+                return Err(AttemptError::PeerFailed);
+            }
+            Err(e) => {
+                self.metrics.origin_requests.with_label_values(&[e.kind()]).inc();
+                return Err(AttemptError::Retry(e.to_string()));
+            }
+        };
         let status = resp.status();
-        self.metrics
-            .origin_requests
-            .with_label_values(&[status_class(status)])
-            .inc();
+        if let (Some(peer), Some(fleet)) = (&peer, &self.fleet) {
+            fleet.metrics.peer_ttfb.observe(sent.elapsed().as_secs_f64());
+            // The peer could not serve it (overloaded, refusing our token,
+            // or its own origin fetch failed): the origin, at once.
+            if status == 403 || status == 429 || status >= 500 {
+                resp.release().await;
+                debug!(path = %spec.path, peer = %peer.name, status, "peer could not serve; going to the origin");
+                self.peer_failed(spec, progress, "error");
+                return Err(AttemptError::PeerFailed);
+            }
+            fleet.peer_answered(peer);
+        } else {
+            self.metrics.origin_ttfb.observe(sent.elapsed().as_secs_f64());
+            self.metrics
+                .origin_requests
+                .with_label_values(&[status_class(status)])
+                .inc();
+        }
         match status {
             206 => self.read_partial(fill, spec, settings, progress, resp, guard).await,
             200 => self.read_whole(fill, spec, settings, progress, resp, guard).await,
@@ -459,7 +509,7 @@ impl Fills {
         let mut extent_start = 0u64;
         let size = spec.key.size;
         while let Some(chunk) = resp.chunk().await.map_err(|e| AttemptError::Retry(e.to_string()))? {
-            self.metrics.origin_bytes.inc_by(chunk.len() as u64);
+            self.count_received(progress, chunk.len());
             let chunk_end = pos + chunk.len() as u64;
             if chunk_end > total {
                 return Err(AttemptError::Final(FillError::Origin(
@@ -484,7 +534,7 @@ impl Fills {
                 if extent.len() as u64 == size || extent_start + extent.len() as u64 == total {
                     let data = std::mem::take(&mut extent).freeze();
                     if extent_start != spec.key.offset {
-                        self.cache.insert(spec.key.object, &meta, extent_start, size, data);
+                        self.keep(progress, spec.key.object, &meta, extent_start, size, data);
                     }
                     extent_start += size;
                 }
@@ -577,7 +627,7 @@ impl Fills {
                 Ok(None) => break,
                 Err(e) => return Err(AttemptError::Retry(e.to_string())),
             };
-            self.metrics.origin_bytes.inc_by(chunk.len() as u64);
+            self.count_received(progress, chunk.len());
             got += chunk.len() as u64;
             if got > expected {
                 return Err(AttemptError::Final(FillError::Origin(format!(
@@ -609,8 +659,42 @@ impl Fills {
             data.extend_from_slice(c);
         }
         drop(chunks);
-        self.cache
-            .insert(spec.key.object, meta, spec.key.offset, spec.key.size, data.freeze());
+        self.keep(
+            progress,
+            spec.key.object,
+            meta,
+            spec.key.offset,
+            spec.key.size,
+            data.freeze(),
+        );
+    }
+
+    /// Caches a filled extent as its source allows: the owner's copy is
+    /// the fleet's, so bytes from a peer are not kept; bytes the origin
+    /// sent in a failed peer's place stay in memory only.
+    fn keep(&self, progress: &FillProgress, object: ObjectId, meta: &ObjectMeta, offset: u64, size: u64, data: Bytes) {
+        match progress.peer {
+            PeerUse::NotYet => self.cache.insert(object, meta, offset, size, data),
+            PeerUse::Asking => {}
+            PeerUse::Failed => self.cache.insert_memory_only(object, meta, offset, size, data),
+        }
+    }
+
+    /// Counts body bytes by where they came from.
+    fn count_received(&self, progress: &FillProgress, len: usize) {
+        match (&self.fleet, progress.peer) {
+            (Some(fleet), PeerUse::Asking) => fleet.metrics.peer_bytes.with_label_values(&["in"]).inc_by(len as u64),
+            _ => self.metrics.origin_bytes.inc_by(len as u64),
+        }
+    }
+
+    /// The slice's owner failed this fill: count it, feed its breaker, and
+    /// send the rest of the fill to the origin.
+    fn peer_failed(&self, spec: &FillSpec, progress: &mut FillProgress, result: &str) {
+        if let (Route::Peer(peer), Some(fleet)) = (&spec.route, &self.fleet) {
+            fleet.peer_failed(peer, result);
+        }
+        progress.peer = PeerUse::Failed;
     }
 }
 
@@ -618,11 +702,32 @@ impl Fills {
 struct FillProgress {
     received: u64,
     meta: Option<Arc<ObjectMeta>>,
+    peer: PeerUse,
+}
+
+impl FillProgress {
+    fn asking_peer(&self) -> bool {
+        self.peer == PeerUse::Asking
+    }
+}
+
+/// Whether this fill's bytes come from the slice's owner.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum PeerUse {
+    /// No peer asked: the origin (this agent owns the slice, or runs alone).
+    #[default]
+    NotYet,
+    /// The owner's peer port is sending the slice.
+    Asking,
+    /// The owner failed; the origin sends the rest.
+    Failed,
 }
 
 enum AttemptError {
     Retry(String),
     Final(FillError),
+    /// The owner failed before sending a byte: the origin, at once.
+    PeerFailed,
 }
 
 fn content_range(resp: &OriginResponse) -> Option<&str> {
@@ -676,7 +781,7 @@ mod tests {
         };
         let client = OriginClient::new(target, timeouts, 8).unwrap();
         let cache = Arc::new(Cache::new(64 << 20, None, metrics.clone()));
-        Fills::new(client, cache, metrics, 8)
+        Fills::new(client, cache, metrics, 8, None)
     }
 
     fn settings() -> FillSettings {
@@ -709,6 +814,7 @@ mod tests {
             path: "/o".into(),
             expected,
             revalidate: false,
+            route: Route::Origin,
         }
     }
 

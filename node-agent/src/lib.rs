@@ -12,6 +12,7 @@ pub mod config;
 pub mod demo;
 pub mod discovery;
 pub mod fill;
+pub mod fleet;
 pub mod log_throttle;
 pub mod metrics;
 pub mod object;

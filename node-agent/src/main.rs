@@ -22,7 +22,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the agent.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Run a self-contained local demo: embedded origin, agent, workload.
     Demo,
     /// Erase the slicecache superblock of every configured device, releasing
@@ -73,6 +73,30 @@ struct RunArgs {
     /// Origin subrequests in flight per client request (1-64).
     #[arg(long)]
     concurrency: Option<u32>,
+    /// This agent's fleet member name (default: $NODE_NAME, then the host name).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// Peer listener, host:port: where fleet members ask for the slices this agent owns.
+    #[arg(long)]
+    peer_listen: Option<String>,
+    /// Static fleet members, NAME=HOST:PORT,... (this agent's own name may be
+    /// listed); turns fleet mode on.
+    #[arg(long, value_delimiter = ',', value_parser = parse_peer)]
+    peers: Vec<(String, String)>,
+    /// File holding the token fleet members present to each other.
+    #[arg(long)]
+    peer_token_file: Option<String>,
+    /// Ownership granule: a power of two the slice size divides (default 4Mi).
+    #[arg(long)]
+    fleet_granule: Option<ByteSize>,
+}
+
+/// One `NAME=HOST:PORT` of `--peers`.
+fn parse_peer(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, addr)) if !name.is_empty() && !addr.is_empty() => Ok((name.to_string(), addr.to_string())),
+        _ => Err(format!("{s:?} is not NAME=HOST:PORT")),
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -85,7 +109,7 @@ fn main() -> std::process::ExitCode {
     }
     slicecache_api::logging::init_tracing(cli.log_json, std::io::stderr);
     let result = match cli.command {
-        Command::Run(args) => run_agent(args),
+        Command::Run(args) => run_agent(*args),
         Command::Wipe(args) => wipe_devices(args),
         Command::Demo => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -113,6 +137,11 @@ fn run_agent(args: RunArgs) -> anyhow::Result<()> {
         force_memory: args.force_memory_cache,
         slice_size: args.slice_size,
         concurrency: args.concurrency,
+        node_name: args.node_name,
+        peer_listen: args.peer_listen,
+        peers: (!args.peers.is_empty()).then(|| args.peers.into_iter().collect()),
+        peer_token_file: args.peer_token_file,
+        fleet_granule: args.fleet_granule,
     };
     let (mut cfg, loaded) = match &args.config {
         Some(path) => {

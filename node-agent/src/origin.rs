@@ -145,6 +145,8 @@ pub struct OriginClient {
     peer: HttpPeer,
     target: OriginTarget,
     timeouts: OriginTimeouts,
+    /// Sent with every request (a fleet peer's token and hop marker).
+    extra_headers: Vec<(http::HeaderName, String)>,
 }
 
 impl std::fmt::Debug for OriginClient {
@@ -156,6 +158,16 @@ impl std::fmt::Debug for OriginClient {
 impl OriginClient {
     /// Resolves the origin and prepares the connection pool.
     pub fn new(target: OriginTarget, timeouts: OriginTimeouts, max_idle: usize) -> Result<Arc<Self>, OriginSetupError> {
+        Self::with_headers(target, timeouts, max_idle, Vec::new())
+    }
+
+    /// [`Self::new`], sending `extra_headers` with every request.
+    pub fn with_headers(
+        target: OriginTarget,
+        timeouts: OriginTimeouts,
+        max_idle: usize,
+        extra_headers: Vec<(http::HeaderName, String)>,
+    ) -> Result<Arc<Self>, OriginSetupError> {
         let addr: SocketAddr = (target.host.as_str(), target.port)
             .to_socket_addrs()
             .map_err(|source| OriginSetupError::Resolve {
@@ -177,6 +189,7 @@ impl OriginClient {
             peer,
             target,
             timeouts,
+            extra_headers,
         }))
     }
 
@@ -233,6 +246,9 @@ impl OriginClient {
         )?;
         if let Some(range) = req.range {
             set(http::header::RANGE, &format!("bytes={range}"))?;
+        }
+        for (name, value) in &self.extra_headers {
+            set(name.clone(), value)?;
         }
         for (name, value) in [
             (http::header::IF_MATCH, &req.if_match),

@@ -24,10 +24,12 @@ use crate::client_limits::{ClientLimits, ConnectionGate};
 use crate::config::{self, LiveTunables, Overrides};
 use crate::discovery::{self, Selector, SystemView};
 use crate::fill::Fills;
+use crate::fleet::metrics::FleetMetrics;
+use crate::fleet::Fleet;
 use crate::log_throttle::LogThrottle;
 use crate::metrics::Metrics;
 use crate::origin::{OriginClient, OriginTarget, OriginTimeouts};
-use crate::server::{Agent, ProxyApp};
+use crate::server::{Agent, Listener, ProxyApp};
 use crate::store::disk::{DiskOptions, DiskStore};
 use crate::store::sharded::ShardedStore;
 use crate::store::ExtentStore;
@@ -59,7 +61,8 @@ pub fn run(cfg: AgentConfig, source: ConfigSource) -> anyhow::Result<()> {
     let disk = open_devices(&cfg, &metrics)?.map(Arc::new);
     let tier: Option<Arc<dyn ExtentStore>> = disk.clone().map(|d| d as Arc<dyn ExtentStore>);
     let cache = Arc::new(Cache::new(cfg.cache.memory.bytes(), tier, metrics.clone()));
-    let fills = Fills::new(origin, cache.clone(), metrics.clone(), max);
+    let fleet = start_fleet(&cfg, &metrics)?;
+    let fills = Fills::new(origin, cache.clone(), metrics.clone(), max, fleet.clone());
     let live = Arc::new(LiveTunables::new(tunables));
     let workers = if cfg.threads == 0 {
         std::thread::available_parallelism().map_or(2, |n| n.get())
@@ -70,17 +73,21 @@ pub fn run(cfg: AgentConfig, source: ConfigSource) -> anyhow::Result<()> {
     let limits = ClientLimits::resolve(&cfg.client, descriptors, cfg.origin.max_connections);
     info!(descriptors, max_connections = limits.max_connections, per_ip = limits.max_connections_per_ip,
           header_timeout = ?limits.header_timeout, "client limits");
-    let gate = ConnectionGate::new(limits, metrics.client_connections.clone(), metrics.client_cuts.clone());
-    let agent = Arc::new(Agent {
-        cache: cache.clone(),
-        fills,
-        tunables: live.clone(),
-        metrics: metrics.clone(),
-        active: std::sync::atomic::AtomicUsize::new(0),
-        workers,
-        gate,
-        refusal_log: LogThrottle::default(),
-    });
+    let serving = |listener: Listener| {
+        Arc::new(Agent {
+            cache: cache.clone(),
+            fills: fills.clone(),
+            tunables: live.clone(),
+            metrics: metrics.clone(),
+            active: std::sync::atomic::AtomicUsize::new(0),
+            workers,
+            gate: ConnectionGate::new(limits, metrics.client_connections.clone(), metrics.client_cuts.clone()),
+            refusal_log: LogThrottle::default(),
+            fleet: fleet.clone(),
+            listener,
+        })
+    };
+    let agent = serving(Listener::Client);
 
     let conf = ServerConf {
         threads: workers,
@@ -109,7 +116,7 @@ pub fn run(cfg: AgentConfig, source: ConfigSource) -> anyhow::Result<()> {
     let mut admin = Service::new(
         "slicecache admin".to_string(),
         AdminApp {
-            cache,
+            cache: cache.clone(),
             metrics: metrics.clone(),
             purge_token,
             ready,
@@ -120,6 +127,13 @@ pub fn run(cfg: AgentConfig, source: ConfigSource) -> anyhow::Result<()> {
     admin.threads = Some(1);
     server.add_service(proxy);
     server.add_service(admin);
+    if let Some(fleet) = &fleet {
+        let mut peers = Service::new("slicecache peers".to_string(), ProxyApp(serving(Listener::Peer)));
+        peers.add_tcp(&cfg.fleet.peer_listen);
+        server.add_service(peers);
+        info!(member = fleet.self_name(), peer_listen = %cfg.fleet.peer_listen,
+              members = cfg.fleet.peers.len(), "fleet mode: misses go to each slice's owner");
+    }
     if let Some(file) = source.file {
         server.add_service(background_service(
             "config watcher",
@@ -144,6 +158,31 @@ pub fn run(cfg: AgentConfig, source: ConfigSource) -> anyhow::Result<()> {
     }
     info!("slicecache agent stopped");
     Ok(())
+}
+
+/// The fleet of `cfg.fleet`, when it lists members.
+fn start_fleet(cfg: &AgentConfig, metrics: &Metrics) -> anyhow::Result<Option<Arc<Fleet>>> {
+    if !cfg.fleet.enabled() {
+        return Ok(None);
+    }
+    let name = Fleet::member_name(&cfg.fleet)?;
+    let token_file = cfg
+        .fleet
+        .peer_token_file
+        .as_deref()
+        .context("fleet.peerTokenFile: fleet mode needs the token peers present to each other; name its file")?;
+    let token = std::fs::read_to_string(token_file)
+        .with_context(|| format!("fleet.peerTokenFile: reading {token_file}"))?
+        .trim()
+        .to_string();
+    anyhow::ensure!(
+        token.len() >= 16,
+        "fleet.peerTokenFile: the token in {token_file} has {} characters; use at least 16",
+        token.len()
+    );
+    let fleet_metrics = FleetMetrics::new(&metrics.registry).context("registering fleet metrics")?;
+    let fleet = Fleet::new(&cfg.fleet, name, token, cfg.origin.idle_timeout.get(), fleet_metrics)?;
+    Ok(Some(Arc::new(fleet)))
 }
 
 /// The devices a config names: explicit ones, then discovered ones.

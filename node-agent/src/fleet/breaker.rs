@@ -28,7 +28,9 @@ impl Default for BreakerPolicy {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     Closed,
-    Open { until: Instant },
+    Open {
+        until: Instant,
+    },
     /// One probe is out; everyone else stays away until it reports.
     HalfOpen,
 }

@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use crate::cache::{Cache, Tier};
 use crate::fill::{FillError, FillKey, FillReader, FillSettings, FillSpec, Fills, Joined};
+use crate::fleet::Route;
 use crate::metrics::Metrics;
 use crate::object::ObjectMeta;
 use crate::slicer::Slice;
@@ -44,6 +45,7 @@ pub(super) struct SliceLookup {
     pub(super) slice: Slice,
     pub(super) slice_size: u64,
     pub(super) settings: FillSettings,
+    pub(super) route: Route,
 }
 
 impl SliceLookup {
@@ -68,6 +70,7 @@ impl SliceLookup {
                 path: self.path.clone(),
                 expected: Some(self.meta.clone()),
                 revalidate: false,
+                route: self.route.clone(),
             };
             if let Some(reader) = join_fill(&self.fills, &self.metrics, spec, self.settings, attempt < MAX_LOOKS) {
                 return SliceSource::Filling(reader);

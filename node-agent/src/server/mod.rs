@@ -24,6 +24,7 @@ use crate::cache::Cache;
 use crate::client_limits::{ConnectionGate, ConnectionPermit, Cut};
 use crate::config::{LiveTunables, RuntimeTunables};
 use crate::fill::{FillError, FillHead, FillKey, FillReader, FillSpec, Fills};
+use crate::fleet::{Fleet, Route};
 use crate::log_throttle::LogThrottle;
 use crate::metrics::Metrics;
 use crate::object::ObjectMeta;
@@ -53,6 +54,20 @@ pub struct Agent {
     pub gate: Arc<ConnectionGate>,
     /// Throttles the log line for refused connections.
     pub refusal_log: LogThrottle,
+    /// The fleet this agent is a member of, if any.
+    pub fleet: Option<Arc<Fleet>>,
+    /// Which listener this instance serves.
+    pub listener: Listener,
+}
+
+/// The listener an [`Agent`] serves: clients, or the fleet's peers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listener {
+    /// Clients (behind the client Service): misses go to the slice's owner.
+    Client,
+    /// Fleet peers, with the fleet's token: never forwarded again; misses
+    /// go to the origin, whatever this agent's view of the ring.
+    Peer,
 }
 
 /// Why a response ended early; the connection is closed.
@@ -220,6 +235,13 @@ impl Agent {
     /// any byte was sent, starts over once with the new version.
     async fn serve_once(&self, session: &mut ServerSession, may_retry: bool) -> Result<Served, ServeError> {
         let started = Instant::now();
+        if self.listener == Listener::Peer && !self.peer_authorized(session) {
+            let body = "the peer port serves fleet members only: present the fleet's token\n";
+            return self
+                .send_simple(session, simple_response(403, body), body, started)
+                .await
+                .map(|()| Served::Done);
+        }
         let admitted = match request_check::admit(session.req_header()) {
             Ok(a) => a,
             Err(rejection) => return self.reject(session, rejection, started).await.map(|()| Served::Done),
@@ -435,6 +457,7 @@ impl Agent {
                 path: path.to_string(),
                 revalidate,
                 expected: cached,
+                route: self.route(object, key.offset),
             };
             let Some(mut reader) = join_fill(&self.fills, &self.metrics, spec, tunables.fill, attempt < MAX_LOOKS)
             else {
@@ -533,6 +556,7 @@ impl Agent {
             slice,
             slice_size,
             settings: tunables.fill,
+            route: self.route(object, slice.offset),
         };
         if self.cache.has_disk() {
             SliceSource::Pending(tokio::spawn(lookup.run()))
@@ -654,7 +678,7 @@ impl Agent {
                 tokio::time::timeout(self.send_deadline(chunk), send)
                     .await
                     .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-                self.metrics.client_bytes.inc_by(chunk as u64);
+                self.count_sent(chunk as u64);
                 self.metrics.client_sendfile_bytes.inc_by(chunk as u64);
                 sent += chunk;
             }
@@ -760,7 +784,7 @@ impl Agent {
                 .write_response_body(piece, false)
                 .await
                 .map_err(|e| ServeError::Client(e.to_string()))?;
-            self.metrics.client_bytes.inc_by(len as u64);
+            self.count_sent(len as u64);
             self.take_turns().await;
         }
         Ok(())
@@ -852,11 +876,48 @@ impl Agent {
         }
     }
 
+    /// Where a miss at `offset` of `object` goes: the owner's peer port for
+    /// a client's request in a fleet, else the origin.
+    fn route(&self, object: ObjectId, offset: u64) -> Route {
+        match (&self.fleet, self.listener) {
+            (Some(fleet), Listener::Client) => fleet.route(object, offset),
+            _ => Route::Origin,
+        }
+    }
+
+    /// Whether a request on the peer port carries the fleet's token; a
+    /// refusal is counted.
+    fn peer_authorized(&self, session: &ServerSession) -> bool {
+        let Some(fleet) = &self.fleet else {
+            return false;
+        };
+        let presented = session.get_header(http::header::AUTHORIZATION).map(|v| v.as_bytes());
+        if fleet.authorized(presented) {
+            return true;
+        }
+        fleet.metrics.count("server", "refused");
+        false
+    }
+
+    /// Counts body bytes sent: to clients, or to peers on the peer port (so
+    /// the fleet's client bytes count each byte once).
+    fn count_sent(&self, len: u64) {
+        match (&self.fleet, self.listener) {
+            (Some(fleet), Listener::Peer) => fleet.metrics.peer_bytes.with_label_values(&["out"]).inc_by(len),
+            _ => self.metrics.client_bytes.inc_by(len),
+        }
+    }
+
+    /// Counts a response: a client request, or a peer's request served.
     fn count_request(&self, method: &http::Method, status: u16) {
-        self.metrics
-            .requests
-            .with_label_values(&[method.as_str(), &status.to_string()])
-            .inc();
+        match (&self.fleet, self.listener) {
+            (Some(fleet), Listener::Peer) => fleet.metrics.count("server", if status < 500 { "ok" } else { "error" }),
+            _ => self
+                .metrics
+                .requests
+                .with_label_values(&[method.as_str(), &status.to_string()])
+                .inc(),
+        }
     }
 }
 

@@ -1,0 +1,74 @@
+//! Prometheus metrics of the fleet: peer traffic by role and result, the
+//! ring, and the breakers. The fleet's headline number, origin bytes per
+//! client byte, comes from `slicecache_origin_bytes_total` and
+//! `slicecache_client_bytes_total` summed over the members.
+
+use prometheus::{exponential_buckets, Gauge, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts};
+
+/// Metric handles; clones share the underlying values.
+#[derive(Clone, Debug)]
+pub struct FleetMetrics {
+    /// role = client (this agent asked a peer) | server (a peer asked this
+    /// agent); result = ok | error | timeout | circuit_open | refused.
+    pub peer_requests: IntCounterVec,
+    /// direction = in (bytes from peers) | out (bytes served to peers).
+    pub peer_bytes: IntCounterVec,
+    /// Time from a peer request to its response header (client role).
+    pub peer_ttfb: Histogram,
+    pub members: IntGauge,
+    pub owned_fraction: Gauge,
+    /// 1 while the breaker of `peer` is open or probing.
+    pub circuit_open: IntGaugeVec,
+}
+
+impl FleetMetrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn new(registry: &prometheus::Registry) -> Result<Self, prometheus::Error> {
+        let m = Self {
+            peer_requests: IntCounterVec::new(
+                Opts::new("slicecache_peer_requests_total", "Peer requests by role and result."),
+                &["role", "result"],
+            )?,
+            peer_bytes: IntCounterVec::new(
+                Opts::new(
+                    "slicecache_peer_bytes_total",
+                    "Body bytes exchanged with peers, by direction.",
+                ),
+                &["direction"],
+            )?,
+            peer_ttfb: Histogram::with_opts(
+                HistogramOpts::new(
+                    "slicecache_peer_ttfb_seconds",
+                    "Time from a request to a peer to its response header.",
+                )
+                .buckets(exponential_buckets(0.0001, 2.0, 16)?),
+            )?,
+            members: IntGauge::new(
+                "slicecache_fleet_members",
+                "Members of the fleet this agent sees, itself included.",
+            )?,
+            owned_fraction: Gauge::new(
+                "slicecache_fleet_owned_fraction",
+                "Share of the fleet's keys this agent owns.",
+            )?,
+            circuit_open: IntGaugeVec::new(
+                Opts::new(
+                    "slicecache_peer_circuit_open",
+                    "1 while the circuit breaker of a peer is open.",
+                ),
+                &["peer"],
+            )?,
+        };
+        registry.register(Box::new(m.peer_requests.clone()))?;
+        registry.register(Box::new(m.peer_bytes.clone()))?;
+        registry.register(Box::new(m.peer_ttfb.clone()))?;
+        registry.register(Box::new(m.members.clone()))?;
+        registry.register(Box::new(m.owned_fraction.clone()))?;
+        registry.register(Box::new(m.circuit_open.clone()))?;
+        Ok(m)
+    }
+
+    pub fn count(&self, role: &str, result: &str) {
+        self.peer_requests.with_label_values(&[role, result]).inc();
+    }
+}

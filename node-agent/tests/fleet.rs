@@ -1,0 +1,287 @@
+//! One cache per fleet: three real agents on loopback with a static member
+//! list and a shared token, in front of one recording origin. Each slice
+//! has an owner; the others ask the owner's peer port; every byte a client
+//! gets is checked.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rustix::process::Signal;
+use slicecache_testkit::client::HttpClient;
+use slicecache_testkit::net::free_addr;
+use slicecache_testkit::origin::{pattern, OriginObject, TestOrigin};
+
+use common::{assert_bytes, AgentBuilder, AgentProc};
+
+const TOKEN: &str = "fleet-token-0123456789abcdef";
+const OBJECTS: usize = 12;
+const OBJECT_LEN: usize = (4 << 20) + 12_345;
+const NAMES: [&str; 3] = ["node-a", "node-b", "node-c"];
+
+struct Fleet {
+    agents: Vec<AgentProc>,
+    peer_addrs: Vec<SocketAddr>,
+    _dir: tempfile::TempDir,
+}
+
+/// Three agents for `origin`: a fleet (static members, one token), or,
+/// with `fleet: false`, three independent caches.
+async fn start_agents(origin: &TestOrigin, fleet: bool) -> Fleet {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let peer_addrs: Vec<SocketAddr> = NAMES.iter().map(|_| free_addr()).collect();
+    let members: Vec<String> = NAMES
+        .iter()
+        .zip(&peer_addrs)
+        .map(|(name, addr)| format!("{name}={addr}"))
+        .collect();
+    let mut agents = Vec::new();
+    for (name, peer) in NAMES.iter().zip(&peer_addrs) {
+        let mut builder = AgentBuilder::new(&origin.url())
+            .flag("--slice-size", "256Ki")
+            .flag("--memory-cache", "128Mi");
+        if fleet {
+            builder = builder
+                .flag("--node-name", name)
+                .flag("--peer-listen", &peer.to_string())
+                .flag("--peers", &members.join(","))
+                .flag("--peer-token-file", &token_file.to_string_lossy())
+                .flag("--fleet-granule", "1Mi");
+        }
+        agents.push(builder.start().await);
+    }
+    Fleet {
+        agents,
+        peer_addrs,
+        _dir: dir,
+    }
+}
+
+fn put_objects(origin: &TestOrigin) -> Vec<(String, Bytes)> {
+    (0..OBJECTS)
+        .map(|i| {
+            let path = format!("/objects/{i}.bin");
+            let body = pattern(OBJECT_LEN, 100 + i as u64);
+            origin
+                .state
+                .put(&path, OriginObject::new(body.clone(), &format!("v{i}")));
+            (path, body)
+        })
+        .collect()
+}
+
+/// Every object, whole, from every agent in a shuffled order, plus random
+/// ranges from random agents; every byte checked.
+async fn spray(agents: &[AgentProc], objects: &[(String, Bytes)], seed: u64) -> u64 {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut clients: Vec<HttpClient> = agents.iter().map(|a| a.client()).collect();
+    let mut client_bytes = 0u64;
+    for (path, body) in objects {
+        let mut order: Vec<usize> = (0..agents.len()).collect();
+        order.shuffle(&mut rng);
+        for i in order {
+            let resp = clients[i].get(path, &[]).await.unwrap();
+            assert_eq!(resp.status, 200, "{path} from agent {i}");
+            assert_bytes(&resp.body, body, &format!("{path} from agent {i}"));
+            client_bytes += resp.body.len() as u64;
+            let first = rng.random_range(0..body.len() - 1);
+            let last = (first + rng.random_range(0..1 << 20)).min(body.len() - 1);
+            let j = rng.random_range(0..agents.len());
+            let resp = clients[j]
+                .get(path, &[("Range", &format!("bytes={first}-{last}"))])
+                .await
+                .unwrap();
+            assert_eq!(resp.status, 206, "{path} {first}-{last} from agent {j}");
+            assert_bytes(&resp.body, &body[first..=last], &format!("{path} {first}-{last}"));
+            client_bytes += resp.body.len() as u64;
+        }
+    }
+    client_bytes
+}
+
+async fn sum(agents: &[AgentProc], name: &str, labels: &[(&str, &str)]) -> f64 {
+    let mut total = 0.0;
+    for a in agents {
+        total += a.metric(name, labels).await;
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fleet_fetches_each_byte_from_the_origin_once() {
+    let object_bytes = (OBJECTS * OBJECT_LEN) as f64;
+
+    let origin = TestOrigin::start().await.unwrap();
+    let objects = put_objects(&origin);
+    let fleet = start_agents(&origin, true).await;
+    spray(&fleet.agents, &objects, 1).await;
+    let fleet_ratio = origin.state.body_bytes.load(Ordering::Relaxed) as f64 / object_bytes;
+    // The agents count the same: origin bytes against the object bytes, and
+    // the peers carried the rest.
+    let origin_counted = sum(&fleet.agents, "slicecache_origin_bytes_total", &[]).await;
+    let peer_in = sum(&fleet.agents, "slicecache_peer_bytes_total", &[("direction", "in")]).await;
+    let refused = sum(
+        &fleet.agents,
+        "slicecache_peer_requests_total",
+        &[("result", "refused")],
+    )
+    .await;
+    println!(
+        "fleet of 3: origin bytes / object bytes = {fleet_ratio:.3}; {:.1} MiB between peers",
+        peer_in / 1048576.0
+    );
+    assert!(
+        fleet_ratio <= 1.05,
+        "the fleet fetched {fleet_ratio:.3}x the object bytes"
+    );
+    assert!(fleet_ratio >= 1.0, "every byte was fetched at least once");
+    assert!((origin_counted / object_bytes - fleet_ratio).abs() < 0.01);
+    assert!(peer_in > object_bytes, "non-owners read from the owners: {peer_in}");
+    assert_eq!(refused, 0.0);
+    for a in &fleet.agents {
+        assert_eq!(a.metric("slicecache_fleet_members", &[]).await, 3.0);
+        let owned = a.metric("slicecache_fleet_owned_fraction", &[]).await;
+        assert!((owned - 1.0 / 3.0).abs() < 1e-9, "{owned}");
+    }
+    drop(fleet);
+
+    // The same workload on three independent caches: each fetches everything.
+    let origin = TestOrigin::start().await.unwrap();
+    let objects = put_objects(&origin);
+    let alone = start_agents(&origin, false).await;
+    spray(&alone.agents, &objects, 1).await;
+    let alone_ratio = origin.state.body_bytes.load(Ordering::Relaxed) as f64 / object_bytes;
+    println!("3 independent caches: origin bytes / object bytes = {alone_ratio:.3}");
+    assert!(
+        alone_ratio >= 2.9,
+        "three caches fetched {alone_ratio:.3}x the object bytes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_peer_port_wants_the_token_and_the_client_port_ignores_the_hop_marker() {
+    let origin = TestOrigin::start().await.unwrap();
+    let objects = put_objects(&origin);
+    let fleet = start_agents(&origin, true).await;
+    let (path, body) = &objects[0];
+    let peer = fleet.peer_addrs[0];
+    let mut client = HttpClient::new(peer);
+    for auth in [None, Some("Bearer wrong-token-0123456789abcd"), Some(TOKEN)] {
+        let headers: Vec<(&str, &str)> = auth.map(|a| vec![("Authorization", a)]).unwrap_or_default();
+        let resp = client.get(path, &headers).await.unwrap();
+        assert_eq!(resp.status, 403, "peer port with {auth:?}");
+    }
+    let refused = fleet.agents[0]
+        .metric(
+            "slicecache_peer_requests_total",
+            &[("role", "server"), ("result", "refused")],
+        )
+        .await;
+    assert_eq!(refused, 3.0);
+    let bearer = format!("Bearer {TOKEN}");
+    let resp = client.get(path, &[("Authorization", &bearer)]).await.unwrap();
+    assert_eq!(resp.status, 200);
+    assert_bytes(&resp.body, body, "from the peer port with the token");
+    // Served on the peer port: counted as peer bytes out, not client bytes.
+    let a = &fleet.agents[0];
+    assert_eq!(a.metric("slicecache_client_bytes_total", &[]).await, 0.0);
+    assert!(a.metric("slicecache_peer_bytes_total", &[("direction", "out")]).await >= body.len() as f64);
+
+    // A hop marker on the client port changes nothing: agent b still asks
+    // each granule's owner, so it fetches only its own share.
+    let b = &fleet.agents[1];
+    let (path, body) = &objects[1];
+    let resp = b.client().get(path, &[("slicecache-hop", "1")]).await.unwrap();
+    assert_eq!(resp.status, 200);
+    assert_bytes(&resp.body, body, "hop marker on the client port");
+    let b_origin = b.metric("slicecache_origin_bytes_total", &[]).await;
+    let b_peer = b.metric("slicecache_peer_bytes_total", &[("direction", "in")]).await;
+    assert!(b_peer > 0.0, "b asked the owners");
+    assert!(
+        b_origin < body.len() as f64 * 0.7,
+        "b fetched {b_origin} of {} itself",
+        body.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_or_killed_peer_sends_clients_to_the_origin_without_errors() {
+    let origin = TestOrigin::start().await.unwrap();
+    let objects = put_objects(&origin);
+    let mut fleet = start_agents(&origin, true).await;
+    // Stop node-b: its peer port accepts (the kernel does) and never answers.
+    fleet.agents[1].signal(Signal::STOP);
+    let mut latencies = Vec::new();
+    let (a, c) = (&fleet.agents[0], &fleet.agents[2]);
+    let mut clients = [a.client(), c.client()];
+    for (round, (path, body)) in objects.iter().enumerate() {
+        let client = &mut clients[round % 2];
+        let started = Instant::now();
+        let resp = client.get(path, &[]).await.unwrap();
+        latencies.push(started.elapsed());
+        assert_eq!(resp.status, 200, "{path} while node-b is stopped");
+        assert_bytes(&resp.body, body, path);
+    }
+    latencies.sort();
+    let p99 = latencies[latencies.len() * 99 / 100];
+    println!(
+        "while a peer is stopped: p50 {:?}, p99 {:?}",
+        latencies[latencies.len() / 2],
+        p99
+    );
+    let timeouts = sum(
+        &fleet.agents[..1],
+        "slicecache_peer_requests_total",
+        &[("result", "timeout")],
+    )
+    .await
+        + sum(
+            &fleet.agents[2..],
+            "slicecache_peer_requests_total",
+            &[("result", "timeout")],
+        )
+        .await;
+    let open = sum(
+        &fleet.agents[..1],
+        "slicecache_peer_requests_total",
+        &[("result", "circuit_open")],
+    )
+    .await
+        + sum(
+            &fleet.agents[2..],
+            "slicecache_peer_requests_total",
+            &[("result", "circuit_open")],
+        )
+        .await;
+    assert!(timeouts >= 1.0, "the first-byte timeout fired");
+    assert!(open >= 1.0, "the breaker opened and kept requests away from node-b");
+    // One first-byte timeout (1 s) per request at most: never a pile-up.
+    assert!(p99 < Duration::from_secs(3), "p99 {p99:?}");
+
+    // Killed outright: connections are refused, and clients still see bytes.
+    fleet.agents[1].signal(Signal::CONT);
+    fleet.agents[1].signal(Signal::KILL);
+    let origin_before = origin.state.body_bytes.load(Ordering::Relaxed);
+    for (path, body) in objects.iter().rev() {
+        for agent in [&fleet.agents[0], &fleet.agents[2]] {
+            let resp = agent
+                .client()
+                .get(path, &[("Range", "bytes=1000-2099999")])
+                .await
+                .unwrap();
+            assert_eq!(resp.status, 206, "{path} after node-b died");
+            assert_bytes(&resp.body, &body[1000..=2_099_999], path);
+        }
+    }
+    assert!(origin.state.body_bytes.load(Ordering::Relaxed) >= origin_before);
+    fleet.agents[0].assert_alive();
+    fleet.agents[2].assert_alive();
+}
