@@ -44,8 +44,10 @@ pub const WIPE_CONFIRMATION: &str = "yes-really-wipe-cache-devices";
 /// needs no `type()`. It never rejects what [`crate::validate`] accepts; the
 /// `ByteSize` rule on the same field rejects signs and other malformed strings.
 pub const SLICE_SIZE_RULE: &str = "string(self).endsWith('Ki') ? int(string(self).substring(0, size(string(self)) - 2)) * 1024 in [65536, 131072, 262144, 524288, 1048576, 2097152, 4194304, 8388608, 16777216, 33554432, 67108864] : string(self).endsWith('Mi') ? int(string(self).substring(0, size(string(self)) - 2)) * 1048576 in [65536, 131072, 262144, 524288, 1048576, 2097152, 4194304, 8388608, 16777216, 33554432, 67108864] : string(self).matches('^[0-9]+$') && int(string(self)) in [65536, 131072, 262144, 524288, 1048576, 2097152, 4194304, 8388608, 16777216, 33554432, 67108864]";
-/// Message of [`SLICE_SIZE_RULE`].
-pub const SLICE_SIZE_MESSAGE: &str = "must be a power of two from 64Ki to 64Mi, e.g. 256Ki, 1Mi, 4Mi";
+/// Message of [`SLICE_SIZE_RULE`], naming the rejected value (the API
+/// server's "Invalid value" shows only the value's type).
+pub const SLICE_SIZE_MESSAGE: &str =
+    "string(self) + ' is not a power of two from 64Ki to 64Mi; use e.g. 256Ki, 1Mi or 4Mi'";
 
 /// CEL: `minSliceSize` does not exceed `maxSliceSize`. Compares bytes
 /// parsed the way [`SLICE_SIZE_RULE`] does; spellings that rule rejects
@@ -251,7 +253,7 @@ pub struct SlicingSpec {
     /// (`1Mi`, `1048576`). Default: 1Mi. With tuning mode Auto this is the
     /// starting point and must lie within the tuning bounds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new(SLICE_SIZE_RULE).message(SLICE_SIZE_MESSAGE))]
+    #[x_kube(validation = Rule::new(SLICE_SIZE_RULE).message(Message::Expression(SLICE_SIZE_MESSAGE.into())))]
     pub slice_size: Option<ByteSize>,
 
     /// Origin subrequests in flight per client request, 1-64. Default: 4.
@@ -506,13 +508,13 @@ pub struct TuningSpec {
     /// Smallest slice size the tuner may choose: a power of two, 64Ki-64Mi.
     /// Default: 64Ki.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new(SLICE_SIZE_RULE).message(SLICE_SIZE_MESSAGE))]
+    #[x_kube(validation = Rule::new(SLICE_SIZE_RULE).message(Message::Expression(SLICE_SIZE_MESSAGE.into())))]
     pub min_slice_size: Option<ByteSize>,
 
     /// Largest slice size the tuner may choose: a power of two, 64Ki-64Mi,
     /// not below minSliceSize. Default: 64Mi.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new(SLICE_SIZE_RULE).message(SLICE_SIZE_MESSAGE))]
+    #[x_kube(validation = Rule::new(SLICE_SIZE_RULE).message(Message::Expression(SLICE_SIZE_MESSAGE.into())))]
     pub max_slice_size: Option<ByteSize>,
 
     /// Smallest concurrency the tuner may choose, 1-64. Default: 1.

@@ -98,7 +98,9 @@ impl JsonSchema for ByteSize {
             "x-kubernetes-int-or-string": true,
             "x-kubernetes-validations": [{
                 "rule": "string(self).matches('^[0-9]+(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$')",
-                "message": "must be a whole number of bytes or a quantity such as 64Ki, 1Mi, 10Gi or 500M"
+                "message": "must be a whole number of bytes or a quantity such as 64Ki, 1Mi, 10Gi or 500M",
+                // Names the value: the API server's "Invalid value" shows only its type.
+                "messageExpression": "string(self) + ' is not a whole number of bytes or a quantity such as 64Ki, 1Mi, 10Gi or 500M'"
             }]
         })
     }

@@ -459,7 +459,8 @@ fn cel_max_unavailable() {
 
 #[test]
 fn cel_slice_size_edges() {
-    let needle = "must be a power of two from 64Ki to 64Mi";
+    // The message names the rejected value, then the rule.
+    let needle = "is not a power of two from 64Ki to 64Mi";
     for ok in [
         json!("64Ki"),
         json!(65536),
@@ -492,9 +493,15 @@ fn cel_slice_size_edges() {
 
 #[test]
 fn cel_byte_sizes_reject_garbage() {
-    let needle = "must be a whole number of bytes or a quantity";
+    let needle = "is not a whole number of bytes or a quantity";
     for bad in [json!("lots"), json!(-1), json!("1.5Gi"), json!("+1Mi"), json!("1mi")] {
-        assert_cel_rejects(with("cache", json!({ "memory": bad })), needle);
+        assert_cel_rejects(with("cache", json!({ "memory": bad.clone() })), needle);
+        // The value itself, which the API server's "Invalid value" omits.
+        let shown = bad.as_str().map_or_else(|| bad.to_string(), str::to_string);
+        assert_cel_rejects(
+            with("cache", json!({ "memory": bad })),
+            &format!("spec.cache.memory: {shown} is not"),
+        );
     }
     for ok in [json!("512Mi"), json!(1073741824u64), json!("2G")] {
         cel(with("cache", json!({ "memory": ok }))).expect("valid memory size");

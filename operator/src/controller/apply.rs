@@ -16,6 +16,7 @@
 //! A live object whose managed fields were edited by hand but whose hash
 //! annotation was kept is repaired on the next change of the SliceCache.
 
+use super::api_error::describe;
 use std::fmt::Debug;
 
 use k8s_openapi::{
@@ -37,21 +38,21 @@ use super::build::{template_hash, AgentWorkload, DesiredState, DESIRED_HASH, FIE
 /// Why the built objects could not be applied.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    #[error("reading {kind} {name}: {source}")]
+    #[error("reading {kind} {name}: {}", describe(source))]
     Read {
         kind: &'static str,
         name: String,
         #[source]
         source: kube::Error,
     },
-    #[error("applying {kind} {name}: {source}")]
+    #[error("applying {kind} {name}: {}", describe(source))]
     Apply {
         kind: &'static str,
         name: String,
         #[source]
         source: kube::Error,
     },
-    #[error("deleting {kind} {name}: {source}")]
+    #[error("deleting {kind} {name}: {}", describe(source))]
     Delete {
         kind: &'static str,
         name: String,

@@ -14,6 +14,7 @@
 //! waits; the controller reports it in status and the finalizer stays.
 //! While `spec.paused` is true, cleanup does nothing and waits.
 
+use super::api_error::describe;
 use k8s_openapi::api::{apps::v1::DaemonSet, batch::v1::Job, core::v1::Node};
 use kube::{
     api::{DeleteParams, ListParams, Patch, PatchParams},
@@ -36,7 +37,7 @@ pub enum CleanupError {
     WipeFailed { nodes: Vec<String> },
     #[error("building wipe Job: {0}")]
     Build(#[source] build::BuildError),
-    #[error("{action} during cleanup: {source}")]
+    #[error("{action} during cleanup: {}", describe(source))]
     Kube {
         action: &'static str,
         #[source]

@@ -7,6 +7,7 @@
 //! Event, and the SliceCache is retried, since the operator does not watch
 //! Secrets. Secret values are never kept: only the fact that the key exists.
 
+use super::api_error::describe;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client, ResourceExt};
 use slicecache_api::{validate::DEFAULT_PURGE_TOKEN_KEY, SliceCache};
@@ -29,7 +30,7 @@ pub enum DereferenceError {
         name: String,
         key: String,
     },
-    #[error("reading Secret {namespace}/{name}: {source}")]
+    #[error("reading Secret {namespace}/{name}: {}", describe(source))]
     Kube {
         namespace: String,
         name: String,

@@ -16,6 +16,7 @@
 //! and the `reason` label of the error metric. One bad SliceCache yields an
 //! error for that object and a backoff, never a dead watch.
 
+pub mod api_error;
 pub mod apply;
 pub mod build;
 pub mod cleanup;

@@ -29,6 +29,7 @@
 //! `selector` come from the live DaemonSet or Deployment ([`agent_counts`]);
 //! the last three serve the scale subresource.
 
+use super::api_error::describe;
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{
     api::{Patch, PatchParams},
@@ -50,7 +51,7 @@ use super::{
 /// Why the status could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
-    #[error("writing status of SliceCache {name}: {source}")]
+    #[error("writing status of SliceCache {name}: {}", describe(source))]
     Write {
         name: String,
         #[source]
