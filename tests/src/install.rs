@@ -224,3 +224,90 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut cond: impl FnMut() -> Option
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// The chart installed on a fresh local control plane, with the operator
+/// running as the chart's ServiceAccount: what a user has after
+/// `helm install`.
+#[derive(Debug)]
+pub struct Installation {
+    pub operator: LocalOperator,
+    /// The admin kubeconfig.
+    pub admin: PathBuf,
+    pub control_plane: crate::control_plane::ControlPlane,
+}
+
+/// The Helm release the tests install.
+pub const RELEASE: &str = "slicecache";
+/// The namespace the chart goes into.
+pub const SYSTEM_NS: &str = "slicecache-system";
+/// The chart's full name for release `slicecache`: the operator's
+/// Deployment and ServiceAccount.
+pub const OPERATOR: &str = "slicecache-operator";
+/// The CustomResourceDefinition.
+pub const CRD: &str = "slicecaches.slicecache.io";
+
+impl Installation {
+    /// Starts a control plane in `dir`, `helm install`s the chart, waits for
+    /// the CRD to be Established and starts the operator with a token of
+    /// the chart's ServiceAccount.
+    pub async fn start(dir: &Path) -> Self {
+        crate::control_plane::cluster_binary().unwrap_or_else(|why| panic!("{why}"));
+        helm_binary();
+        // Built before the control plane starts, if stale.
+        operator_binary();
+        let control_plane = crate::control_plane::ControlPlane::start(dir).await;
+        let admin = control_plane.kubeconfig.clone();
+        let chart = repo_root().join("charts/slicecache-operator");
+        helm(
+            &admin,
+            &[
+                "install",
+                RELEASE,
+                &chart.to_string_lossy(),
+                "-n",
+                SYSTEM_NS,
+                "--create-namespace",
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        kubectl(
+            &admin,
+            &[
+                "wait",
+                "--for=condition=Established",
+                &format!("crd/{CRD}"),
+                "--timeout=60s",
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let sa_kubeconfig = dir.join("operator.kubeconfig");
+        service_account_kubeconfig(&admin, SYSTEM_NS, OPERATOR, &sa_kubeconfig).unwrap_or_else(|e| panic!("{e}"));
+        let operator = LocalOperator::start(&admin, SYSTEM_NS, OPERATOR, &sa_kubeconfig, dir.join("operator.log"));
+        Self {
+            operator,
+            admin,
+            control_plane,
+        }
+    }
+
+    /// `kubectl get ARGS -o json`, parsed; `None` when kubectl fails.
+    pub fn get_json(&self, args: &[&str]) -> Option<serde_json::Value> {
+        get_json(&self.admin, args)
+    }
+}
+
+/// `kubectl get ARGS -o json`, parsed; `None` when kubectl fails.
+pub fn get_json(kubeconfig: &Path, args: &[&str]) -> Option<serde_json::Value> {
+    let mut all = vec!["get"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["-o", "json"]);
+    serde_json::from_str(&kubectl(kubeconfig, &all).ok()?).ok()
+}
+
+/// The condition `type_` of an object's status, if present.
+pub fn condition<'a>(object: &'a serde_json::Value, type_: &str) -> Option<&'a serde_json::Value> {
+    object["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}

@@ -16,8 +16,7 @@ use std::{
 use serde_json::Value;
 use slicecache_e2e::{
     agent_binary,
-    control_plane::{cluster_binary, ControlPlane},
-    install::{helm, helm_binary, kubectl, operator_binary, repo_root, service_account_kubeconfig, LocalOperator},
+    install::{get_json, helm, kubectl, repo_root, Installation, CRD, OPERATOR, RELEASE, SYSTEM_NS},
     node_shim::{NodeShim, ShimOptions},
     poll,
 };
@@ -26,13 +25,7 @@ use slicecache_testkit::{
     origin::{pattern, OriginObject, TestOrigin},
 };
 
-const RELEASE: &str = "slicecache";
-const SYSTEM_NS: &str = "slicecache-system";
-/// The chart's full name for release `slicecache`: the Deployment and the
-/// ServiceAccount.
-const OPERATOR: &str = "slicecache-operator";
 const NS: &str = "slicecache-e2e";
-const CRD: &str = "slicecaches.slicecache.io";
 const OBJECT_LEN: usize = (2 << 20) + 4_321;
 
 /// An example manifest with every object moved to `namespace` and every
@@ -55,13 +48,6 @@ fn adapt_example(path: &Path, namespace: &str, origin: &str) -> String {
     out.join("---\n")
 }
 
-fn get_json(kubeconfig: &Path, args: &[&str]) -> Option<Value> {
-    let mut all = vec!["get"];
-    all.extend_from_slice(args);
-    all.extend_from_slice(&["-o", "json"]);
-    serde_json::from_str(&kubectl(kubeconfig, &all).ok()?).ok()
-}
-
 /// Ready=True computed from the current generation, and every desired
 /// agent ready.
 fn ready(cache: &Value) -> bool {
@@ -77,46 +63,15 @@ fn ready(cache: &Value) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn helm_install_runs_the_minimal_example_with_the_charts_rbac() {
-    if let Err(why) = cluster_binary() {
-        panic!("{why}");
-    }
-    helm_binary();
-    // Built before the control plane starts, if stale.
-    operator_binary();
     let agent_bin = agent_binary();
     let dir = tempfile::tempdir().expect("a temp dir");
-    let cp = ControlPlane::start(dir.path()).await;
-    let admin = cp.kubeconfig.clone();
+    let Installation {
+        mut operator,
+        admin,
+        control_plane: cp,
+    } = Installation::start(dir.path()).await;
     let chart = repo_root().join("charts/slicecache-operator");
     let chart = chart.to_string_lossy();
-
-    // helm install; the CRD is Established.
-    helm(
-        &admin,
-        &["install", RELEASE, &chart, "-n", SYSTEM_NS, "--create-namespace"],
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    kubectl(
-        &admin,
-        &[
-            "wait",
-            "--for=condition=Established",
-            &format!("crd/{CRD}"),
-            "--timeout=60s",
-        ],
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-
-    // The operator, as the chart's ServiceAccount.
-    let sa_kubeconfig = dir.path().join("operator.kubeconfig");
-    service_account_kubeconfig(&admin, SYSTEM_NS, OPERATOR, &sa_kubeconfig).unwrap_or_else(|e| panic!("{e}"));
-    let mut operator = LocalOperator::start(
-        &admin,
-        SYSTEM_NS,
-        OPERATOR,
-        &sa_kubeconfig,
-        dir.path().join("operator.log"),
-    );
 
     // Three nodes.
     let client = cp.client().await;
