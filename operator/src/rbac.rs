@@ -64,6 +64,9 @@ pub fn cluster_rules() -> Vec<PolicyRule> {
         rule("batch", &["jobs"], OWNED),
         // The purge token Secret is checked for existence; never listed or watched.
         rule("", &["secrets"], &["get"]),
+        // A namespace's Pod Security level decides whether agents that need
+        // privileged pods (raw devices) can run there; read, never listed.
+        rule("", &["namespaces"], &["get"]),
         // The controller watches Nodes (a placement may select any), and
         // cleanup lists the nodes that need a device wipe Job.
         rule("", &["nodes"], &["list", "watch"]),

@@ -2,7 +2,10 @@
 //! `kubectl apply` with a message that names the field (and the value,
 //! where the schema can say it), and a SliceCache that is valid but cannot
 //! be used (it names a Secret that does not exist) turns Degraded with a
-//! reason and a Warning Event, while the objects it already runs stay.
+//! reason and a Warning Event, while the objects it already runs stay. In a
+//! namespace whose Pod Security level forbids privileged pods, a SliceCache
+//! on raw devices turns Degraded with one sentence saying why and what to
+//! change.
 
 use std::time::Duration;
 
@@ -174,5 +177,52 @@ async fn invalid_slicecaches_are_refused_and_unusable_ones_degrade() {
     for object in ["daemonset/media-agent", "configmap/media-agent-config", "service/media"] {
         kubectl(&admin, &["get", object, "-n", NS]).unwrap_or_else(|e| panic!("{object} was deleted: {e}"));
     }
+    install.operator.assert_healthy();
+
+    // Raw devices need privileged agents; a baseline namespace forbids them.
+    let strict = "strict";
+    kubectl(&admin, &["create", "namespace", strict]).unwrap_or_else(|e| panic!("{e}"));
+    kubectl(
+        &admin,
+        &[
+            "label",
+            "namespace",
+            strict,
+            "pod-security.kubernetes.io/enforce=baseline",
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let raw = format!("{ORIGIN}  cache:\n    disk:\n      devices: [/dev/nvme9n1]\n");
+    let yaml = manifest("raw", &raw).replace(&format!("namespace: {NS}"), &format!("namespace: {strict}"));
+    apply(&admin, dir.path(), "raw", &yaml).unwrap_or_else(|e| panic!("{e}"));
+    let cache = poll(
+        "SliceCache raw Degraded by Pod Security",
+        Duration::from_secs(60),
+        || {
+            install.operator.assert_healthy();
+            let cache = install.get_json(&["slicecache", "raw", "-n", strict]);
+            async move { cache.filter(|c| condition(c, "Degraded").is_some_and(|d| d["status"] == "True")) }
+        },
+    )
+    .await;
+    let degraded = condition(&cache, "Degraded").cloned().unwrap_or_default();
+    assert_eq!(degraded["reason"], "PodSecurityForbidsPrivileged", "{degraded}");
+    let message = degraded["message"].as_str().unwrap_or_default();
+    for needle in [
+        "\"baseline\"",
+        "privileged",
+        "spec.cache.disk.devices",
+        "pod-security.kubernetes.io/enforce=privileged",
+    ] {
+        assert!(message.contains(needle), "{needle} not in {message}");
+    }
+    assert!(!message.contains('\n') && !message.contains("Status {"), "{message}");
+    // Nothing was created for it.
+    let ds = kubectl(
+        &admin,
+        &["get", "daemonset", "raw-agent", "-n", strict, "--ignore-not-found"],
+    )
+    .unwrap_or_default();
+    assert!(ds.trim().is_empty(), "a DaemonSet exists: {ds}");
     install.operator.assert_healthy();
 }
