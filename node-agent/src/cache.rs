@@ -31,6 +31,15 @@ struct ObjectEntry {
     extents: BTreeMap<u64, u32>,
 }
 
+/// Where a filled extent is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keep {
+    /// Memory now, disk in the background.
+    AllTiers,
+    /// Memory alone.
+    MemoryOnly,
+}
+
 /// Metadata plus tiers.
 #[derive(Debug)]
 pub struct Cache {
@@ -285,30 +294,19 @@ impl Cache {
     /// `nominal` is the slice size it was fetched under; a new size is
     /// recorded in the metadata so lookups know to probe it.
     pub fn insert(self: &Arc<Self>, object: ObjectId, meta: &ObjectMeta, offset: u64, nominal: u64, data: Bytes) {
-        self.insert_into(object, meta, offset, nominal, data, true);
+        self.insert_to(Keep::AllTiers, object, meta, offset, nominal, data);
     }
 
-    /// Caches a filled extent in L1 alone (bytes fetched in place of a
-    /// fleet peer that failed: the owner's disk is the fleet's copy).
-    pub fn insert_memory_only(
+    /// [`Self::insert`], keeping the extent as `keep` says: memory alone for bytes fetched
+    /// in place of a failed fleet peer (the owner's disk is the fleet's copy).
+    pub fn insert_to(
         self: &Arc<Self>,
+        keep: Keep,
         object: ObjectId,
         meta: &ObjectMeta,
         offset: u64,
         nominal: u64,
         data: Bytes,
-    ) {
-        self.insert_into(object, meta, offset, nominal, data, false);
-    }
-
-    fn insert_into(
-        self: &Arc<Self>,
-        object: ObjectId,
-        meta: &ObjectMeta,
-        offset: u64,
-        nominal: u64,
-        data: Bytes,
-        to_disk: bool,
     ) {
         let Ok(len) = u32::try_from(data.len()) else {
             return;
@@ -343,7 +341,7 @@ impl Cache {
             }
         };
         self.memory.put_now(key, data.clone());
-        if let Some(disk) = self.disk.clone().filter(|_| to_disk) {
+        if let Some(disk) = self.disk.clone().filter(|_| keep == Keep::AllTiers) {
             tokio::spawn(async move {
                 if let Some(meta) = new_size {
                     disk.put_meta(object, meta.encode()).await;

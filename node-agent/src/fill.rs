@@ -24,7 +24,7 @@ use rand::Rng;
 use tokio::sync::{watch, Semaphore};
 use tracing::{debug, warn};
 
-use crate::cache::Cache;
+use crate::cache::{Cache, Keep};
 pub use crate::config::FillSettings;
 use crate::fleet::{Fleet, Route};
 use crate::metrics::Metrics;
@@ -676,7 +676,7 @@ impl Fills {
         match progress.peer {
             PeerUse::NotYet => self.cache.insert(object, meta, offset, size, data),
             PeerUse::Asking => {}
-            PeerUse::Failed => self.cache.insert_memory_only(object, meta, offset, size, data),
+            PeerUse::Failed => self.cache.insert_to(Keep::MemoryOnly, object, meta, offset, size, data),
         }
     }
 
