@@ -470,7 +470,7 @@ combine_rounds() { # file of RESULT lines, one per round -> one RESULT line
 }
 run_wrk() { # mode conns [disk]
   local mode=$1 conns=$2 set=${3:-mem} name url threads out line0 res nobj=$OBJECTS names=$CACHES round order
-  local dh0 mh0 dh mh bdh0 bmh0 bdh bmh
+  local dh0 mh0 dh mh bdh0 bmh0 bdh bmh resident=""
   threads=$((conns < 2 ? conns : 2))
   [ "$set" = disk ] && { nobj=$DISK_OBJECTS; names=$DISK_CACHES; }
   local -A R CPU0
@@ -504,6 +504,11 @@ run_wrk() { # mode conns [disk]
       [ -n "$res" ] || die "wrk printed no result; see $out"
       log "  $res"
       echo "$res" >> "$WORK/wrk-$set-$mode-$conns-$name.rounds"
+      # nginx's cache in the page cache right after its last run, before
+      # another cache's run drops the page cache again
+      if [ "$name" = nginx_disk ]; then
+        resident="$(resident_mib "$WORK/disk/peer/cache") $(du -sm "$WORK/disk/peer/cache" | cut -f1)"
+      fi
     done
   done
   for name in $names; do
@@ -522,7 +527,7 @@ run_wrk() { # mode conns [disk]
       log "  baseline slice hits during the runs: disk $bdh, memory $bmh"
       [ "$bdh" -gt 0 ] || { CHECKS+=("| $mode $conns clients: baseline hits from the disk tier | **NONE** (disk $bdh, memory $bmh) |"); FAILED=1; }
     fi
-    DISK_SRC+=("$mode $conns $dh $mh $(resident_mib "$WORK/disk/peer/cache") $(du -sm "$WORK/disk/peer/cache" | cut -f1)${BASELINE_BIN:+ $bdh $bmh}")
+    DISK_SRC+=("$mode $conns $dh $mh $resident${BASELINE_BIN:+ $bdh $bmh}")
     DISK_ROWS+=("$mode $conns | ${R[agent_disk]} | ${R[nginx_disk]}${BASELINE_BIN:+ | ${R[baseline_disk]}}")
   else
     ROWS+=("$mode $conns | ${R[agent]} | ${R[nginx]}${BASELINE_BIN:+ | ${R[baseline]}}")
