@@ -121,7 +121,8 @@ up() {
   fi
   # shellcheck disable=SC1091
   . "${SLICECACHE_GO_TOOLS_DIR:-$root/target/go-tools}/env"
-  local bin="$root/target/$profile"
+  # Where cargo put the binaries (CARGO_TARGET_DIR, as cargo reads it).
+  local bin="${CARGO_TARGET_DIR:-$root/target}/$profile"
 
   mkdir -p "$state"
   : >"$state/pids"
