@@ -311,3 +311,24 @@ pub fn condition<'a>(object: &'a serde_json::Value, type_: &str) -> Option<&'a s
         .iter()
         .find(|c| c["type"] == type_)
 }
+
+/// Ready=True computed from the current generation, and every desired
+/// agent ready.
+pub fn ready(cache: &serde_json::Value) -> bool {
+    let generation = cache["metadata"]["generation"].as_i64();
+    let ready_condition = condition(cache, "Ready")
+        .is_some_and(|c| c["status"] == "True" && c["observedGeneration"].as_i64() == generation);
+    let nodes = &cache["status"]["nodes"];
+    ready_condition && nodes["desired"].as_i64().is_some_and(|d| d > 0) && nodes["ready"] == nodes["desired"]
+}
+
+/// The address of the container port named `name` of a Pod (as JSON).
+pub fn pod_port(pod: &serde_json::Value, name: &str) -> Option<std::net::SocketAddr> {
+    let ip: std::net::IpAddr = pod["status"]["podIP"].as_str()?.parse().ok()?;
+    let port = pod["spec"]["containers"][0]["ports"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == name)?["containerPort"]
+        .as_u64()?;
+    Some(std::net::SocketAddr::new(ip, u16::try_from(port).ok()?))
+}

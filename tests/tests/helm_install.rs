@@ -7,16 +7,11 @@
 //! operator Deployment and `helm uninstall` removes the release but keeps
 //! the CRD (`crds.keep`, docs/install.md).
 
-use std::{
-    net::{IpAddr, SocketAddr},
-    path::Path,
-    time::Duration,
-};
+use std::{path::Path, time::Duration};
 
-use serde_json::Value;
 use slicecache_e2e::{
     agent_binary,
-    install::{get_json, helm, kubectl, repo_root, Installation, CRD, OPERATOR, RELEASE, SYSTEM_NS},
+    install::{get_json, helm, kubectl, pod_port, ready, repo_root, Installation, CRD, OPERATOR, RELEASE, SYSTEM_NS},
     node_shim::{NodeShim, ShimOptions},
     poll,
 };
@@ -46,19 +41,6 @@ fn adapt_example(path: &Path, namespace: &str, origin: &str) -> String {
         out.push(serde_yaml_ng::to_string(&value).expect("YAML"));
     }
     out.join("---\n")
-}
-
-/// Ready=True computed from the current generation, and every desired
-/// agent ready.
-fn ready(cache: &Value) -> bool {
-    let generation = cache["metadata"]["generation"].as_i64();
-    let status = &cache["status"];
-    let ready_condition = status["conditions"].as_array().is_some_and(|c| {
-        c.iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True" && c["observedGeneration"].as_i64() == generation)
-    });
-    let nodes = &status["nodes"];
-    ready_condition && nodes["desired"].as_i64().is_some_and(|d| d > 0) && nodes["ready"] == nodes["desired"]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -123,22 +105,13 @@ async fn helm_install_runs_the_minimal_example_with_the_charts_rbac() {
     let pods = pods["items"].as_array().cloned().unwrap_or_default();
     assert_eq!(pods.len(), 3, "agent pods: {pods:?}");
     for pod in &pods {
-        let ip: IpAddr = pod["status"]["podIP"]
-            .as_str()
-            .and_then(|ip| ip.parse().ok())
-            .unwrap_or_else(|| panic!("a pod address: {pod}"));
-        let port = pod["spec"]["containers"][0]["ports"]
-            .as_array()
-            .and_then(|ports| ports.iter().find(|p| p["name"] == "http"))
-            .and_then(|p| p["containerPort"].as_u64())
-            .and_then(|p| u16::try_from(p).ok())
-            .unwrap_or_else(|| panic!("a client port: {pod}"));
-        let resp = HttpClient::new(SocketAddr::new(ip, port))
+        let addr = pod_port(pod, "http").unwrap_or_else(|| panic!("a client address: {pod}"));
+        let resp = HttpClient::new(addr)
             .get("/obj", &[])
             .await
-            .unwrap_or_else(|e| panic!("GET /obj from {ip}:{port}: {e}"));
-        assert_eq!(resp.status, 200, "GET /obj from {ip}:{port}");
-        assert!(resp.body == body, "GET /obj from {ip}:{port}: wrong bytes");
+            .unwrap_or_else(|e| panic!("GET /obj from {addr}: {e}"));
+        assert_eq!(resp.status, 200, "GET /obj from {addr}");
+        assert!(resp.body == body, "GET /obj from {addr}: wrong bytes");
     }
     operator.assert_healthy();
 
