@@ -209,48 +209,58 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .clone()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "slicecache-operator".into());
-    let leadership = if args.no_leader_election {
-        None
-    } else {
-        let elector = LeaderElector::new(lease_client, &args.lease_namespace, &args.lease_name, &identity, timing);
-        tokio::select! {
-            leadership = elector.acquire() => Some(leadership),
-            () = stopped() => return Ok(()),
-        }
-    };
-
     let ctx = Arc::new(Context::new(
         client,
         metrics,
         BuildDefaults {
             agent_image: args.agent_image,
         },
-        Some(identity),
+        Some(identity.clone()),
     ));
-    ready.store(true, Ordering::Relaxed);
-    let controller = controller::run(ctx, futures::FutureExt::shared(Box::pin(stopped())));
-    let lost = async {
-        match &leadership {
-            Some(l) => l.hold().await,
-            None => std::future::pending().await,
+    let elector = (!args.no_leader_election)
+        .then(|| LeaderElector::new(lease_client, &args.lease_namespace, &args.lease_name, &identity, timing));
+    let mut server = std::pin::pin!(server);
+    // Lead, reconcile, and when leadership is lost (another replica took
+    // the Lease, or a renewal failed, as when the API server is down), stop
+    // every reconcile at once and stand by for the Lease again: no reconcile
+    // ever runs without it, and the process does not exit.
+    loop {
+        let leadership = match &elector {
+            None => None,
+            Some(elector) => tokio::select! {
+                leadership = elector.acquire() => Some(leadership),
+                () = stopped() => return Ok(()),
+            },
+        };
+        ready.store(true, Ordering::Relaxed);
+        let controller = controller::run(ctx.clone(), futures::FutureExt::shared(Box::pin(stopped())));
+        let lost = async {
+            match &leadership {
+                Some(l) => l.hold().await,
+                None => std::future::pending().await,
+            }
+        };
+        let outcome = tokio::select! {
+            () = controller => Some(Ok(())),
+            lost = lost => {
+                tracing::warn!(reason = lost.reason(), error = %lost,
+                               "lost leadership: reconciling stopped; standing by for the lease");
+                None
+            }
+            r = &mut server => Some(match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(anyhow::Error::from(e).context("metrics server")),
+                Err(e) => Err(anyhow::Error::from(e).context("metrics server")),
+            }),
+        };
+        ready.store(false, Ordering::Relaxed);
+        if let Some(leadership) = leadership {
+            leadership.release().await;
         }
-    };
-    let result = tokio::select! {
-        () = controller => Ok(()),
-        // Exit, so that no reconcile runs without the Lease; the restarted
-        // pod is a standby.
-        lost = lost => Err(anyhow::Error::from(lost).context("lost leadership")),
-        r = server => match r {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(anyhow::Error::from(e).context("metrics server")),
-            Err(e) => Err(anyhow::Error::from(e).context("metrics server")),
-        },
-    };
-    ready.store(false, Ordering::Relaxed);
-    if let Some(leadership) = leadership {
-        leadership.release().await;
+        if let Some(result) = outcome {
+            return result;
+        }
     }
-    result
 }
 
 async fn tune(args: TuneArgs) -> anyhow::Result<()> {

@@ -115,6 +115,38 @@ impl ControlPlane {
     pub fn log_tail(&self, n: usize) -> String {
         self.proc.log_tail(n)
     }
+
+    /// Stops one component and starts it again (the cluster program's
+    /// signals), waiting until it is ready again.
+    pub async fn restart(&mut self, component: Component) {
+        let (signal, name) = match component {
+            Component::Apiserver => (rustix::process::Signal::USR1, "apiserver"),
+            Component::ControllerManager => (rustix::process::Signal::USR2, "controller-manager"),
+            Component::Etcd => (rustix::process::Signal::HUP, "etcd"),
+        };
+        let line = format!("restarted: {name}");
+        let count = |log: String| log.lines().filter(|l| *l == line).count();
+        let before = count(self.proc.log());
+        self.proc.signal(signal);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while count(self.proc.log()) == before {
+            self.proc.assert_alive();
+            assert!(
+                Instant::now() < deadline,
+                "{name} did not restart within 120 s; the cluster's log:\n{}",
+                self.proc.log_tail(40)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// A component of the local control plane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Component {
+    Apiserver,
+    ControllerManager,
+    Etcd,
 }
 
 impl Drop for ControlPlane {
