@@ -143,6 +143,19 @@ impl LocalOperator {
     /// `admin` reads the Deployment `deployment` in `namespace`;
     /// `kubeconfig` is what the operator runs with.
     pub fn start(admin: &Path, namespace: &str, deployment: &str, kubeconfig: &Path, log: PathBuf) -> Self {
+        Self::start_as("local-operator", admin, namespace, deployment, kubeconfig, log)
+    }
+
+    /// [`Self::start`] with `identity` as its Lease holder identity, so that
+    /// several replicas can compete for the Lease.
+    pub fn start_as(
+        identity: &str,
+        admin: &Path,
+        namespace: &str,
+        deployment: &str,
+        kubeconfig: &Path,
+        log: PathBuf,
+    ) -> Self {
         let args = kubectl(
             admin,
             &[
@@ -182,7 +195,7 @@ impl LocalOperator {
         cmd.arg("--kubeconfig")
             .arg(kubeconfig)
             .env("POD_NAMESPACE", namespace)
-            .env("POD_NAME", "local-operator")
+            .env("POD_NAME", identity)
             .env("RUST_LOG", if env.is_empty() { "info" } else { env.as_str() });
         Self {
             proc: Proc::spawn("slicecache-operator", cmd, log),
