@@ -7,15 +7,13 @@
 use std::time::Duration;
 
 use slicecache_e2e::{
-    agent_binary,
-    install::{kubectl, pod_port, ready, Installation},
-    metric_sum,
-    node_shim::{NodeShim, ShimOptions},
-    poll,
+    install::{pod_port, ready},
+    metric_sum, poll,
+    scene::Scene,
 };
 use slicecache_testkit::{
     client::HttpClient,
-    origin::{pattern, OriginObject, TestOrigin},
+    origin::{pattern, OriginObject},
 };
 
 const NS: &str = "restart";
@@ -28,40 +26,19 @@ async fn metrics(admin: std::net::SocketAddr) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_agent_is_restarted_and_serves_from_the_disk_it_left() {
-    let agent_bin = agent_binary();
     let dir = tempfile::tempdir().expect("a temp dir");
-    let mut install = Installation::start(dir.path()).await;
-    let admin = install.admin.clone();
-    let client = install.control_plane.client().await;
-    let shim = NodeShim::start(client, ShimOptions::new(agent_bin, dir.path().join("shim")))
-        .await
-        .expect("starting the shim");
-    let origin = TestOrigin::start().await.expect("an origin");
+    let mut scene = Scene::start(dir.path(), NS).await;
     let body = pattern(OBJECT_LEN, 8);
-    origin.state.put("/obj", OriginObject::new(body.clone(), "v1"));
-    kubectl(&admin, &["create", "namespace", NS]).unwrap_or_else(|e| panic!("{e}"));
-    let manifest = dir.path().join("media.yaml");
-    std::fs::write(
-        &manifest,
-        format!(
-            "apiVersion: slicecache.io/v1alpha1\nkind: SliceCache\nmetadata:\n  name: media\n  namespace: {NS}\n\
-             spec:\n  origin:\n    url: {}\n  slicing:\n    sliceSize: 1Mi\n  cache:\n    memory: 64Mi\n    disk:\n      \
-             hostPathFile:\n        path: /var/lib/slicecache/media.img\n        size: 256Mi\n",
-            origin.url()
-        ),
-    )
-    .expect("writing the manifest");
-    kubectl(&admin, &["apply", "-f", &manifest.to_string_lossy()]).unwrap_or_else(|e| panic!("{e}"));
-    poll("SliceCache media Ready", Duration::from_secs(60), || {
-        install.operator.assert_healthy();
-        let cache = install.get_json(&["slicecache", "media", "-n", NS]);
-        async move { cache.filter(ready) }
-    })
-    .await;
-    let pods = install
-        .get_json(&["pods", "-n", NS, "-l", "app.kubernetes.io/instance=media"])
-        .expect("the agent pods");
-    let pod = pods["items"][0].clone();
+    scene.origin.state.put("/obj", OriginObject::new(body.clone(), "v1"));
+    scene.apply(
+        "media",
+        "  slicing:\n    sliceSize: 1Mi\n  cache:\n    memory: 64Mi\n    disk:\n      hostPathFile:\n        \
+         path: /var/lib/slicecache/media.img\n        size: 256Mi\n",
+    );
+    scene
+        .wait_for_cache("media", "Ready", Duration::from_secs(60), ready)
+        .await;
+    let pod = scene.agent_pods("media").first().cloned().expect("an agent pod");
     let name = pod["metadata"]["name"].as_str().unwrap_or_default().to_string();
     let http = pod_port(&pod, "http").unwrap_or_else(|| panic!("a client address: {pod}"));
     let admin_addr = pod_port(&pod, "admin").unwrap_or_else(|| panic!("an admin address: {pod}"));
@@ -82,19 +59,16 @@ async fn a_killed_agent_is_restarted_and_serves_from_the_disk_it_left() {
     .await;
 
     // Kill it: the shim restarts it, and the SliceCache is Ready again.
-    let pid = shim.pid(NS, &name).expect("a process");
-    assert!(shim.kill(NS, &name), "killing {name}");
+    let pid = scene.shim.pid(NS, &name).expect("a process");
+    assert!(scene.shim.kill(NS, &name), "killing {name}");
     poll(&format!("{name} restarted"), Duration::from_secs(60), || {
-        let info = shim.pod(NS, &name);
+        let info = scene.shim.pod(NS, &name);
         async move { info.filter(|i| i.restarts >= 1 && i.pid.is_some_and(|p| p != pid) && i.ready) }
     })
     .await;
-    poll("SliceCache media Ready again", Duration::from_secs(60), || {
-        install.operator.assert_healthy();
-        let cache = install.get_json(&["slicecache", "media", "-n", NS]);
-        async move { cache.filter(ready) }
-    })
-    .await;
+    scene
+        .wait_for_cache("media", "Ready again", Duration::from_secs(60), ready)
+        .await;
 
     // The new process serves the object from the disk its predecessor filled.
     let resp = HttpClient::new(http)
@@ -109,6 +83,6 @@ async fn a_killed_agent_is_restarted_and_serves_from_the_disk_it_left() {
         "the restarted agent went to the origin"
     );
     assert!(metric_sum(&text, "slicecache_slices_total", &[("result", "hit"), ("tier", "disk")]) >= 6.0);
-    install.operator.assert_healthy();
-    shim.shutdown().await;
+    scene.install.operator.assert_healthy();
+    scene.shutdown().await;
 }

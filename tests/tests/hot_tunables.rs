@@ -7,18 +7,15 @@
 use std::time::Duration;
 
 use slicecache_e2e::{
-    agent_binary,
-    install::{kubectl, pod_port, ready, Installation},
-    metric_sum,
-    node_shim::{NodeShim, ShimOptions},
-    poll,
+    install::{pod_port, ready},
+    metric_sum, poll,
+    scene::Scene,
 };
 use slicecache_testkit::{
     client::HttpClient,
-    origin::{pattern, OriginObject, TestOrigin},
+    origin::{pattern, OriginObject},
 };
 
-const NS: &str = "hot";
 const OBJECT_LEN: usize = (3 << 20) + 777;
 
 async fn metrics(admin: std::net::SocketAddr) -> String {
@@ -29,45 +26,21 @@ async fn metrics(admin: std::net::SocketAddr) -> String {
     String::from_utf8_lossy(&resp.body).into_owned()
 }
 
+fn slicing(slice: &str, concurrency: u32) -> String {
+    format!("  slicing:\n    sliceSize: {slice}\n    concurrency: {concurrency}\n")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_tunables_change_reaches_every_agent_without_a_restart_and_keeps_the_cache_warm() {
-    let agent_bin = agent_binary();
     let dir = tempfile::tempdir().expect("a temp dir");
-    let mut install = Installation::start(dir.path()).await;
-    let admin = install.admin.clone();
-    let client = install.control_plane.client().await;
-    let shim = NodeShim::start(client, ShimOptions::new(agent_bin, dir.path().join("shim")))
-        .await
-        .expect("starting the shim");
-
-    let origin = TestOrigin::start().await.expect("an origin");
+    let mut scene = Scene::start(dir.path(), "hot").await;
     let body = pattern(OBJECT_LEN, 5);
-    origin.state.put("/obj", OriginObject::new(body.clone(), "v1"));
-    kubectl(&admin, &["create", "namespace", NS]).unwrap_or_else(|e| panic!("{e}"));
-    let manifest = dir.path().join("media.yaml");
-    let write = |slice: &str, concurrency: u32| {
-        std::fs::write(
-            &manifest,
-            format!(
-                "apiVersion: slicecache.io/v1alpha1\nkind: SliceCache\nmetadata:\n  name: media\n  namespace: {NS}\n\
-                 spec:\n  origin:\n    url: {}\n  slicing:\n    sliceSize: {slice}\n    concurrency: {concurrency}\n",
-                origin.url()
-            ),
-        )
-        .expect("writing the manifest");
-        kubectl(&admin, &["apply", "-f", &manifest.to_string_lossy()]).unwrap_or_else(|e| panic!("{e}"));
-    };
-    write("256Ki", 4);
-    poll("SliceCache media Ready with 3 agents", Duration::from_secs(60), || {
-        install.operator.assert_healthy();
-        let cache = install.get_json(&["slicecache", "media", "-n", NS]);
-        async move { cache.filter(ready) }
-    })
-    .await;
-    let pods = install
-        .get_json(&["pods", "-n", NS, "-l", "app.kubernetes.io/instance=media"])
-        .expect("the agent pods");
-    let pods = pods["items"].as_array().cloned().unwrap_or_default();
+    scene.origin.state.put("/obj", OriginObject::new(body.clone(), "v1"));
+    scene.apply("media", &slicing("256Ki", 4));
+    scene
+        .wait_for_cache("media", "Ready with 3 agents", Duration::from_secs(60), ready)
+        .await;
+    let pods = scene.agent_pods("media");
     assert_eq!(pods.len(), 3, "{pods:?}");
     let agents: Vec<_> = pods
         .iter()
@@ -78,7 +51,7 @@ async fn a_tunables_change_reaches_every_agent_without_a_restart_and_keeps_the_c
             (name, http, admin)
         })
         .collect();
-    let pids: Vec<Option<u32>> = agents.iter().map(|(name, ..)| shim.pid(NS, name)).collect();
+    let pids: Vec<Option<u32>> = agents.iter().map(|(name, ..)| scene.shim.pid("hot", name)).collect();
     assert!(pids.iter().all(Option::is_some), "{pids:?}");
 
     // Warm every agent: the whole object, once from the origin.
@@ -97,7 +70,7 @@ async fn a_tunables_change_reaches_every_agent_without_a_restart_and_keeps_the_c
     }
 
     // The change.
-    write("512Ki", 6);
+    scene.apply("media", &slicing("512Ki", 6));
     for (name, _, admin) in &agents {
         let admin = *admin;
         poll(
@@ -112,24 +85,24 @@ async fn a_tunables_change_reaches_every_agent_without_a_restart_and_keeps_the_c
         )
         .await;
     }
-    let cache = poll("status.effective 512Ki x 6 and Ready", Duration::from_secs(60), || {
-        let cache = install.get_json(&["slicecache", "media", "-n", NS]);
-        async move {
-            cache.filter(|c| {
+    scene
+        .wait_for_cache(
+            "media",
+            "status.effective 512Ki x 6 and Ready",
+            Duration::from_secs(60),
+            |c| {
                 ready(c)
                     && c["status"]["effective"]["sliceSize"] == "512Ki"
                     && c["status"]["effective"]["concurrency"] == 6
-            })
-        }
-    })
-    .await;
-    assert_eq!(cache["status"]["effective"]["concurrency"], 6, "{cache}");
+            },
+        )
+        .await;
 
     // Same processes, no restarts.
-    let after: Vec<Option<u32>> = agents.iter().map(|(name, ..)| shim.pid(NS, name)).collect();
+    let after: Vec<Option<u32>> = agents.iter().map(|(name, ..)| scene.shim.pid("hot", name)).collect();
     assert_eq!(after, pids, "an agent was restarted by a tunables change");
     for (name, ..) in &agents {
-        let info = shim.pod(NS, name).expect("the pod");
+        let info = scene.shim.pod("hot", name).expect("the pod");
         assert_eq!(info.restarts, 0, "{name} restarted");
     }
     // Still warm: every byte again, nothing more from the origin.
@@ -147,6 +120,6 @@ async fn a_tunables_change_reaches_every_agent_without_a_restart_and_keeps_the_c
         );
         assert!(metric_sum(&text, "slicecache_slices_total", &[("result", "hit")]) > 0.0);
     }
-    install.operator.assert_healthy();
-    shim.shutdown().await;
+    scene.install.operator.assert_healthy();
+    scene.shutdown().await;
 }

@@ -7,14 +7,11 @@
 use std::time::{Duration, Instant};
 
 use slicecache_e2e::{
-    agent_binary,
-    install::{
-        condition, kubectl, ready, service_account_kubeconfig, Installation, LocalOperator, OPERATOR, SYSTEM_NS,
-    },
-    node_shim::{NodeShim, ShimOptions},
+    install::{condition, kubectl, ready, service_account_kubeconfig, LocalOperator, OPERATOR, SYSTEM_NS},
     poll,
+    scene::Scene,
 };
-use slicecache_testkit::origin::{pattern, OriginObject, TestOrigin};
+use slicecache_testkit::origin::{pattern, OriginObject};
 
 const NS: &str = "failover";
 /// The Lease's duration (docs/operations.md): a standby takes over at most
@@ -37,12 +34,18 @@ fn holder(admin: &std::path::Path) -> String {
     .unwrap_or_default()
 }
 
+/// The spec with `cpu` requested: a change of it rolls the agents.
+fn spec(cpu: &str) -> String {
+    format!(
+        "  rollout:\n    maxUnavailable: 1\n    pauseBetweenNodes: 4s\n  resources:\n    requests:\n      cpu: {cpu}\n"
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_standby_takes_over_a_killed_leader_mid_rollout_and_finishes_it() {
-    let agent_bin = agent_binary();
     let dir = tempfile::tempdir().expect("a temp dir");
-    let mut install = Installation::start(dir.path()).await;
-    let admin = install.admin.clone();
+    let mut scene = Scene::start(dir.path(), NS).await;
+    let admin = scene.admin().to_path_buf();
     poll("the first operator to lead", Duration::from_secs(30), || {
         let h = holder(&admin);
         async move { (h == "local-operator").then_some(()) }
@@ -58,44 +61,27 @@ async fn a_standby_takes_over_a_killed_leader_mid_rollout_and_finishes_it() {
         &sa_kubeconfig,
         dir.path().join("standby.log"),
     );
-    let client = install.control_plane.client().await;
-    let shim = NodeShim::start(client, ShimOptions::new(agent_bin, dir.path().join("shim")))
-        .await
-        .expect("starting the shim");
-    let origin = TestOrigin::start().await.expect("an origin");
-    origin.state.put("/obj", OriginObject::new(pattern(1 << 20, 7), "v1"));
-    kubectl(&admin, &["create", "namespace", NS]).unwrap_or_else(|e| panic!("{e}"));
-    let manifest = dir.path().join("media.yaml");
-    let apply = |cpu: &str| {
-        std::fs::write(
-            &manifest,
-            format!(
-                "apiVersion: slicecache.io/v1alpha1\nkind: SliceCache\nmetadata:\n  name: media\n  namespace: {NS}\n\
-                 spec:\n  origin:\n    url: {}\n  rollout:\n    maxUnavailable: 1\n    pauseBetweenNodes: 4s\n  \
-                 resources:\n    requests:\n      cpu: {cpu}\n",
-                origin.url()
-            ),
-        )
-        .expect("writing the manifest");
-        kubectl(&admin, &["apply", "-f", &manifest.to_string_lossy()]).unwrap_or_else(|e| panic!("{e}"));
-    };
-    apply("100m");
+    scene
+        .origin
+        .state
+        .put("/obj", OriginObject::new(pattern(1 << 20, 7), "v1"));
+    scene.apply("media", &spec("100m"));
     poll(
         "SliceCache media Ready and every agent available",
         Duration::from_secs(90),
         || {
-            install.operator.assert_healthy();
-            let cache = install.get_json(&["slicecache", "media", "-n", NS]);
-            let ds = install.get_json(&["daemonset", "media-agent", "-n", NS]);
+            scene.install.operator.assert_healthy();
+            let cache = scene.cache("media");
+            let ds = scene.install.get_json(&["daemonset", "media-agent", "-n", NS]);
             async move { (cache.is_some_and(|c| ready(&c)) && ds?["status"]["numberAvailable"] == 3).then_some(()) }
         },
     )
     .await;
 
     // A change, and the leader killed once the rollout is under way.
-    apply("200m");
+    scene.apply("media", &spec("200m"));
     poll("the rollout under way", Duration::from_secs(60), || {
-        let ds = install.get_json(&["daemonset", "media-agent", "-n", NS]);
+        let ds = scene.install.get_json(&["daemonset", "media-agent", "-n", NS]);
         async move {
             let ds = ds?;
             let updated = ds["status"]["updatedNumberScheduled"].as_i64().unwrap_or(0);
@@ -104,7 +90,7 @@ async fn a_standby_takes_over_a_killed_leader_mid_rollout_and_finishes_it() {
         }
     })
     .await;
-    install.operator.proc.signal(rustix::process::Signal::KILL);
+    scene.install.operator.proc.signal(rustix::process::Signal::KILL);
     let killed = Instant::now();
     poll("the standby to take the Lease", LEASE + Duration::from_secs(10), || {
         standby.assert_healthy();
@@ -122,7 +108,7 @@ async fn a_standby_takes_over_a_killed_leader_mid_rollout_and_finishes_it() {
         Duration::from_secs(120),
         || {
             standby.assert_healthy();
-            let cache = install.get_json(&["slicecache", "media", "-n", NS]);
+            let cache = scene.cache("media");
             async move {
                 cache.filter(|c| {
                     ready(c)
@@ -139,5 +125,5 @@ async fn a_standby_takes_over_a_killed_leader_mid_rollout_and_finishes_it() {
         "{cache}"
     );
     standby.assert_healthy();
-    shim.shutdown().await;
+    scene.shutdown().await;
 }

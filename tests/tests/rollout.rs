@@ -9,52 +9,39 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use slicecache_e2e::{
-    agent_binary,
-    install::{condition, kubectl, ready, Installation},
-    node_shim::{NodeShim, ShimOptions},
+    install::{condition, ready},
     poll,
+    scene::Scene,
 };
-use slicecache_testkit::origin::{pattern, OriginObject, TestOrigin};
+use slicecache_testkit::origin::{pattern, OriginObject};
 
 const NS: &str = "rollout";
 const PAUSE: Duration = Duration::from_secs(3);
 
+/// The spec with `cpu` requested: a change of it is an infrastructure change.
+fn spec(cpu: &str) -> String {
+    format!(
+        "  rollout:\n    maxUnavailable: 1\n    pauseBetweenNodes: {}s\n  resources:\n    requests:\n      cpu: {cpu}\n",
+        PAUSE.as_secs()
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_infrastructure_change_rolls_node_by_node_with_the_pause() {
-    let agent_bin = agent_binary();
     let dir = tempfile::tempdir().expect("a temp dir");
-    let mut install = Installation::start(dir.path()).await;
-    let admin = install.admin.clone();
-    let client = install.control_plane.client().await;
-    let shim = NodeShim::start(client, ShimOptions::new(agent_bin, dir.path().join("shim")))
-        .await
-        .expect("starting the shim");
-    let origin = TestOrigin::start().await.expect("an origin");
-    origin.state.put("/obj", OriginObject::new(pattern(1 << 20, 6), "v1"));
-    kubectl(&admin, &["create", "namespace", NS]).unwrap_or_else(|e| panic!("{e}"));
-    let manifest = dir.path().join("media.yaml");
-    let apply = |cpu: &str| {
-        std::fs::write(
-            &manifest,
-            format!(
-                "apiVersion: slicecache.io/v1alpha1\nkind: SliceCache\nmetadata:\n  name: media\n  namespace: {NS}\n\
-                 spec:\n  origin:\n    url: {}\n  rollout:\n    maxUnavailable: 1\n    pauseBetweenNodes: {}s\n  \
-                 resources:\n    requests:\n      cpu: {cpu}\n",
-                origin.url(),
-                PAUSE.as_secs()
-            ),
-        )
-        .expect("writing the manifest");
-        kubectl(&admin, &["apply", "-f", &manifest.to_string_lossy()]).unwrap_or_else(|e| panic!("{e}"));
-    };
-    apply("100m");
-    poll("SliceCache media Ready with 3 agents", Duration::from_secs(60), || {
-        install.operator.assert_healthy();
-        let cache = install.get_json(&["slicecache", "media", "-n", NS]);
-        async move { cache.filter(|c| ready(c) && c["status"]["nodes"]["desired"] == 3) }
-    })
-    .await;
-    let before: BTreeSet<String> = shim
+    let mut scene = Scene::start(dir.path(), NS).await;
+    scene
+        .origin
+        .state
+        .put("/obj", OriginObject::new(pattern(1 << 20, 6), "v1"));
+    scene.apply("media", &spec("100m"));
+    scene
+        .wait_for_cache("media", "Ready with 3 agents", Duration::from_secs(60), |c| {
+            ready(c) && c["status"]["nodes"]["desired"] == 3
+        })
+        .await;
+    let before: BTreeSet<String> = scene
+        .shim
         .agent_pods()
         .into_iter()
         .filter(|p| p.namespace == NS)
@@ -66,23 +53,24 @@ async fn an_infrastructure_change_rolls_node_by_node_with_the_pause() {
     // controller replaces an unavailable old Pod at once, whatever
     // maxUnavailable says, so a change made earlier would not be paced.
     poll("three available agents", Duration::from_secs(60), || {
-        let ds = install.get_json(&["daemonset", "media-agent", "-n", NS]);
+        let ds = scene.install.get_json(&["daemonset", "media-agent", "-n", NS]);
         async move { ds.filter(|d| d["status"]["numberAvailable"] == 3) }
     })
     .await;
-    shim.reset_timeline();
-    apply("200m");
+    scene.shim.reset_timeline();
+    scene.apply("media", &spec("200m"));
     let mut saw_progressing = false;
     poll(
         "every agent replaced and the SliceCache Ready",
         Duration::from_secs(120),
         || {
-            install.operator.assert_healthy();
-            let cache = install.get_json(&["slicecache", "media", "-n", NS]);
+            scene.install.operator.assert_healthy();
+            let cache = scene.cache("media");
             if let Some(c) = &cache {
                 saw_progressing |= condition(c, "Progressing").is_some_and(|p| p["status"] == "True");
             }
-            let now: BTreeSet<String> = shim
+            let now: BTreeSet<String> = scene
+                .shim
                 .agent_pods()
                 .into_iter()
                 .filter(|p| p.namespace == NS && p.ready)
@@ -95,8 +83,8 @@ async fn an_infrastructure_change_rolls_node_by_node_with_the_pause() {
     .await;
     assert!(saw_progressing, "Progressing was never True during the rollout");
 
-    let timeline = shim.timeline();
-    let max_unready = shim.max_unready_seen();
+    let timeline = scene.shim.timeline();
+    let max_unready = scene.shim.max_unready_seen();
     println!("rollout: at most {max_unready} agent(s) unready; timeline {timeline:?}");
     assert!(
         max_unready <= 1,
@@ -118,5 +106,5 @@ async fn an_infrastructure_change_rolls_node_by_node_with_the_pause() {
             "a node started {gap:?} after the previous one (pause {PAUSE:?})"
         );
     }
-    shim.shutdown().await;
+    scene.shutdown().await;
 }

@@ -9,53 +9,41 @@
 use std::time::Duration;
 
 use slicecache_e2e::{
-    agent_binary,
-    install::{condition, kubectl, ready, Installation},
-    node_shim::{NodeShim, ShimOptions},
+    install::{condition, kubectl, ready},
     poll,
+    scene::Scene,
 };
-use slicecache_testkit::origin::{pattern, OriginObject, TestOrigin};
+use slicecache_testkit::origin::{pattern, OriginObject};
 
 const NS: &str = "scale";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kubectl_scale_and_an_hpa_drive_the_agents_through_the_scale_subresource() {
-    let agent_bin = agent_binary();
     let dir = tempfile::tempdir().expect("a temp dir");
-    let mut install = Installation::start(dir.path()).await;
-    let admin = install.admin.clone();
-    let client = install.control_plane.client().await;
-    let shim = NodeShim::start(client, ShimOptions::new(agent_bin, dir.path().join("shim")))
-        .await
-        .expect("starting the shim");
-    let origin = TestOrigin::start().await.expect("an origin");
-    origin.state.put("/obj", OriginObject::new(pattern(1 << 20, 4), "v1"));
-    kubectl(&admin, &["create", "namespace", NS]).unwrap_or_else(|e| panic!("{e}"));
-    let manifest = dir.path().join("weights.yaml");
-    std::fs::write(
-        &manifest,
-        format!(
-            "apiVersion: slicecache.io/v1alpha1\nkind: SliceCache\nmetadata:\n  name: weights\n  namespace: {NS}\n\
-             spec:\n  origin:\n    url: {}\n  workload: Deployment\n  replicas: 1\n  cache:\n    memory: 64Mi\n",
-            origin.url()
-        ),
-    )
-    .expect("writing the manifest");
-    kubectl(&admin, &["apply", "-f", &manifest.to_string_lossy()]).unwrap_or_else(|e| panic!("{e}"));
-    poll("SliceCache weights Ready with 1 agent", Duration::from_secs(60), || {
-        install.operator.assert_healthy();
-        let cache = install.get_json(&["slicecache", "weights", "-n", NS]);
-        async move { cache.filter(|c| ready(c) && c["status"]["nodes"]["desired"] == 1) }
-    })
-    .await;
+    let mut scene = Scene::start(dir.path(), NS).await;
+    let admin = scene.admin().to_path_buf();
+    scene
+        .origin
+        .state
+        .put("/obj", OriginObject::new(pattern(1 << 20, 4), "v1"));
+    scene.apply(
+        "weights",
+        "  workload: Deployment\n  replicas: 1\n  cache:\n    memory: 64Mi\n",
+    );
+    scene
+        .wait_for_cache("weights", "Ready with 1 agent", Duration::from_secs(60), |c| {
+            ready(c) && c["status"]["nodes"]["desired"] == 1
+        })
+        .await;
 
     // kubectl scale writes the scale subresource; three agents run.
     kubectl(&admin, &["scale", "slicecache", "weights", "-n", NS, "--replicas=3"]).unwrap_or_else(|e| panic!("{e}"));
     poll("three ready agents", Duration::from_secs(90), || {
-        install.operator.assert_healthy();
-        let deploy = install.get_json(&["deployment", "weights-agent", "-n", NS]);
-        let cache = install.get_json(&["slicecache", "weights", "-n", NS]);
-        let running = shim
+        scene.install.operator.assert_healthy();
+        let deploy = scene.install.get_json(&["deployment", "weights-agent", "-n", NS]);
+        let cache = scene.cache("weights");
+        let running = scene
+            .shim
             .agent_pods()
             .iter()
             .filter(|p| p.namespace == NS && p.ready)
@@ -99,7 +87,7 @@ async fn kubectl_scale_and_an_hpa_drive_the_agents_through_the_scale_subresource
         "the HPA controller to read the scale subresource",
         Duration::from_secs(90),
         || {
-            let hpa = install.get_json(&["hpa", "weights", "-n", NS]);
+            let hpa = scene.install.get_json(&["hpa", "weights", "-n", NS]);
             async move {
                 hpa.filter(|h| {
                     condition(h, "AbleToScale")
@@ -110,6 +98,6 @@ async fn kubectl_scale_and_an_hpa_drive_the_agents_through_the_scale_subresource
     )
     .await;
     assert_eq!(hpa["status"]["currentReplicas"], 3, "{hpa}");
-    install.operator.assert_healthy();
-    shim.shutdown().await;
+    scene.install.operator.assert_healthy();
+    scene.shutdown().await;
 }
