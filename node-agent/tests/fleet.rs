@@ -109,6 +109,13 @@ async fn spray(agents: &[AgentProc], objects: &[(String, Bytes)], seed: u64) -> 
     client_bytes
 }
 
+/// An origin object that says how long it may be reused.
+fn with_cache_control(body: &Bytes, etag: &str, cache_control: &str) -> OriginObject {
+    let mut o = OriginObject::new(body.clone(), etag);
+    o.cache_control = Some(cache_control.into());
+    o
+}
+
 async fn sum(agents: &[AgentProc], name: &str, labels: &[(&str, &str)]) -> f64 {
     let mut total = 0.0;
     for a in agents {
@@ -294,12 +301,8 @@ async fn an_object_changed_at_the_origin_is_never_served_mixed() {
     let path = "/changing.bin";
     let v1 = pattern(OBJECT_LEN, 1);
     let v2 = pattern(OBJECT_LEN, 2);
-    let object = |body: &Bytes, etag: &str| {
-        let mut o = OriginObject::new(body.clone(), etag);
-        // Every request revalidates, at owners and non-owners alike.
-        o.cache_control = Some("max-age=0".into());
-        o
-    };
+    // Every request revalidates, at owners and non-owners alike.
+    let object = |body: &Bytes, etag: &str| with_cache_control(body, etag, "max-age=0");
     origin.state.put(path, object(&v1, "v1"));
     let fleet = start_agents(&origin, true).await;
     // Every owner holds v1's slices.
@@ -337,11 +340,7 @@ async fn owners_holding_different_versions_never_mix_a_response() {
     let path = "/changing.bin";
     let v1 = pattern(OBJECT_LEN, 1);
     let v2 = pattern(OBJECT_LEN, 2);
-    let fresh = |body: &Bytes, etag: &str| {
-        let mut o = OriginObject::new(body.clone(), etag);
-        o.cache_control = Some("max-age=3600".into());
-        o
-    };
+    let fresh = |body: &Bytes, etag: &str| with_cache_control(body, etag, "max-age=3600");
     origin.state.put(path, fresh(&v1, "v1"));
     let fleet = start_agents(&origin, true).await;
     for agent in &fleet.agents {

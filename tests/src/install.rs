@@ -156,33 +156,18 @@ impl LocalOperator {
         kubeconfig: &Path,
         log: PathBuf,
     ) -> Self {
-        let args = kubectl(
-            admin,
-            &[
-                "get",
-                "deployment",
-                deployment,
-                "-n",
-                namespace,
-                "-o",
-                "jsonpath={.spec.template.spec.containers[0].args}",
-            ],
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        // A field of the Deployment's agent container.
+        let container = |path: &str| {
+            let jsonpath = format!("jsonpath={{.spec.template.spec.containers[0].{path}}}");
+            kubectl(
+                admin,
+                &["get", "deployment", deployment, "-n", namespace, "-o", &jsonpath],
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let args = container("args");
         let args: Vec<String> = serde_json::from_str(&args).expect("the container's args as JSON");
-        let env = kubectl(
-            admin,
-            &[
-                "get",
-                "deployment",
-                deployment,
-                "-n",
-                namespace,
-                "-o",
-                "jsonpath={.spec.template.spec.containers[0].env[?(@.name==\"RUST_LOG\")].value}",
-            ],
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        let env = container("env[?(@.name==\"RUST_LOG\")].value");
         let metrics = free_addr();
         let mut cmd = Command::new(operator_binary());
         for arg in &args {
