@@ -1,7 +1,8 @@
 //! The `fleet:` section of the agent's configuration file: how the agents of
 //! one SliceCache form one cache. Each slice has an owner among the members,
 //! and only the owner fetches it from the origin; the others ask the owner's
-//! peer port. With no members listed, the agent is a cache of its own.
+//! peer port. With no members listed and no peers Service named, the agent
+//! is a cache of its own.
 
 use std::collections::BTreeMap;
 
@@ -13,6 +14,11 @@ use crate::units::{ByteSize, HumanDuration};
 pub const DEFAULT_PEER_LISTEN: &str = "0.0.0.0:8081";
 /// Default fleet granule: slices of one aligned 4 MiB span share an owner.
 pub const DEFAULT_GRANULE: ByteSize = ByteSize::mib(4);
+/// Largest fleet granule.
+pub const MAX_GRANULE: u64 = 1 << 30;
+/// The peer Service port's name, which the agents look for in the
+/// EndpointSlices of the peers Service.
+pub const PEER_PORT_NAME: &str = "peer";
 
 /// Fleet membership, ownership and peer settings. Restart to change.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -30,6 +36,16 @@ pub struct FleetConfig {
     /// agent's own name may be in the list. Non-empty turns fleet mode on.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub peers: BTreeMap<String, String>,
+    /// Kubernetes membership: the headless Service whose EndpointSlices
+    /// list the members (endpoints that are serving and not terminating;
+    /// member name = the endpoint's node). Set, it turns fleet mode on and
+    /// the agent watches the slices; `peers` may still add static members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peers_service: Option<String>,
+    /// Namespace of `peersService`. Defaults to `$POD_NAMESPACE`, then the
+    /// namespace of the Pod's service account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
     /// File holding the shared token peers present to each other. Required
     /// in fleet mode: the peer port refuses requests without it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -54,7 +70,7 @@ impl FleetConfig {
 
     /// Whether the agent runs as a member of a fleet.
     pub fn enabled(&self) -> bool {
-        !self.peers.is_empty()
+        !self.peers.is_empty() || self.peers_service.is_some()
     }
 }
 
@@ -64,6 +80,8 @@ impl Default for FleetConfig {
             node_name: None,
             peer_listen: default_peer_listen(),
             peers: BTreeMap::new(),
+            peers_service: None,
+            namespace: None,
             peer_token_file: None,
             granule: default_granule(),
             connect_timeout: default_peer_connect_timeout(),

@@ -14,6 +14,7 @@ use std::time::Duration;
 use slicecache_api::agent_config::{
     AgentConfig, FormatPolicy, Tunables, MAX_CONCURRENCY, MAX_SLICE_SIZE, MIN_SLICE_SIZE,
 };
+use slicecache_api::fleet_config::MAX_GRANULE;
 use slicecache_api::units::ByteSize;
 use tracing::{error, info, warn};
 
@@ -58,6 +59,7 @@ pub struct Overrides {
     /// Static fleet members; replaces the file's list when given.
     pub peers: Option<BTreeMap<String, String>>,
     pub peer_token_file: Option<String>,
+    pub peers_service: Option<String>,
     pub fleet_granule: Option<ByteSize>,
 }
 
@@ -92,6 +94,9 @@ impl Overrides {
         }
         if let Some(v) = &self.peers {
             fleet.peers = v.clone();
+        }
+        if let Some(v) = &self.peers_service {
+            fleet.peers_service = Some(v.clone());
         }
         if let Some(v) = &self.peer_token_file {
             fleet.peer_token_file = Some(v.clone());
@@ -337,7 +342,6 @@ pub const MAX_MEMORY_TIER: u64 = 64 << 40;
 
 /// Most members a static fleet may list.
 const MAX_FLEET_MEMBERS: usize = 1024;
-const MAX_GRANULE: u64 = 1 << 30;
 
 /// The fleet section, when it lists members: listeners, granule, members.
 fn check_fleet(cfg: &AgentConfig) -> Result<(), ConfigError> {
@@ -372,6 +376,20 @@ fn check_fleet(cfg: &AgentConfig) -> Result<(), ConfigError> {
                 fleet.granule, cfg.tunables.slice_size
             ),
         ));
+    }
+    if let Some(service) = &fleet.peers_service {
+        let label = service.len() <= 63
+            && service.starts_with(|c: char| c.is_ascii_lowercase())
+            && !service.ends_with('-')
+            && service
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !label {
+            return Err(invalid(
+                "fleet.peersService",
+                format!("{service:?} is not a Service name (lowercase letters, digits and '-', at most 63)"),
+            ));
+        }
     }
     if fleet.peers.len() > MAX_FLEET_MEMBERS {
         return Err(invalid(

@@ -83,6 +83,11 @@ struct RunArgs {
     /// listed); turns fleet mode on.
     #[arg(long, value_delimiter = ',', value_parser = parse_peer)]
     peers: Vec<(String, String)>,
+    /// Kubernetes membership: the headless Service whose EndpointSlices list
+    /// the fleet's members (watched; needs get/list/watch on endpointslices);
+    /// turns fleet mode on.
+    #[arg(long)]
+    peers_service: Option<String>,
     /// File holding the token fleet members present to each other.
     #[arg(long)]
     peer_token_file: Option<String>,
@@ -141,6 +146,7 @@ fn run_agent(args: RunArgs) -> anyhow::Result<()> {
         peer_listen: args.peer_listen,
         peers: (!args.peers.is_empty()).then(|| args.peers.into_iter().collect()),
         peer_token_file: args.peer_token_file,
+        peers_service: args.peers_service,
         fleet_granule: args.fleet_granule,
     };
     let (mut cfg, loaded) = match &args.config {

@@ -24,6 +24,7 @@ use crate::client_limits::{ClientLimits, ConnectionGate};
 use crate::config::{self, LiveTunables, Overrides};
 use crate::discovery::{self, Selector, SystemView};
 use crate::fill::Fills;
+use crate::fleet::membership::{self, PeersService};
 use crate::fleet::metrics::FleetMetrics;
 use crate::fleet::Fleet;
 use crate::log_throttle::LogThrottle;
@@ -132,7 +133,22 @@ pub fn run(cfg: AgentConfig, source: ConfigSource) -> anyhow::Result<()> {
         peers.add_tcp(&cfg.fleet.peer_listen);
         server.add_service(peers);
         info!(member = fleet.self_name(), peer_listen = %cfg.fleet.peer_listen,
-              members = cfg.fleet.peers.len(), "fleet mode: misses go to each slice's owner");
+              static_members = cfg.fleet.peers.len(), peers_service = ?cfg.fleet.peers_service,
+              "fleet mode: misses go to each slice's owner");
+        if let Some(name) = &cfg.fleet.peers_service {
+            let service = PeersService {
+                name: name.clone(),
+                namespace: cfg.fleet.namespace.clone(),
+                default_port: listen_port(&cfg.fleet.peer_listen),
+            };
+            server.add_service(background_service(
+                "fleet membership",
+                MembershipWatcher {
+                    fleet: fleet.clone(),
+                    service,
+                },
+            ));
+        }
     }
     if let Some(file) = source.file {
         server.add_service(background_service(
@@ -257,6 +273,23 @@ fn open_devices(cfg: &AgentConfig, metrics: &Metrics) -> anyhow::Result<Option<S
         info!("no cache devices: running on memory alone");
     }
     Ok(ShardedStore::new(shards))
+}
+
+/// The port of a validated `host:port` listen address.
+fn listen_port(addr: &str) -> u16 {
+    addr.parse::<std::net::SocketAddr>().map_or(0, |a| a.port())
+}
+
+struct MembershipWatcher {
+    fleet: Arc<Fleet>,
+    service: PeersService,
+}
+
+#[async_trait]
+impl BackgroundService for MembershipWatcher {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        membership::run(self.fleet.clone(), self.service.clone(), shutdown).await;
+    }
 }
 
 struct ConfigWatcher {

@@ -3,7 +3,9 @@
 //! client byte, comes from `slicecache_origin_bytes_total` and
 //! `slicecache_client_bytes_total` summed over the members.
 
-use prometheus::{exponential_buckets, Gauge, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts};
+use prometheus::{
+    exponential_buckets, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+};
 
 /// Metric handles; clones share the underlying values.
 #[derive(Clone, Debug)]
@@ -16,6 +18,8 @@ pub struct FleetMetrics {
     /// Time from a peer request to its response header (client role).
     pub peer_ttfb: Histogram,
     pub members: IntGauge,
+    /// Membership changes applied to the ring.
+    pub ring_changes: IntCounter,
     pub owned_fraction: Gauge,
     /// 1 while the breaker of `peer` is open or probing.
     pub circuit_open: IntGaugeVec,
@@ -47,6 +51,10 @@ impl FleetMetrics {
                 "slicecache_fleet_members",
                 "Members of the fleet this agent sees, itself included.",
             )?,
+            ring_changes: IntCounter::new(
+                "slicecache_fleet_ring_changes_total",
+                "Membership changes applied to the ownership ring.",
+            )?,
             owned_fraction: Gauge::new(
                 "slicecache_fleet_owned_fraction",
                 "Share of the fleet's keys this agent owns.",
@@ -63,6 +71,7 @@ impl FleetMetrics {
         registry.register(Box::new(m.peer_bytes.clone()))?;
         registry.register(Box::new(m.peer_ttfb.clone()))?;
         registry.register(Box::new(m.members.clone()))?;
+        registry.register(Box::new(m.ring_changes.clone()))?;
         registry.register(Box::new(m.owned_fraction.clone()))?;
         registry.register(Box::new(m.circuit_open.clone()))?;
         Ok(m)

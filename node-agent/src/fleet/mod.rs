@@ -15,6 +15,7 @@
 //! hop marker, so a client cannot make an agent skip the owner.
 
 pub mod breaker;
+pub mod membership;
 pub mod metrics;
 pub mod ring;
 
@@ -22,6 +23,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use slicecache_api::fleet_config::FleetConfig;
 
 use crate::origin::{OriginClient, OriginSetupError, OriginTarget, OriginTimeouts};
@@ -48,8 +50,18 @@ pub enum FleetError {
 #[derive(Debug)]
 pub struct Peer {
     pub name: String,
+    /// `host:port` of its peer listener.
+    pub addr: String,
     pub client: Arc<OriginClient>,
     pub breaker: Breaker,
+}
+
+/// The members as this agent sees them at one moment. Replaced whole when
+/// membership changes; a request keeps the view it started with.
+#[derive(Debug, Default)]
+struct View {
+    ring: Ring,
+    peers: BTreeMap<String, Arc<Peer>>,
 }
 
 /// This agent's view of its fleet.
@@ -57,9 +69,12 @@ pub struct Peer {
 pub struct Fleet {
     self_name: String,
     granule: u64,
-    ring: Ring,
-    peers: BTreeMap<String, Arc<Peer>>,
+    view: ArcSwap<View>,
+    /// Members from the config file or `--peers`; kept through every
+    /// membership change.
+    static_members: BTreeMap<String, String>,
     token: String,
+    timeouts: OriginTimeouts,
     pub metrics: FleetMetrics,
 }
 
@@ -74,7 +89,9 @@ pub enum Route {
 
 impl Fleet {
     /// A fleet of the static members in `cfg` (this agent's own entry, if
-    /// listed, is not dialled). `token` is what peers present.
+    /// listed, is not dialled). `token` is what peers present. Members found
+    /// later (the peers Service's EndpointSlices) come through
+    /// [`Fleet::set_members`].
     pub fn new(
         cfg: &FleetConfig,
         self_name: String,
@@ -82,53 +99,82 @@ impl Fleet {
         origin_idle: Duration,
         metrics: FleetMetrics,
     ) -> Result<Self, FleetError> {
-        let timeouts = OriginTimeouts {
-            connect: cfg.connect_timeout.get(),
-            first_byte: cfg.first_byte_timeout.get(),
-            idle: origin_idle,
-        };
-        let mut members = vec![RingMember::new(&self_name, 1.0)];
-        let mut peers = BTreeMap::new();
-        for (name, addr) in &cfg.peers {
-            members.push(RingMember::new(name, 1.0));
-            if *name == self_name {
-                continue;
-            }
-            if addr
-                .rsplit_once(':')
-                .is_none_or(|(_, port)| port.parse::<u16>().is_err())
-            {
-                return Err(FleetError::PeerAddress {
-                    name: name.clone(),
-                    addr: addr.clone(),
-                });
-            }
-            let target = OriginTarget::parse(&format!("http://{addr}"), Some(name))?;
-            let headers = vec![
-                (http::header::AUTHORIZATION, format!("Bearer {token}")),
-                (http::HeaderName::from_static(HOP_HEADER), "1".into()),
-            ];
-            let client = OriginClient::with_headers(target, timeouts, 64, headers)?;
-            peers.insert(
-                name.clone(),
-                Arc::new(Peer {
-                    name: name.clone(),
-                    client,
-                    breaker: Breaker::new(BreakerPolicy::default()),
-                }),
-            );
-        }
-        let ring = Ring::new(members);
-        metrics.members.set(ring.len() as i64);
-        metrics.owned_fraction.set(ring.owned_fraction(&self_name));
-        Ok(Self {
+        let fleet = Self {
             self_name,
             granule: cfg.granule.bytes(),
-            ring,
-            peers,
+            view: ArcSwap::from_pointee(View::default()),
+            static_members: cfg.peers.clone(),
             token,
+            timeouts: OriginTimeouts {
+                connect: cfg.connect_timeout.get(),
+                first_byte: cfg.first_byte_timeout.get(),
+                idle: origin_idle,
+            },
             metrics,
+        };
+        fleet.set_members(&BTreeMap::new())?;
+        Ok(fleet)
+    }
+
+    /// Replaces the discovered members (name → `host:port` of the peer
+    /// listener) and rebuilds the ring from them, the static members and
+    /// this agent. A member whose address is unchanged keeps its
+    /// connections and its breaker. Returns whether the ring changed.
+    pub fn set_members(&self, discovered: &BTreeMap<String, String>) -> Result<bool, FleetError> {
+        let old = self.view.load_full();
+        let mut all = self.static_members.clone();
+        all.extend(discovered.iter().map(|(n, a)| (n.clone(), a.clone())));
+        let mut members = vec![RingMember::new(&self.self_name, 1.0)];
+        let mut peers = BTreeMap::new();
+        for (name, addr) in &all {
+            members.push(RingMember::new(name, 1.0));
+            if *name == self.self_name {
+                continue;
+            }
+            let peer = match old.peers.get(name) {
+                Some(peer) if peer.addr == *addr => peer.clone(),
+                _ => Arc::new(self.dial(name, addr)?),
+            };
+            peers.insert(name.clone(), peer);
+        }
+        let ring = Ring::new(members);
+        let changed = ring != old.ring || peers.keys().ne(old.peers.keys());
+        for gone in old.peers.keys().filter(|n| !peers.contains_key(*n)) {
+            let _ = self.metrics.circuit_open.remove_label_values(&[gone]);
+        }
+        self.metrics.members.set(ring.len() as i64);
+        self.metrics.owned_fraction.set(ring.owned_fraction(&self.self_name));
+        self.view.store(Arc::new(View { ring, peers }));
+        Ok(changed)
+    }
+
+    /// A client for the peer listener of `name` at `addr`.
+    fn dial(&self, name: &str, addr: &str) -> Result<Peer, FleetError> {
+        if addr
+            .rsplit_once(':')
+            .is_none_or(|(_, port)| port.parse::<u16>().is_err())
+        {
+            return Err(FleetError::PeerAddress {
+                name: name.to_string(),
+                addr: addr.to_string(),
+            });
+        }
+        let target = OriginTarget::parse(&format!("http://{addr}"), Some(name))?;
+        let headers = vec![
+            (http::header::AUTHORIZATION, format!("Bearer {}", self.token)),
+            (http::HeaderName::from_static(HOP_HEADER), "1".into()),
+        ];
+        Ok(Peer {
+            name: name.to_string(),
+            addr: addr.to_string(),
+            client: OriginClient::with_headers(target, self.timeouts, 64, headers)?,
+            breaker: Breaker::new(BreakerPolicy::default()),
         })
+    }
+
+    /// The names of the members in the ring now, this agent included.
+    pub fn member_names(&self) -> Vec<String> {
+        self.view.load().ring.members().iter().map(|m| m.name.clone()).collect()
     }
 
     /// This agent's member name: the configured one, `$NODE_NAME`, or the
@@ -151,19 +197,16 @@ impl Fleet {
         &self.self_name
     }
 
-    pub fn peers(&self) -> impl Iterator<Item = &Arc<Peer>> {
-        self.peers.values()
-    }
-
     /// Where the fill of the slice at `offset` of `object` goes: the
     /// owner's peer port, unless this agent owns it or the owner's breaker
     /// is open.
     pub fn route(&self, object: ObjectId, offset: u64) -> Route {
         let key = OwnershipKey::new(object, offset, self.granule);
-        let Some(owner) = self.ring.owner(&key) else {
+        let view = self.view.load();
+        let Some(owner) = view.ring.owner(&key) else {
             return Route::Origin;
         };
-        let Some(peer) = self.peers.get(&owner.name) else {
+        let Some(peer) = view.peers.get(&owner.name) else {
             return Route::Origin;
         };
         match peer.breaker.admit(Instant::now()) {
