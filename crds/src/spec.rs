@@ -199,6 +199,50 @@ pub struct SliceCacheSpec {
     /// Unset: purge is disabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purge_token_secret_ref: Option<SecretKeyRef>,
+
+    /// One cache per fleet: each slice has an owner agent, only the owner
+    /// fetches it from the origin, and the other agents ask the owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetSpec>,
+}
+
+// === fleet ===
+
+/// How the agents of this SliceCache share the key space.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FleetSpec {
+    /// Off (every agent is a cache of its own) or Shard (one cache: each
+    /// slice owned by one agent). Default: Off. Quote `"Off"` in YAML.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<FleetMode>,
+    /// Ownership granule: slices of one aligned span of this size share an
+    /// owner. A power of two from 64Ki to 1Gi, at least the largest slice
+    /// size the spec allows (`slicing.sliceSize`, or `tuning.maxSliceSize`
+    /// when the tuner runs), so slice-size changes never move ownership.
+    /// Default: 4Mi, or that largest slice size when it is larger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub granule: Option<ByteSize>,
+    /// Time to connect to a peer before a miss goes to the origin instead.
+    /// Default: 200ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout: Option<HumanDuration>,
+    /// Time for a peer's first response byte before a miss goes to the
+    /// origin instead. Default: 1s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_byte_timeout: Option<HumanDuration>,
+}
+
+/// Off: N agents are N caches, each filling every object it is asked for
+/// from the origin. Shard: the agents are one cache; each slice is fetched
+/// from the origin once per fleet. Default: Off.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum FleetMode {
+    /// Every agent is a cache of its own.
+    #[default]
+    Off,
+    /// One cache: each slice has an owner agent.
+    Shard,
 }
 
 // === origin ===

@@ -63,7 +63,15 @@ pub fn cluster_rules() -> Vec<PolicyRule> {
         // Device wipe Jobs on delete (only with the confirmation string).
         rule("batch", &["jobs"], OWNED),
         // The purge token Secret is checked for existence; never listed or watched.
-        rule("", &["secrets"], &["get"]),
+        // Read: the purge token; create and delete: the fleet's peer token.
+        rule("", &["secrets"], &["get", "create", "delete"]),
+        // Fleet mode: the agents' Role, which grants what the operator holds.
+        rule(
+            "rbac.authorization.k8s.io",
+            &["roles", "rolebindings"],
+            &["get", "create", "patch", "delete"],
+        ),
+        rule("discovery.k8s.io", &["endpointslices"], &["get", "list", "watch"]),
         // A namespace's Pod Security level decides whether agents that need
         // privileged pods (raw devices) can run there; read, never listed.
         rule("", &["namespaces"], &["get"]),

@@ -58,7 +58,7 @@ fn parsed_config(desired: &DesiredState) -> AgentConfig {
 
 #[test]
 fn rendered_examples_match_golden_files() {
-    for name in ["minimal", "file-backed", "production-nvme", "autoscaled"] {
+    for name in ["minimal", "file-backed", "production-nvme", "autoscaled", "fleet"] {
         let input = std::fs::read_to_string(example_path(&format!("{name}.yaml"))).unwrap();
         let out = render::render(&input, &BuildDefaults::default()).unwrap();
         let golden = golden_path(&format!("{name}.rendered.yaml"));
@@ -590,4 +590,111 @@ fn volume_claim_template_is_a_raw_block_ephemeral_volume() {
         desired.workload.deployment().unwrap().spec.as_ref().unwrap().replicas,
         Some(2)
     );
+}
+
+#[test]
+fn fleet_mode_adds_the_peer_port_token_and_the_right_to_read_endpointslices() {
+    let desired = build_cache(&load("fleet.yaml"));
+    let fleet = desired.fleet.as_ref().expect("fleet objects");
+
+    // The agents may read EndpointSlices, and nothing else.
+    let rules = fleet.role.rules.as_ref().unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(
+        rules[0].api_groups.as_deref(),
+        Some(&["discovery.k8s.io".to_string()][..])
+    );
+    assert_eq!(rules[0].resources.as_deref(), Some(&["endpointslices".to_string()][..]));
+    assert_eq!(rules[0].verbs, ["get", "list", "watch"]);
+    let subject = &fleet.role_binding.subjects.as_ref().unwrap()[0];
+    assert_eq!(subject.name, desired.names.service_account);
+    assert_eq!(
+        fleet.role_binding.role_ref.name,
+        fleet.role.metadata.name.clone().unwrap()
+    );
+    assert!(fleet.peer_token.data.is_none(), "the token is made once, at creation");
+
+    // The config names the peers Service and the mounted token.
+    let config = parsed_config(&desired);
+    assert_eq!(config.fleet.peers_service.as_deref(), Some("models-peers"));
+    assert_eq!(config.fleet.granule, ByteSize::mib(4));
+    let token_file = config.fleet.peer_token_file.clone().unwrap();
+
+    // The peer port is on the container and the peers Service.
+    let container = agent(&desired.workload);
+    let ports: Vec<_> = container
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| (p.name.clone().unwrap(), p.container_port))
+        .collect();
+    assert!(ports.contains(&("peer".to_string(), 8081)), "{ports:?}");
+    let service_ports: Vec<_> = desired
+        .peer_service
+        .spec
+        .as_ref()
+        .unwrap()
+        .ports
+        .iter()
+        .flatten()
+        .filter_map(|p| p.name.clone())
+        .collect();
+    assert!(service_ports.contains(&"peer".to_string()), "{service_ports:?}");
+
+    // The member name is the node's; the token is mounted where the config says.
+    let env: Vec<_> = container
+        .env
+        .iter()
+        .flatten()
+        .map(|e| {
+            let field = e
+                .value_from
+                .as_ref()
+                .and_then(|v| v.field_ref.as_ref())
+                .map(|f| f.field_path.clone());
+            (e.name.clone(), field)
+        })
+        .collect();
+    assert!(
+        env.contains(&("NODE_NAME".to_string(), Some("spec.nodeName".to_string()))),
+        "{env:?}"
+    );
+    let mount = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == "peer-token")
+        .expect("token mount");
+    assert!(
+        token_file.starts_with(&mount.mount_path),
+        "{token_file} under {}",
+        mount.mount_path
+    );
+    let pod = desired.workload.pod_template().unwrap().spec.as_ref().unwrap();
+    assert_eq!(
+        pod.automount_service_account_token,
+        Some(true),
+        "the agents watch the API"
+    );
+    let volume = pod.volumes.iter().flatten().find(|v| v.name == "peer-token").unwrap();
+    assert_eq!(
+        volume.secret.as_ref().unwrap().secret_name.as_deref(),
+        Some("models-peer-token")
+    );
+}
+
+#[test]
+fn without_fleet_mode_nothing_of_it_is_built() {
+    let desired = build_cache(&load("minimal.yaml"));
+    assert!(desired.fleet.is_none());
+    assert!(!parsed_config(&desired).fleet.enabled());
+    let container = agent(&desired.workload);
+    assert!(container
+        .ports
+        .iter()
+        .flatten()
+        .all(|p| p.name.as_deref() != Some("peer")));
+    assert!(container.env.is_none());
+    let pod = desired.workload.pod_template().unwrap().spec.as_ref().unwrap();
+    assert_eq!(pod.automount_service_account_token, Some(false));
 }

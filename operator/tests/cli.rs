@@ -87,9 +87,10 @@ fn discovery_response(path: &str) -> (&'static str, String) {
         "/apis" => (
             "200 OK",
             format!(
-                r#"{{"kind":"APIGroupList","apiVersion":"v1","groups":[{},{}]}}"#,
+                r#"{{"kind":"APIGroupList","apiVersion":"v1","groups":[{},{},{}]}}"#,
                 group("apps"),
-                group("policy")
+                group("policy"),
+                group("rbac.authorization.k8s.io")
             ),
         ),
         "/api/v1" => (
@@ -114,6 +115,14 @@ fn discovery_response(path: &str) -> (&'static str, String) {
             format!(
                 r#"{{"kind":"APIResourceList","groupVersion":"policy/v1","resources":[{}]}}"#,
                 resource("poddisruptionbudgets", "PodDisruptionBudget")
+            ),
+        ),
+        "/apis/rbac.authorization.k8s.io/v1" => (
+            "200 OK",
+            format!(
+                r#"{{"kind":"APIResourceList","groupVersion":"rbac.authorization.k8s.io/v1","resources":[{},{}]}}"#,
+                resource("roles", "Role"),
+                resource("rolebindings", "RoleBinding")
             ),
         ),
         _ => (

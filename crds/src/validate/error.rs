@@ -102,6 +102,12 @@ pub enum ValidationError {
         min_field: &'static str,
         min: ByteSize,
     },
+    #[error("{field}: {value} is smaller than the largest slice size the spec allows ({slice}); a slice must fall inside one ownership granule, so raise the granule or lower the slice size")]
+    GranuleBelowSlice {
+        field: &'static str,
+        value: ByteSize,
+        slice: ByteSize,
+    },
     #[error("{field}: {value:?} must be a count of at least 1 or a percentage from 1% to 100%")]
     InvalidMaxUnavailable { field: &'static str, value: String },
     #[error("{field}: must not be empty")]
@@ -145,6 +151,7 @@ impl ValidationError {
             Self::OverwriteWithDiscovery { .. } => "OverwriteWithDiscovery",
             Self::InvalidHostPath { .. } => "InvalidHostPath",
             Self::MemoryBelowSlice { .. } => "MemoryBelowSlice",
+            Self::GranuleBelowSlice { .. } => "GranuleBelowSlice",
             Self::InvalidMaxUnavailable { .. } => "InvalidMaxUnavailable",
             Self::Empty { .. } => "Empty",
             Self::WipeNotConfirmed { .. } => "WipeNotConfirmed",
@@ -175,6 +182,7 @@ impl ValidationError {
             | Self::OverwriteWithDiscovery { field, .. }
             | Self::InvalidHostPath { field, .. }
             | Self::MemoryBelowSlice { field, .. }
+            | Self::GranuleBelowSlice { field, .. }
             | Self::InvalidMaxUnavailable { field, .. }
             | Self::PodAndNodeStorage { field, .. }
             | Self::Empty { field }

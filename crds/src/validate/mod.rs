@@ -13,7 +13,7 @@
 //! The layout follows the work: [`error`] holds what validation reports,
 //! [`model`] the validated types, one module per spec section checks that
 //! section ([`origin`], [`slicing`], [`cache`], [`workload`], [`service`],
-//! [`tuning`], [`rollout`], [`cleanup`], [`purge_token`]) with the shared
+//! [`tuning`], [`rollout`], [`cleanup`], [`purge_token`], [`fleet`]) with the shared
 //! [`checks`], [`url`] and the PromQL [`matchers`], and [`render`] turns the result
 //! into the agent config file, pointing at the mount [`paths`].
 
@@ -21,6 +21,7 @@ mod cache;
 mod checks;
 mod cleanup;
 mod error;
+mod fleet;
 mod matchers;
 mod model;
 mod origin;
@@ -41,10 +42,10 @@ pub use cache::MIN_HOST_PATH_FILE_SIZE;
 pub use error::{ValidationError, ValidationErrors};
 pub use matchers::{label_matchers, MatcherError};
 pub use model::{
-    BlockVolume, Cache, DeviceSelection, HostPathFile, MaxUnavailable, Origin, Placement, PurgeTokenRef, Rollout,
-    Service, Slicing, Tuning, ValidatedSliceCache,
+    BlockVolume, Cache, DeviceSelection, Fleet, HostPathFile, MaxUnavailable, Origin, Placement, PurgeTokenRef,
+    Rollout, Service, Slicing, Tuning, ValidatedSliceCache,
 };
-pub use paths::{BLOCK_VOLUME_PATH, EMPTY_DIR_FILE_DIR, EMPTY_DIR_FILE_PATH, PURGE_TOKEN_FILE};
+pub use paths::{BLOCK_VOLUME_PATH, EMPTY_DIR_FILE_DIR, EMPTY_DIR_FILE_PATH, PEER_TOKEN_FILE, PURGE_TOKEN_FILE};
 pub use purge_token::DEFAULT_PURGE_TOKEN_KEY;
 pub use service::DEFAULT_SERVICE_PORT;
 pub use slicing::{MAX_MIN_OBJECT_SIZE, MAX_RETRIES};
@@ -68,6 +69,7 @@ impl ValidatedSliceCache {
         let wipe_devices_on_delete = cleanup::validate(spec, &mut errors);
         let purge_token = purge_token::validate(spec, &mut errors);
         let workload = workload::validate(spec, &cache, &mut errors);
+        let fleet = fleet::validate(spec, &slicing, &tuning, &mut errors);
         if spec.image.as_deref().is_some_and(|i| i.trim().is_empty()) {
             errors.push(ValidationError::Empty { field: "spec.image" });
         }
@@ -97,6 +99,7 @@ impl ValidatedSliceCache {
                 workload,
                 replicas: spec.replicas,
                 purge_token,
+                fleet,
             }),
             _ => Err(ValidationErrors(errors)),
         }

@@ -40,6 +40,16 @@ pub struct ValidatedSliceCache {
     pub(super) workload: WorkloadKind,
     pub(super) replicas: Option<i32>,
     pub(super) purge_token: Option<PurgeTokenRef>,
+    pub(super) fleet: Fleet,
+}
+
+/// One cache per fleet, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fleet {
+    pub(super) mode: crate::spec::FleetMode,
+    pub(super) granule: u64,
+    pub(super) connect_timeout: HumanDuration,
+    pub(super) first_byte_timeout: HumanDuration,
 }
 
 /// The origin, validated.
@@ -223,6 +233,10 @@ impl ValidatedSliceCache {
     /// The purge token Secret key, if purge is enabled.
     pub fn purge_token(&self) -> Option<&PurgeTokenRef> {
         self.purge_token.as_ref()
+    }
+
+    pub fn fleet(&self) -> &Fleet {
+        &self.fleet
     }
 }
 

@@ -12,3 +12,6 @@ pub const EMPTY_DIR_FILE_PATH: &str = "/var/cache/slicecache/cache.img";
 /// Where the operator attaches the raw block volume of
 /// `cache.disk.volumeClaimTemplate` in the agent container.
 pub const BLOCK_VOLUME_PATH: &str = "/dev/slicecache-volume";
+/// Where the operator mounts the fleet's peer token Secret in the agent
+/// container.
+pub const PEER_TOKEN_FILE: &str = "/var/run/secrets/slicecache-peer/peer-token";

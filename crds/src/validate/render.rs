@@ -3,11 +3,12 @@
 
 use super::{
     model::DeviceSelection,
-    paths::{BLOCK_VOLUME_PATH, EMPTY_DIR_FILE_PATH, PURGE_TOKEN_FILE},
+    paths::{BLOCK_VOLUME_PATH, EMPTY_DIR_FILE_PATH, PEER_TOKEN_FILE, PURGE_TOKEN_FILE},
     ValidatedSliceCache,
 };
 use crate::{
     agent_config::{AdminConfig, AgentConfig, CacheConfig, DeviceConfig, OriginConfig, Tunables},
+    fleet_config::FleetConfig,
     status::EffectiveTunables,
     units::ByteSize,
 };
@@ -100,6 +101,17 @@ impl ValidatedSliceCache {
         config.admin = AdminConfig {
             purge_token_file: self.purge_token.as_ref().map(|_| PURGE_TOKEN_FILE.to_string()),
         };
+        if self.fleet.is_sharded() {
+            // Members come from the peers Service, which only the operator
+            // names: it sets `peers_service` (see the operator's build).
+            config.fleet = FleetConfig {
+                peer_token_file: Some(PEER_TOKEN_FILE.to_string()),
+                granule: ByteSize(self.fleet.granule),
+                connect_timeout: self.fleet.connect_timeout,
+                first_byte_timeout: self.fleet.first_byte_timeout,
+                ..FleetConfig::default()
+            };
+        }
         config
     }
 }

@@ -802,3 +802,58 @@ fn reasons_are_camel_case_and_distinct() {
         assert!(r.chars().all(|c| c.is_ascii_alphanumeric()), "{r}");
     }
 }
+
+// === fleet ===
+
+#[test]
+fn fleet_is_off_by_default_and_shard_renders_its_section() {
+    let v = valid(ORIGIN);
+    assert!(!v.fleet().is_sharded());
+    assert!(!v.agent_config().fleet.enabled(), "no fleet section without Shard");
+
+    let v = valid(&format!("{ORIGIN}fleet:\n  mode: Shard\n  connectTimeout: 150ms\n"));
+    assert!(v.fleet().is_sharded());
+    assert_eq!(v.fleet().granule(), 4 << 20);
+    let config = v.agent_config();
+    assert_eq!(config.fleet.granule, ByteSize::mib(4));
+    assert_eq!(config.fleet.connect_timeout, HumanDuration::millis(150));
+    assert_eq!(config.fleet.peer_token_file.as_deref(), Some(PEER_TOKEN_FILE));
+}
+
+#[test]
+fn the_default_granule_covers_the_largest_slice() {
+    let v = valid(&format!("{ORIGIN}slicing:\n  sliceSize: 16Mi\nfleet:\n  mode: Shard\n"));
+    assert_eq!(v.fleet().granule(), 16 << 20);
+    let v = valid(&format!(
+        "{ORIGIN}fleet:\n  mode: Shard\ntuning:\n  mode: Auto\n  maxSliceSize: 32Mi\n  prometheus:\n    url: http://prometheus:9090\n"
+    ));
+    assert_eq!(v.fleet().granule(), 32 << 20);
+}
+
+#[test]
+fn fleet_granule_is_checked() {
+    rejected(
+        &format!("{ORIGIN}fleet:\n  mode: Shard\n  granule: 3Mi\n"),
+        "spec.fleet.granule",
+        "NotPowerOfTwo",
+        "3Mi",
+    );
+    rejected(
+        &format!("{ORIGIN}fleet:\n  granule: 2Gi\n"),
+        "spec.fleet.granule",
+        "SizeOutOfRange",
+        "2Gi",
+    );
+    rejected(
+        &format!("{ORIGIN}slicing:\n  sliceSize: 8Mi\nfleet:\n  mode: Shard\n  granule: 4Mi\n"),
+        "spec.fleet.granule",
+        "GranuleBelowSlice",
+        "raise the granule",
+    );
+    rejected(
+        &format!("{ORIGIN}fleet:\n  firstByteTimeout: 0s\n"),
+        "spec.fleet.firstByteTimeout",
+        "DurationTooShort",
+        "0",
+    );
+}

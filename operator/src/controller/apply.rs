@@ -22,17 +22,21 @@ use std::fmt::Debug;
 use k8s_openapi::{
     api::{
         apps::v1::{DaemonSet, Deployment},
-        core::v1::{ConfigMap, PodTemplateSpec},
+        core::v1::{ConfigMap, PodTemplateSpec, Secret, Service},
         policy::v1::PodDisruptionBudget,
+        rbac::v1::{Role, RoleBinding},
     },
     NamespaceResourceScope,
 };
 use kube::{
-    api::{DeleteParams, Patch, PatchParams},
+    api::{DeleteParams, Patch, PatchParams, PostParams},
     Api, Client, Resource, ResourceExt,
 };
 use serde::{de::DeserializeOwned, Serialize};
 
+use slicecache_api::fleet_config::PEER_PORT_NAME;
+
+use super::build::peer_token_data;
 use super::build::{template_hash, AgentWorkload, DesiredState, DESIRED_HASH, FIELD_MANAGER};
 
 /// Why the built objects could not be applied.
@@ -146,7 +150,11 @@ pub async fn apply(
     record("ConfigMap", &desired.names.config_map, c);
     let (_, c) = apply_one(client, namespace, owner_uid, &desired.client_service).await?;
     record("Service", &desired.names.client_service, c);
-    let (_, c) = apply_one(client, namespace, owner_uid, &desired.peer_service).await?;
+    let peer_api: Api<Service> = Api::namespaced(client.clone(), namespace);
+    let live_peer_service = read(&peer_api, &desired.names.peer_service).await?;
+    // Fleet mode was on when the live peer Service has a peer port.
+    let was_sharded = live_peer_service.as_ref().is_some_and(has_peer_port);
+    let (_, c) = apply_with(&peer_api, live_peer_service, owner_uid, &desired.peer_service).await?;
     record("Service", &desired.names.peer_service, c);
     match &desired.pod_disruption_budget {
         Some(pdb) => {
@@ -166,6 +174,26 @@ pub async fn apply(
     }
 
     let names = &desired.names;
+    match &desired.fleet {
+        Some(fleet) => {
+            let (_, c) = apply_one(client, namespace, owner_uid, &fleet.role).await?;
+            record("Role", &names.fleet_role, c);
+            let (_, c) = apply_one(client, namespace, owner_uid, &fleet.role_binding).await?;
+            record("RoleBinding", &names.fleet_role, c);
+            let c = ensure_peer_token(client, namespace, owner_uid, &fleet.peer_token).await?;
+            record("Secret", &names.peer_token, c);
+        }
+        None if was_sharded => {
+            let c = delete_if_owned::<RoleBinding>(client, namespace, owner_uid, &names.fleet_role).await?;
+            record("RoleBinding", &names.fleet_role, c);
+            let c = delete_if_owned::<Role>(client, namespace, owner_uid, &names.fleet_role).await?;
+            record("Role", &names.fleet_role, c);
+            let c = delete_if_owned::<Secret>(client, namespace, owner_uid, &names.peer_token).await?;
+            record("Secret", &names.peer_token, c);
+        }
+        None => {}
+    }
+
     let (workload, rollout_from) = match &desired.workload {
         AgentWorkload::DaemonSet(ds) => {
             let (applied, from, c, removed) =
@@ -292,6 +320,55 @@ where
         })?;
     tracing::info!(kind = kind_of::<K>(), %name, ?change, "applied");
     Ok((applied, change))
+}
+
+/// Whether a peer Service carries the fleet's peer port.
+fn has_peer_port(service: &Service) -> bool {
+    service
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .is_some_and(|ports| ports.iter().any(|p| p.name.as_deref() == Some(PEER_PORT_NAME)))
+}
+
+/// Creates the peer token Secret with a fresh random token when it does
+/// not exist. An existing one is left as it is: the running agents hold
+/// its token. A Secret of that name that this SliceCache does not control
+/// is never taken over.
+async fn ensure_peer_token(
+    client: &Client,
+    namespace: &str,
+    owner_uid: &str,
+    desired: &Secret,
+) -> Result<Change, ApplyError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let name = desired.name_any();
+    match read(&api, &name).await? {
+        Some(live) if controlled_by(&live, owner_uid) => Ok(Change::Unchanged),
+        Some(_) => Err(ApplyError::NotOwned { kind: "Secret", name }),
+        None => {
+            let token = random_token();
+            let mut secret = desired.clone();
+            secret.data = Some(peer_token_data(&token));
+            api.create(&PostParams::default(), &secret)
+                .await
+                .map_err(|source| ApplyError::Apply {
+                    kind: "Secret",
+                    name: name.clone(),
+                    source,
+                })?;
+            tracing::info!(kind = "Secret", %name, "created the fleet's peer token");
+            Ok(Change::Created)
+        }
+    }
+}
+
+/// 32 random bytes, hex-encoded: the fleet's peer token.
+fn random_token() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Deletes `name` when it exists and this SliceCache controls it.

@@ -25,12 +25,14 @@
 //! what an autoscaler wrote.
 //!
 //! One module per object kind: [`config_map`], [`service_account`],
-//! [`service`] (client and peer), [`pdb`], [`workload`] (DaemonSet or
+//! [`service`] (client and peer), [`pdb`], [`fleet`] (the Role, RoleBinding
+//! and peer token Secret of fleet mode), [`workload`] (DaemonSet or
 //! Deployment) around the [`pod_template`], and the device [`wipe_job`];
 //! [`meta`] holds the labels, metadata, annotation keys and hashes they all
 //! use. This module puts them together into a [`DesiredState`].
 
 pub mod config_map;
+pub mod fleet;
 pub mod meta;
 pub mod pdb;
 pub mod pod_template;
@@ -49,6 +51,7 @@ use k8s_openapi::{
 use slicecache_api::{agent_config::AgentConfig, status::EffectiveTunables, ValidatedSliceCache};
 
 pub use config_map::{CONFIG_DIR, CONFIG_FILE_KEY, CONFIG_PATH};
+pub use fleet::{peer_token_data, FleetObjects, PEER_TOKEN_KEY};
 pub use meta::{
     desired_hash, labels, metadata, selector_labels, Owner, APP_NAME, CONFIG_GENERATION, CONFIG_HASH, DESIRED_HASH,
     FIELD_MANAGER, POD_TEMPLATE_HASH,
@@ -107,6 +110,10 @@ pub struct ObjectNames {
     pub client_service: String,
     pub peer_service: String,
     pub pod_disruption_budget: String,
+    /// The Role and RoleBinding of fleet mode (EndpointSlices).
+    pub fleet_role: String,
+    /// The Secret with the token the agents present to each other.
+    pub peer_token: String,
 }
 
 impl ObjectNames {
@@ -119,6 +126,8 @@ impl ObjectNames {
             client_service: name.to_string(),
             peer_service: format!("{name}-peers"),
             pod_disruption_budget: format!("{name}-agent"),
+            fleet_role: format!("{name}-agent-peers"),
+            peer_token: format!("{name}-peer-token"),
         }
     }
 }
@@ -136,6 +145,9 @@ pub struct DesiredState {
     pub pod_disruption_budget: Option<PodDisruptionBudget>,
     /// The DaemonSet or Deployment that runs the agents.
     pub workload: AgentWorkload,
+    /// `Some` with `spec.fleet.mode: Shard`; `None` makes the apply step
+    /// delete the ones left from before.
+    pub fleet: Option<FleetObjects>,
     /// The agent config rendered into the ConfigMap.
     pub agent_config: AgentConfig,
     /// Value of [`POD_TEMPLATE_HASH`] on the pod template.
@@ -156,6 +168,10 @@ impl DesiredState {
         ];
         if let Some(pdb) = &self.pod_disruption_budget {
             out.push(serde_json::to_value(pdb)?);
+        }
+        if let Some(fleet) = &self.fleet {
+            out.push(serde_json::to_value(&fleet.role)?);
+            out.push(serde_json::to_value(&fleet.role_binding)?);
         }
         out.push(match &self.workload {
             AgentWorkload::DaemonSet(ds) => serde_json::to_value(ds)?,
@@ -189,17 +205,30 @@ pub fn build_tuned(
 ) -> Result<DesiredState, BuildError> {
     let names = ObjectNames::for_cache(&owner.name);
     let in_force = in_force.map(EffectiveTunables::from);
-    let agent_config = validated.agent_config_tuned(in_force.as_ref());
+    let mut agent_config = validated.agent_config_tuned(in_force.as_ref());
+    let fleet = validated.fleet().is_sharded().then(|| {
+        agent_config.fleet.peers_service = Some(names.peer_service.clone());
+        fleet::fleet_objects(owner, &names)
+    });
+    let peer_port = fleet
+        .as_ref()
+        .map(|_| listen_port("fleet.peerListen", &agent_config.fleet.peer_listen))
+        .transpose()?;
     let client_port = listen_port("listen", &agent_config.listen)?;
     let admin_port = listen_port("adminListen", &agent_config.admin_listen)?;
 
     let (config_map, config_hash) = config_map::config_map(owner, &names, &agent_config)?;
     let service_account = service_account::service_account(owner, &names);
     let client_service = service::client_service(validated, owner, &names);
-    let peer_service = service::peer_service(owner, &names, client_port, admin_port);
+    let peer_service = service::peer_service(owner, &names, client_port, admin_port, peer_port);
     let pod_disruption_budget = pdb::pod_disruption_budget(validated, owner, &names);
 
-    let mut template = pod_template::pod_template(validated, owner, defaults, &names, client_port, admin_port);
+    let ports = pod_template::Ports {
+        client: client_port,
+        admin: admin_port,
+        peer: peer_port,
+    };
+    let mut template = pod_template::pod_template(validated, owner, defaults, &names, ports);
     let pod_template_hash = pod_template::pod_template_hash(&template, &agent_config, validated.cache().devices())?;
     annotate(
         template.metadata.get_or_insert_with(ObjectMeta::default),
@@ -220,6 +249,7 @@ pub fn build_tuned(
         agent_config,
         pod_template_hash,
         config_hash,
+        fleet,
     };
     stamp(&mut state.service_account)?;
     stamp(&mut state.config_map)?;
@@ -227,6 +257,10 @@ pub fn build_tuned(
     stamp(&mut state.peer_service)?;
     if let Some(pdb) = state.pod_disruption_budget.as_mut() {
         stamp(pdb)?;
+    }
+    if let Some(fleet) = state.fleet.as_mut() {
+        stamp(&mut fleet.role)?;
+        stamp(&mut fleet.role_binding)?;
     }
     match &mut state.workload {
         AgentWorkload::DaemonSet(ds) => stamp(ds)?,

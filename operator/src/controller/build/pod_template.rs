@@ -14,26 +14,29 @@ use std::{collections::BTreeMap, path::Path};
 
 use k8s_openapi::{
     api::core::v1::{
-        Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EphemeralVolumeSource,
-        HTTPGetAction, HostPathVolumeSource, KeyToPath, PersistentVolumeClaimSpec, PersistentVolumeClaimTemplate,
-        PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext,
-        Volume, VolumeDevice, VolumeMount, VolumeResourceRequirements,
+        Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+        EphemeralVolumeSource, HTTPGetAction, HostPathVolumeSource, KeyToPath, ObjectFieldSelector,
+        PersistentVolumeClaimSpec, PersistentVolumeClaimTemplate, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+        SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeDevice, VolumeMount,
+        VolumeResourceRequirements,
     },
     apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::ObjectMeta, util::intstr::IntOrString},
 };
 use serde::Serialize;
 use slicecache_api::{
     agent_config::{AgentConfig, Tunables},
+    fleet_config::PEER_PORT_NAME,
     quantity::format_bytes,
     validate::{
         BlockVolume, DeviceSelection, HostPathFile, PurgeTokenRef, BLOCK_VOLUME_PATH, EMPTY_DIR_FILE_DIR,
-        PURGE_TOKEN_FILE,
+        PEER_TOKEN_FILE, PURGE_TOKEN_FILE,
     },
     ValidatedSliceCache,
 };
 
 use super::{
     config_map::{CONFIG_DIR, CONFIG_FILE_KEY, CONFIG_PATH},
+    fleet::PEER_TOKEN_KEY,
     meta::{hash_hex, labels, Owner},
     BuildDefaults, BuildError, ObjectNames,
 };
@@ -77,14 +80,21 @@ impl Privilege {
     }
 }
 
+/// The agent's container ports; `peer` only in fleet mode.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Ports {
+    pub client: u16,
+    pub admin: u16,
+    pub peer: Option<u16>,
+}
+
 /// The agents' pod template, without its hash (see [`pod_template_hash`]).
 pub(super) fn pod_template(
     validated: &ValidatedSliceCache,
     owner: &Owner,
     defaults: &BuildDefaults,
     names: &ObjectNames,
-    client_port: u16,
-    admin_port: u16,
+    ports: Ports,
 ) -> PodTemplateSpec {
     let privilege = Privilege::of(validated);
     let cache = validated.cache();
@@ -102,6 +112,11 @@ pub(super) fn pod_template(
     if let Some(token) = validated.purge_token() {
         storage.add_purge_token(token);
     }
+    // Fleet mode, by its peer port (the device wipe Job has none).
+    let sharded = ports.peer.is_some();
+    if sharded {
+        storage.add_peer_token(names);
+    }
     let PodStorage {
         volumes,
         mounts,
@@ -111,7 +126,7 @@ pub(super) fn pod_template(
     let container = Container {
         volume_mounts: Some(mounts),
         volume_devices: (!devices.is_empty()).then_some(devices),
-        ..agent_container(validated, defaults, privilege, client_port, admin_port)
+        ..agent_container(validated, defaults, privilege, ports)
     };
 
     let placement = validated.placement();
@@ -122,7 +137,9 @@ pub(super) fn pod_template(
         }),
         spec: Some(PodSpec {
             service_account_name: Some(names.service_account.clone()),
-            automount_service_account_token: Some(false),
+            // Only fleet mode talks to the API: it watches the peers
+            // Service's EndpointSlices, as its Role allows and no more.
+            automount_service_account_token: Some(sharded),
             node_selector: (!placement.node_selector().is_empty()).then(|| placement.node_selector().clone()),
             tolerations: (!placement.tolerations().is_empty()).then(|| placement.tolerations().to_vec()),
             affinity: placement.affinity().cloned(),
@@ -339,18 +356,26 @@ impl PodStorage {
 
     /// The purge token Secret key, read-only at [`PURGE_TOKEN_FILE`].
     fn add_purge_token(&mut self, token: &PurgeTokenRef) {
-        let file = Path::new(PURGE_TOKEN_FILE);
-        let dir = file
-            .parent()
-            .and_then(Path::to_str)
-            .unwrap_or("/var/run/secrets/slicecache");
-        let file_name = file.file_name().and_then(|f| f.to_str()).unwrap_or("purge-token");
+        self.add_secret_file("purge-token", token.name(), token.key(), PURGE_TOKEN_FILE);
+    }
+
+    /// The fleet's peer token, read-only at [`PEER_TOKEN_FILE`].
+    fn add_peer_token(&mut self, names: &ObjectNames) {
+        self.add_secret_file("peer-token", &names.peer_token, PEER_TOKEN_KEY, PEER_TOKEN_FILE);
+    }
+
+    /// Key `key` of Secret `secret`, read-only at `file`, in a volume
+    /// named `volume` mounted at the file's directory.
+    fn add_secret_file(&mut self, volume: &str, secret: &str, key: &str, file: &str) {
+        let file = Path::new(file);
+        let dir = file.parent().and_then(Path::to_str).unwrap_or("/var/run/secrets");
+        let file_name = file.file_name().and_then(|f| f.to_str()).unwrap_or(volume);
         self.volumes.push(Volume {
-            name: "purge-token".into(),
+            name: volume.into(),
             secret: Some(SecretVolumeSource {
-                secret_name: Some(token.name().to_string()),
+                secret_name: Some(secret.to_string()),
                 items: Some(vec![KeyToPath {
-                    key: token.key().to_string(),
+                    key: key.to_string(),
                     path: file_name.to_string(),
                     mode: None,
                 }]),
@@ -360,7 +385,7 @@ impl PodStorage {
             ..Volume::default()
         });
         self.mounts.push(VolumeMount {
-            name: "purge-token".into(),
+            name: volume.into(),
             mount_path: dir.to_string(),
             read_only: Some(true),
             ..VolumeMount::default()
@@ -386,32 +411,49 @@ fn agent_container(
     validated: &ValidatedSliceCache,
     defaults: &BuildDefaults,
     privilege: Privilege,
-    client_port: u16,
-    admin_port: u16,
+    ports: Ports,
 ) -> Container {
+    let port = |name: &str, number: u16| ContainerPort {
+        name: Some(name.into()),
+        container_port: i32::from(number),
+        protocol: Some("TCP".into()),
+        ..ContainerPort::default()
+    };
+    let mut container_ports = vec![port("http", ports.client), port("admin", ports.admin)];
+    let mut env = Vec::new();
+    if let Some(peer) = ports.peer {
+        container_ports.push(port(PEER_PORT_NAME, peer));
+        // The member name is the node's, so an agent that restarts on its
+        // node owns what its disk holds again.
+        env.push(field_env("NODE_NAME", "spec.nodeName"));
+        env.push(field_env("POD_NAMESPACE", "metadata.namespace"));
+    }
     Container {
         name: AGENT_CONTAINER.into(),
         image: Some(validated.image().unwrap_or(&defaults.agent_image).to_string()),
         args: Some(vec!["run".into(), "--config".into(), CONFIG_PATH.into()]),
-        ports: Some(vec![
-            ContainerPort {
-                name: Some("http".into()),
-                container_port: i32::from(client_port),
-                protocol: Some("TCP".into()),
-                ..ContainerPort::default()
-            },
-            ContainerPort {
-                name: Some("admin".into()),
-                container_port: i32::from(admin_port),
-                protocol: Some("TCP".into()),
-                ..ContainerPort::default()
-            },
-        ]),
+        ports: Some(container_ports),
+        env: (!env.is_empty()).then_some(env),
         liveness_probe: Some(probe("/healthz", 10, 3)),
         readiness_probe: Some(probe("/readyz", 5, 2)),
         resources: validated.resources().cloned(),
         security_context: Some(container_security(privilege)),
         ..Container::default()
+    }
+}
+
+/// An environment variable from a field of the Pod (the downward API).
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
     }
 }
 

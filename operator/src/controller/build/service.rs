@@ -8,7 +8,7 @@ use k8s_openapi::{
     api::core::v1::{Service, ServicePort, ServiceSpec},
     apimachinery::pkg::util::intstr::IntOrString,
 };
-use slicecache_api::ValidatedSliceCache;
+use slicecache_api::{fleet_config::PEER_PORT_NAME, ValidatedSliceCache};
 
 use super::{
     meta::{metadata, selector_labels, Owner},
@@ -36,8 +36,15 @@ pub(super) fn client_service(validated: &ValidatedSliceCache, owner: &Owner, nam
 }
 
 /// The headless peer Service, listing every agent with its client and
-/// admin ports.
-pub(super) fn peer_service(owner: &Owner, names: &ObjectNames, client_port: u16, admin_port: u16) -> Service {
+/// admin ports, and its peer port in fleet mode: its EndpointSlices are the
+/// fleet's member list.
+pub(super) fn peer_service(
+    owner: &Owner,
+    names: &ObjectNames,
+    client_port: u16,
+    admin_port: u16,
+    peer_port: Option<u16>,
+) -> Service {
     // Agents find each other (and Prometheus finds them) through the
     // headless Service; unready agents are listed too, since peers and
     // scrapes matter most while an agent warms up.
@@ -47,22 +54,33 @@ pub(super) fn peer_service(owner: &Owner, names: &ObjectNames, client_port: u16,
             cluster_ip: Some("None".into()),
             publish_not_ready_addresses: Some(true),
             selector: Some(selector_labels(owner)),
-            ports: Some(vec![
-                ServicePort {
-                    name: Some("http".into()),
-                    port: i32::from(client_port),
-                    target_port: Some(IntOrString::String("http".into())),
+            ports: Some(
+                vec![
+                    ServicePort {
+                        name: Some("http".into()),
+                        port: i32::from(client_port),
+                        target_port: Some(IntOrString::String("http".into())),
+                        protocol: Some("TCP".into()),
+                        ..ServicePort::default()
+                    },
+                    ServicePort {
+                        name: Some("admin".into()),
+                        port: i32::from(admin_port),
+                        target_port: Some(IntOrString::String("admin".into())),
+                        protocol: Some("TCP".into()),
+                        ..ServicePort::default()
+                    },
+                ]
+                .into_iter()
+                .chain(peer_port.map(|port| ServicePort {
+                    name: Some(PEER_PORT_NAME.into()),
+                    port: i32::from(port),
+                    target_port: Some(IntOrString::String(PEER_PORT_NAME.into())),
                     protocol: Some("TCP".into()),
                     ..ServicePort::default()
-                },
-                ServicePort {
-                    name: Some("admin".into()),
-                    port: i32::from(admin_port),
-                    target_port: Some(IntOrString::String("admin".into())),
-                    protocol: Some("TCP".into()),
-                    ..ServicePort::default()
-                },
-            ]),
+                }))
+                .collect(),
+            ),
             ..ServiceSpec::default()
         }),
         ..Service::default()

@@ -12,7 +12,7 @@ use super::{
     config_map::CONFIG_PATH,
     listen_port,
     meta::{annotate, labels, metadata, Owner},
-    pod_template::pod_template,
+    pod_template::{pod_template, Ports},
     BuildDefaults, BuildError, ObjectNames,
 };
 
@@ -47,7 +47,14 @@ pub fn wipe_job(
     let config = validated.agent_config();
     let client_port = listen_port("listen", &config.listen)?;
     let admin_port = listen_port("adminListen", &config.admin_listen)?;
-    let mut template = pod_template(validated, owner, defaults, &names, client_port, admin_port);
+    // No peer port: the Job is no fleet member and needs neither the peer
+    // token nor the API.
+    let ports = Ports {
+        client: client_port,
+        admin: admin_port,
+        peer: None,
+    };
+    let mut template = pod_template(validated, owner, defaults, &names, ports);
     template.metadata = Some(ObjectMeta {
         labels: Some(labels(owner, WIPE_COMPONENT)),
         ..ObjectMeta::default()
