@@ -1,6 +1,16 @@
-//! Reading samples out of the Prometheus text exposition format.
+//! Reading samples out of the Prometheus text exposition format, and
+//! scraping an agent's admin port for it.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use crate::client::HttpClient;
+
+/// The text of `GET /metrics` on `admin`, when it answers 200.
+pub async fn scrape(admin: SocketAddr) -> Option<String> {
+    let resp = HttpClient::new(admin).get("/metrics", &[]).await.ok()?;
+    (resp.status == 200).then(|| String::from_utf8_lossy(&resp.body).into_owned())
+}
 
 /// Sums the samples of metric `name` (the exact name) that carry every label
 /// pair in `labels`; 0 when there are none.

@@ -9,6 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::node_shim::api_access::kubeconfig_with_token;
 use crate::{control_plane::env_value, free_addr, Proc};
 
 /// The repository root.
@@ -113,20 +114,7 @@ pub fn operator_binary() -> PathBuf {
 /// token`.
 pub fn service_account_kubeconfig(admin: &Path, namespace: &str, sa: &str, out: &Path) -> Result<(), String> {
     let token = kubectl(admin, &["create", "token", sa, "-n", namespace, "--duration=24h"])?;
-    let text = std::fs::read_to_string(admin).map_err(|e| format!("reading {}: {e}", admin.display()))?;
-    let mut config: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).map_err(|e| e.to_string())?;
-    let user = serde_yaml_ng::to_value(serde_json::json!([
-        { "name": sa, "user": { "token": token.trim() } }
-    ]))
-    .map_err(|e| e.to_string())?;
-    config["users"] = user;
-    if let Some(contexts) = config["contexts"].as_sequence_mut() {
-        for context in contexts {
-            context["context"]["user"] = sa.into();
-            context["context"]["namespace"] = namespace.into();
-        }
-    }
-    let text = serde_yaml_ng::to_string(&config).map_err(|e| e.to_string())?;
+    let text = kubeconfig_with_token(admin, namespace, sa, &token)?;
     std::fs::write(out, text).map_err(|e| format!("writing {}: {e}", out.display()))
 }
 

@@ -1,7 +1,8 @@
 //! The world most control-plane tests need: the chart installed with its
 //! operator ([`Installation`]), the node shim as three kubelets running the
-//! real agent binary, a recording origin, and a namespace to apply
-//! SliceCaches in.
+//! real agent binary (Pods on a local non-loopback range, so EndpointSlices
+//! list them, and with API access through their ServiceAccount), a
+//! recording origin, and a namespace to apply SliceCaches in.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,6 +12,7 @@ use slicecache_testkit::origin::TestOrigin;
 
 use crate::install::{kubectl, Installation};
 use crate::node_shim::{NodeShim, ShimOptions};
+use crate::pod_network::local_pod_range;
 use crate::{agent_binary, poll};
 
 /// A control plane with the operator, three nodes, an origin and a
@@ -27,12 +29,23 @@ pub struct Scene {
 impl Scene {
     /// Starts everything with its files under `dir`, and creates `namespace`.
     pub async fn start(dir: &Path, namespace: &str) -> Self {
+        Self::with_nodes(dir, namespace, 3).await
+    }
+
+    /// [`Scene::start`] with `nodes` Nodes.
+    pub async fn with_nodes(dir: &Path, namespace: &str, nodes: usize) -> Self {
         let agent_bin = agent_binary();
         let install = Installation::start(dir).await;
         let client = install.control_plane.client().await;
-        let shim = NodeShim::start(client, ShimOptions::new(agent_bin, dir.join("shim")))
-            .await
-            .expect("starting the node shim");
+        let mut options = ShimOptions::new(agent_bin, dir.join("shim"));
+        options.nodes = nodes;
+        options.api_kubeconfig = Some(install.admin.clone());
+        // Pod addresses the EndpointSlice controller can publish.
+        match local_pod_range() {
+            Ok((first, last)) => (options.first_ip, options.last_ip) = (first, last),
+            Err(why) => eprintln!("scene: Pods get loopback addresses, so EndpointSlices stay empty: {why}"),
+        }
+        let shim = NodeShim::start(client, options).await.expect("starting the node shim");
         let origin = TestOrigin::start().await.expect("starting the origin");
         kubectl(&install.admin, &["create", "namespace", namespace]).unwrap_or_else(|e| panic!("{e}"));
         Self {

@@ -24,6 +24,7 @@
 //! Not done: startup probes, exec probes, init and multi-container Pods,
 //! resource limits, Pod affinity in binding.
 
+pub mod api_access;
 pub mod env;
 pub mod image;
 pub mod nodes;
@@ -46,7 +47,7 @@ use std::{
 };
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret};
 use kube::{
     api::Api,
     config::{KubeConfigOptions, Kubeconfig},
@@ -87,6 +88,10 @@ pub struct ShimOptions {
     /// refuses loopback addresses in EndpointSlices (see the crate's notes).
     pub first_ip: Ipv4Addr,
     pub last_ip: Ipv4Addr,
+    /// The admin kubeconfig whose cluster (server, CA) Pods that mount a
+    /// service account token reach the API through, with a token of their
+    /// own ([`api_access`]). `None`: such Pods get no API access.
+    pub api_kubeconfig: Option<PathBuf>,
     /// Bind unscheduled Pods to the shim's Nodes (no kube-scheduler runs).
     pub schedule: bool,
     /// `RUST_LOG` of agents whose Pod does not set it.
@@ -113,6 +118,7 @@ impl ShimOptions {
             dir: dir.into(),
             first_ip: Ipv4Addr::new(127, 0, 0, 2),
             last_ip: Ipv4Addr::new(127, 255, 255, 254),
+            api_kubeconfig: None,
             schedule: true,
             rust_log: "info".into(),
             max_grace: Duration::from_secs(10),
@@ -217,9 +223,13 @@ impl NodeShim {
         background.push(task);
         let (secrets, task) = cache::<Secret>(&client);
         background.push(task);
+        let (node_cache, task) = cache::<Node>(&client);
+        background.push(task);
         let fill = Duration::from_secs(30);
         let filled = tokio::time::timeout(fill, async {
-            config_maps.wait_until_ready().await.is_ok() && secrets.wait_until_ready().await.is_ok()
+            config_maps.wait_until_ready().await.is_ok()
+                && secrets.wait_until_ready().await.is_ok()
+                && node_cache.wait_until_ready().await.is_ok()
         })
         .await;
         if filled != Ok(true) {
@@ -241,6 +251,7 @@ impl NodeShim {
         let dir = options.dir.clone();
         let rt = Arc::new(Runtime {
             client,
+            nodes: node_cache,
             stores: ObjectStores { config_maps, secrets },
             state: state.clone(),
             options: Arc::new(options),

@@ -16,7 +16,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::{
     api::{Api, PostParams},
-    runtime::{watcher, WatchStreamExt},
+    runtime::{reflector::ObjectRef, watcher, WatchStreamExt},
 };
 use serde_json::json;
 use tokio::{
@@ -145,6 +145,8 @@ pub async fn run(rt: Arc<Runtime>, nodes: Vec<Candidate>, commands: Arc<Commands
 
 struct Sync<'a> {
     rt: &'a Arc<Runtime>,
+    /// The shim's Nodes as registered; their labels as the API has them
+    /// now come from the Node cache ([`Runtime::nodes`]).
     nodes: &'a [Candidate],
     node_names: &'a BTreeSet<String>,
     commands: &'a Arc<Commands>,
@@ -152,6 +154,24 @@ struct Sync<'a> {
 }
 
 impl Sync<'_> {
+    /// The shim's Nodes with their labels as the API has them now (a label
+    /// added with kubectl counts), or as registered before the cache has
+    /// seen them.
+    fn current_nodes(&self) -> Vec<Candidate> {
+        self.nodes
+            .iter()
+            .map(|n| Candidate {
+                name: n.name.clone(),
+                labels: self
+                    .rt
+                    .nodes
+                    .get(&ObjectRef::new(&n.name))
+                    .and_then(|node| node.metadata.labels.clone())
+                    .unwrap_or_else(|| n.labels.clone()),
+            })
+            .collect()
+    }
+
     async fn apply(
         &self,
         pod: Pod,
@@ -208,7 +228,8 @@ impl Sync<'_> {
         for node in pending_bindings.values() {
             *load.entry(node.clone()).or_insert(0) += 1;
         }
-        let node = schedule::pick_node(pod, self.nodes, &load)?.to_string();
+        let nodes = self.current_nodes();
+        let node = schedule::pick_node(pod, &nodes, &load)?.to_string();
         let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
         let name = pod.metadata.name.as_deref().unwrap_or_default();
         let api: Api<Pod> = Api::namespaced(self.rt.client.clone(), namespace);

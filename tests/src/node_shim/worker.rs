@@ -33,6 +33,7 @@ use slicecache_testkit::client::HttpClient;
 use tokio::sync::{mpsc, watch};
 
 use super::{
+    api_access,
     image::ImageMatch,
     pod_files::{self, ObjectStores, PodContext},
     process::ContainerProcess,
@@ -45,6 +46,8 @@ use super::{
 /// What every Pod worker shares.
 pub struct Runtime {
     pub client: Client,
+    /// Every Node, as the API has it.
+    pub nodes: kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Node>,
     pub stores: ObjectStores,
     pub state: Arc<ShimState>,
     pub options: Arc<ShimOptions>,
@@ -135,6 +138,8 @@ struct Worker {
     last_written: Option<serde_json::Value>,
     ip: Option<Ipv4Addr>,
     runs_agent: bool,
+    /// The kubeconfig written for the Pod (see [`api_access`]), once written.
+    kubeconfig: Option<PathBuf>,
 }
 
 impl Worker {
@@ -178,6 +183,7 @@ impl Worker {
             last_written: None,
             ip: None,
             runs_agent: false,
+            kubeconfig: None,
         }
     }
 
@@ -319,6 +325,10 @@ impl Worker {
                 break End::Deleting;
             }
             if process.is_none() && next_start.is_some_and(|t| t <= Instant::now()) {
+                if let Err(message) = self.grant_api_access().await {
+                    tracing::warn!(pod = %self.name, %message, "no API access for the pod");
+                    self.event("Warning", "FailedMount", message).await;
+                }
                 match self.start() {
                     Ok(p) => {
                         self.rt.state.add_pid(p.pid());
@@ -514,6 +524,22 @@ impl Worker {
         Duration::from_secs(u64::try_from(seconds).unwrap_or(0)).min(self.rt.options.max_grace)
     }
 
+    /// Writes the Pod's kubeconfig once, when the API server mounted a
+    /// service account token into it and the shim knows the cluster.
+    async fn grant_api_access(&mut self) -> Result<(), String> {
+        let Some(admin) = self.rt.options.api_kubeconfig.clone() else {
+            return Ok(());
+        };
+        if self.kubeconfig.is_some() || !api_access::mounts_token(&self.pod) {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.dirs.pod).map_err(|e| format!("creating {}: {e}", self.dirs.pod.display()))?;
+        let out = self.dirs.pod.join("kubeconfig");
+        api_access::write_pod_kubeconfig(&self.rt.client, &admin, &self.pod, &out).await?;
+        self.kubeconfig = Some(out);
+        Ok(())
+    }
+
     /// Prepares and spawns the container; on failure the waiting reason,
     /// message and retry delay.
     fn start(&mut self) -> Result<ContainerProcess, (&'static str, String, Duration)> {
@@ -553,10 +579,16 @@ impl Worker {
             rust_log: &options.rust_log,
             log: self.log.clone(),
         };
-        let launch = pod_files::prepare(&ctx).map_err(|e| {
+        let mut launch = pod_files::prepare(&ctx).map_err(|e| {
             let retry = if e.retryable() { 1 } else { 5 };
             (e.reason(), e.to_string(), Duration::from_secs(retry))
         })?;
+        if let Some(kubeconfig) = &self.kubeconfig {
+            launch.env.retain(|(n, _)| n != "KUBECONFIG");
+            launch
+                .env
+                .push(("KUBECONFIG".into(), kubeconfig.to_string_lossy().into_owned()));
+        }
         tracing::debug!(pod = %self.name, ?launch, "launching");
         ContainerProcess::spawn(&launch).map_err(|e| {
             (
