@@ -12,6 +12,7 @@
 pub mod agent_config;
 pub mod crd;
 pub mod fleet_config;
+pub mod fleet_members;
 #[cfg(feature = "logging")]
 pub mod logging;
 pub mod quantity;

@@ -120,6 +120,20 @@ pub const SLICE_BOUNDS_RULE: &str = "!has(self.minSliceSize) || !has(self.maxSli
         description = "Tuning mode",
         priority = 1
     ),
+    printcolumn(
+        name = "Members",
+        type_ = "integer",
+        json_path = ".status.fleet.members",
+        description = "Fleet members (agents serving their peers) in mode Shard",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Owned",
+        type_ = "string",
+        json_path = ".status.fleet.ownedFraction",
+        description = "Share of the keys each member owns in mode Shard",
+        priority = 1
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]

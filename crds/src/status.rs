@@ -83,6 +83,39 @@ pub struct SliceCacheStatus {
     /// no hit ratio (no traffic, Prometheus unusable).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hit_ratio: Option<String>,
+
+    /// One cache per fleet (`spec.fleet.mode: Shard`): the members as the
+    /// agents see them. Unset in mode Off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetStatus>,
+}
+
+/// The fleet's members: the agents whose endpoint in the peers Service is
+/// serving and not terminating.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FleetStatus {
+    /// How many members there are.
+    pub members: i32,
+    /// The members' names (their nodes), sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub member_names: Vec<String>,
+    /// The share of the keys each member owns, e.g. `33.3%` (members have
+    /// equal weight).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owned_fraction: Option<String>,
+}
+
+impl FleetStatus {
+    /// The status of a fleet of `names`.
+    pub fn of(names: Vec<String>) -> Self {
+        let members = i32::try_from(names.len()).unwrap_or(i32::MAX);
+        Self {
+            members,
+            owned_fraction: (members > 0).then(|| format!("{:.1}%", 100.0 / f64::from(members))),
+            member_names: names,
+        }
+    }
 }
 
 /// Node agent counts and per node detail.

@@ -84,6 +84,11 @@ async fn the_agents_share_one_cache_and_a_fourth_node_joins_without_errors() {
         .wait_for_cache("models", "Ready", Duration::from_secs(90), ready)
         .await;
     let members = wait_for_ring(&scene, 3).await;
+    scene
+        .wait_for_cache("models", "3 fleet members in status", Duration::from_secs(60), |c| {
+            c["status"]["fleet"]["members"] == 3 && c["status"]["fleet"]["ownedFraction"] == "33.3%"
+        })
+        .await;
 
     // Every agent serves every object in full; the origin sends each byte once.
     for (i, body) in bodies.iter().enumerate() {
@@ -154,6 +159,18 @@ async fn the_agents_share_one_cache_and_a_fourth_node_joins_without_errors() {
     let fourth = scene.shim.node_names()[3].clone();
     kubectl(scene.admin(), &["label", "node", &fourth, "fleet=yes"]).unwrap_or_else(|e| panic!("{e}"));
     let grown = wait_for_ring(&scene, 4).await;
+    scene
+        .wait_for_cache("models", "4 fleet members in status", Duration::from_secs(60), |c| {
+            c["status"]["fleet"]["members"] == 4
+        })
+        .await;
+    let wide =
+        kubectl(scene.admin(), &["get", "slc", "models", "-n", NS, "-o", "wide"]).unwrap_or_else(|e| panic!("{e}"));
+    println!("{wide}");
+    assert!(
+        wide.contains("MEMBERS") && wide.contains("25.0%"),
+        "kubectl get slc -o wide:\n{wide}"
+    );
     // Keep reading a little while on the new ring.
     let settled = reads.load(Ordering::Relaxed);
     poll("reads on the ring of four", Duration::from_secs(30), || {

@@ -23,18 +23,22 @@ use k8s_openapi::{
     api::{
         apps::v1::{DaemonSet, Deployment},
         core::v1::{ConfigMap, PodTemplateSpec, Secret, Service},
+        discovery::v1::EndpointSlice,
         policy::v1::PodDisruptionBudget,
         rbac::v1::{Role, RoleBinding},
     },
     NamespaceResourceScope,
 };
 use kube::{
-    api::{DeleteParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
     Api, Client, Resource, ResourceExt,
 };
 use serde::{de::DeserializeOwned, Serialize};
 
-use slicecache_api::fleet_config::PEER_PORT_NAME;
+use slicecache_api::{
+    fleet_config::PEER_PORT_NAME,
+    fleet_members::{slice_members, SERVICE_NAME_LABEL},
+};
 
 use super::build::peer_token_data;
 use super::build::{template_hash, AgentWorkload, DesiredState, DESIRED_HASH, FIELD_MANAGER};
@@ -100,6 +104,9 @@ pub struct Applied {
     /// The pod template hash the live workload had before this apply, when
     /// it existed and differed: a rollout starts.
     pub rollout_from: Option<String>,
+    /// In fleet mode, the members listed by the peers Service's
+    /// EndpointSlices, sorted.
+    pub fleet_members: Option<Vec<String>>,
 }
 
 impl Applied {
@@ -217,11 +224,17 @@ pub async fn apply(
         }
     };
 
+    let fleet_members = match &desired.fleet {
+        Some(_) => Some(fleet_members(client, namespace, &names.peer_service).await?),
+        None => None,
+    };
+
     Ok(Applied {
         changes,
         workload,
         config_map,
         rollout_from,
+        fleet_members,
     })
 }
 
@@ -320,6 +333,26 @@ where
         })?;
     tracing::info!(kind = kind_of::<K>(), %name, ?change, "applied");
     Ok((applied, change))
+}
+
+/// The members the EndpointSlices of the peers Service `service` list
+/// (the agents' own rule: serving, not terminating, named by node).
+async fn fleet_members(client: &Client, namespace: &str, service: &str) -> Result<Vec<String>, ApplyError> {
+    let api: Api<EndpointSlice> = Api::namespaced(client.clone(), namespace);
+    let params = ListParams::default().labels(&format!("{SERVICE_NAME_LABEL}={service}"));
+    let slices = api.list(&params).await.map_err(|source| ApplyError::Read {
+        kind: "EndpointSlice",
+        name: format!("of Service {service}"),
+        source,
+    })?;
+    let mut names: Vec<String> = slices
+        .items
+        .iter()
+        .flat_map(|slice| slice_members(slice, 0).into_keys())
+        .collect();
+    names.sort();
+    names.dedup();
+    Ok(names)
 }
 
 /// Whether a peer Service carries the fleet's peer port.

@@ -37,6 +37,7 @@ use k8s_openapi::api::{
     apps::v1::{DaemonSet, Deployment},
     batch::v1::Job,
     core::v1::{ConfigMap, Node, Service, ServiceAccount},
+    discovery::v1::EndpointSlice,
     policy::v1::PodDisruptionBudget,
 };
 use kube::{
@@ -44,6 +45,7 @@ use kube::{
         controller::{Action, Controller},
         events::{Event as KubeEvent, EventType, Recorder, Reporter},
         finalizer::{finalizer, Error as FinalizerError, Event as FinalizerEvent},
+        reflector::ObjectRef,
         watcher,
     },
     Api, Client, Resource, ResourceExt,
@@ -546,7 +548,17 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         .owns(Api::<Service>::all(client.clone()), owned.clone())
         .owns(Api::<ServiceAccount>::all(client.clone()), owned.clone())
         .owns(Api::<PodDisruptionBudget>::all(client.clone()), owned.clone())
-        .owns(Api::<Job>::all(client.clone()), owned)
+        .owns(Api::<Job>::all(client.clone()), owned.clone())
+        // The EndpointSlice controller copies the Services' labels onto
+        // their slices: a change of fleet members updates the status.
+        .watches(
+            Api::<EndpointSlice>::all(client.clone()),
+            owned,
+            |slice: EndpointSlice| {
+                let instance = slice.labels().get("app.kubernetes.io/instance").cloned();
+                instance.map(|name| ObjectRef::new(&name).within(&slice.namespace().unwrap_or_default()))
+            },
+        )
         .watches(
             Api::<Node>::all(client),
             watcher::Config::default(),

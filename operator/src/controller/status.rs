@@ -37,7 +37,7 @@ use kube::{
 };
 use slicecache_api::spec::WorkloadKind;
 use slicecache_api::{
-    status::{condition, new_condition, EffectiveTunables, NodesStatus, TuningStatus},
+    status::{condition, new_condition, EffectiveTunables, FleetStatus, NodesStatus, TuningStatus},
     SliceCache, SliceCacheStatus, ValidatedSliceCache,
 };
 
@@ -138,6 +138,7 @@ pub fn compute(
             status.replicas = Some(counts.total);
             status.ready_replicas = Some(counts.ready);
             status.selector = desired.workload.selector_string();
+            status.fleet = applied.fleet_members.clone().map(FleetStatus::of);
             status.effective = Some(EffectiveTunables {
                 slice_size: desired.agent_config.tunables.slice_size,
                 concurrency: desired.agent_config.tunables.concurrency,

@@ -383,7 +383,7 @@ async fn a_new_slice_cache_gets_the_finalizer_first() {
 }
 
 /// The controller lists (then watches) SliceCaches, every kind it owns (by
-/// the managed-by label) and Nodes (all of them: any may match a
+/// the managed-by label), the EndpointSlices of its Services (the same label) and Nodes (all of them: any may match a
 /// placement). Each LIST here gets an empty list.
 #[tokio::test]
 async fn the_controller_watches_owned_kinds_and_nodes() {
@@ -392,7 +392,7 @@ async fn the_controller_watches_owned_kinds_and_nodes() {
 
     let mut listed = std::collections::BTreeMap::new();
     let mut open_watches = Vec::new();
-    while listed.len() < 9 {
+    while listed.len() < 10 {
         let (call, send) = next(&mut handle).await;
         assert_eq!(call.method, "GET", "{} {}", call.path, call.query);
         if call.query.contains("watch=true") {
@@ -416,6 +416,7 @@ async fn the_controller_watches_owned_kinds_and_nodes() {
         "/api/v1/serviceaccounts",
         "/apis/policy/v1/poddisruptionbudgets",
         "/apis/batch/v1/jobs",
+        "/apis/discovery.k8s.io/v1/endpointslices",
     ] {
         let query = listed
             .get(owned)
