@@ -196,7 +196,10 @@ wait_http() { # url; up to 15 s
 }
 
 step "scrape a real agent after traffic (memory and disk tiers, Range, config reloads)"
-origin_port="$(free_port)"; listen_port="$(free_port)"; admin_port="$(free_port)"
+origin_port="$(free_port)"; listen_port="$(free_port)"; admin_port="$(free_port)"; peer_port="$(free_port)"
+# A fleet of one (itself as its only static member), so the fleet's
+# metrics are exported too.
+printf 'check-chart-peer-token-0123456789\n' >"$work/peer-token"
 mkdir -p "$work/www"
 head -c 3000000 /dev/urandom >"$work/www/object.bin"
 (cd "$work/www" && exec "$PY" -m http.server "$origin_port" --bind 127.0.0.1) >"$work/origin.log" 2>&1 &
@@ -215,6 +218,12 @@ cache:
   devices:
     - path: $work/device.img
       size: 64Mi
+fleet:
+  nodeName: check
+  peerListen: 127.0.0.1:$peer_port
+  peers:
+    check: 127.0.0.1:$peer_port
+  peerTokenFile: $work/peer-token
 EOF
   mv "$work/agent.yaml.tmp" "$work/agent.yaml"
 }
@@ -227,6 +236,8 @@ url="http://127.0.0.1:$listen_port/object.bin"
 for _ in 1 2 3; do curl -fsS -o /dev/null "$url" || fail "GET through the agent"; done
 code="$(curl -sS -o /dev/null -w '%{http_code}' -H 'Range: bytes=100-70000' "$url")"
 [ "$code" = 206 ] || fail "Range request through the agent answered $code"
+code="$(curl -sS -o /dev/null -w '%{http_code}' "http://127.0.0.1:$peer_port/object.bin")"
+[ "$code" = 403 ] || fail "the peer port answered $code without the token (403 expected)"
 write_config 128Ki # a valid change: reload ok
 sleep 1.5
 write_config 3 # not a power of two: reload rejected
