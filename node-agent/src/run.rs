@@ -92,7 +92,12 @@ pub fn run(cfg: AgentConfig, source: ConfigSource) -> anyhow::Result<()> {
 
     let conf = ServerConf {
         threads: workers,
-        grace_period_seconds: Some(1),
+        // After SIGTERM Pingora stops accepting connections at once (the
+        // probes fail, members that dial it go to the origin instead) and
+        // lets requests in flight finish for this long. A fleet member's
+        // in-flight answers are slices other agents are streaming to
+        // their clients: give them time.
+        grace_period_seconds: Some(if fleet.is_some() { FLEET_DRAIN_SECONDS } else { 1 }),
         graceful_shutdown_timeout_seconds: Some(5),
         ..ServerConf::default()
     };
@@ -279,6 +284,9 @@ fn open_devices(cfg: &AgentConfig, metrics: &Metrics) -> anyhow::Result<Option<S
 fn listen_port(addr: &str) -> u16 {
     addr.parse::<std::net::SocketAddr>().map_or(0, |a| a.port())
 }
+
+/// Seconds a fleet member lets requests in flight finish after SIGTERM.
+const FLEET_DRAIN_SECONDS: u64 = 5;
 
 struct MembershipWatcher {
     fleet: Arc<Fleet>,
