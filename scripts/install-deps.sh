@@ -2,13 +2,14 @@
 # Installs the system packages slicecache needs on a fresh Debian machine.
 #   --build-only   just what building needs (cmake: Pingora builds zlib-ng with it)
 #   (default)      also what the tests and benchmarks run: nginx-light (the slice
-#                  module peer), wrk, and prometheus (server and promtool)
+#                  module peer), wrk, prometheus (server and promtool), and
+#                  iproute2 (the control-plane tests put a Pod address range on lo)
 # Idempotent: packages already present are skipped.
 set -euo pipefail
 
 packages=(cmake)
 if [ "${1:-}" != "--build-only" ]; then
-  packages+=(nginx-light wrk prometheus)
+  packages+=(nginx-light wrk prometheus iproute2)
 fi
 missing=()
 for p in "${packages[@]}"; do
