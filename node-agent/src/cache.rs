@@ -5,6 +5,14 @@
 //! slice size they were cached under; anything missing makes the slice a miss.
 //! L1 is consulted first; L2 hits are offered to L1 (its admission policy
 //! decides), and every fill goes to L1 at once and to L2 in the background.
+//!
+//! A fleet member also has a hot set: a second, small memory store (1/8 of
+//! the memory budget, taken from L1) for slices fetched from the peers
+//! that own them. Its admission gate (TinyUFO's: a newcomer must be asked
+//! for more often than what it would evict) keeps only slices that are
+//! asked for again, so hot objects stop crossing to their owner on every
+//! hit while the fleet still holds one copy of everything else, never on a
+//! non-owner's disk.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -38,12 +46,16 @@ pub enum Keep {
     AllTiers,
     /// Memory alone.
     MemoryOnly,
+    /// The hot set alone (a slice a fleet peer owns); nothing without one.
+    Hot,
 }
 
 /// Metadata plus tiers.
 #[derive(Debug)]
 pub struct Cache {
     memory: MemoryStore,
+    /// Slices that fleet peers own; see the module docs.
+    hot: Option<MemoryStore>,
     disk: Option<Arc<dyn ExtentStore>>,
     objects: Mutex<HashMap<ObjectId, ObjectEntry>>,
     metrics: Arc<Metrics>,
@@ -51,8 +63,21 @@ pub struct Cache {
 
 impl Cache {
     pub fn new(memory_bytes: u64, disk: Option<Arc<dyn ExtentStore>>, metrics: Arc<Metrics>) -> Self {
+        Self::with_hot_set(memory_bytes, 0, disk, metrics)
+    }
+
+    /// A cache whose memory budget `memory_bytes` is split: `hot_bytes`
+    /// for the hot set (none when 0), the rest for L1.
+    pub fn with_hot_set(
+        memory_bytes: u64,
+        hot_bytes: u64,
+        disk: Option<Arc<dyn ExtentStore>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let hot_bytes = hot_bytes.min(memory_bytes / 2);
         Self {
-            memory: MemoryStore::new(memory_bytes),
+            memory: MemoryStore::new(memory_bytes - hot_bytes),
+            hot: (hot_bytes > 0).then(|| MemoryStore::new(hot_bytes)),
             disk,
             objects: Mutex::new(HashMap::new()),
             metrics,
@@ -61,6 +86,18 @@ impl Cache {
 
     pub fn memory(&self) -> &MemoryStore {
         &self.memory
+    }
+
+    /// The hot set, on fleet members.
+    pub fn hot_set(&self) -> Option<&MemoryStore> {
+        self.hot.as_ref()
+    }
+
+    /// An extent resident in L1 or the hot set.
+    fn in_ram(&self, key: &ExtentKey) -> Option<Bytes> {
+        self.memory
+            .get_now(key)
+            .or_else(|| self.hot.as_ref().and_then(|h| h.get_now(key)))
     }
 
     fn objects(&self) -> MutexGuard<'_, HashMap<ObjectId, ObjectEntry>> {
@@ -128,6 +165,9 @@ impl Cache {
 
     async fn drop_extents(&self, object: ObjectId) {
         self.memory.remove_object(object).await;
+        if let Some(hot) = &self.hot {
+            hot.remove_object(object).await;
+        }
         if let Some(disk) = &self.disk {
             disk.remove_object(object).await;
         }
@@ -210,7 +250,7 @@ impl Cache {
                     offset: off,
                     len,
                 };
-                self.memory.get_now(&key).is_some()
+                self.in_ram(&key).is_some()
             });
             match resident {
                 Some((off, len)) => pos = off + u64::from(len),
@@ -257,7 +297,7 @@ impl Cache {
                 offset: off,
                 len,
             };
-            if let Some(data) = self.memory.get_now(&key) {
+            if let Some(data) = self.in_ram(&key) {
                 return Some((key, data, Tier::Memory));
             }
             if !use_disk {
@@ -298,7 +338,8 @@ impl Cache {
     }
 
     /// [`Self::insert`], keeping the extent as `keep` says: memory alone for bytes fetched
-    /// in place of a failed fleet peer (the owner's disk is the fleet's copy).
+    /// in place of a failed fleet peer (the owner's disk is the fleet's copy),
+    /// the hot set for bytes a peer sent.
     pub fn insert_to(
         self: &Arc<Self>,
         keep: Keep,
@@ -340,6 +381,14 @@ impl Cache {
                 Some(entry.meta.clone())
             }
         };
+        if keep == Keep::Hot {
+            if let Some(hot) = &self.hot {
+                let admitted = hot.put_now(key, data);
+                let result = if admitted { "admitted" } else { "rejected" };
+                self.metrics.hot_set_puts.with_label_values(&[result]).inc();
+            }
+            return;
+        }
         self.memory.put_now(key, data.clone());
         if let Some(disk) = self.disk.clone().filter(|_| keep == Keep::AllTiers) {
             tokio::spawn(async move {

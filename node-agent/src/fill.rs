@@ -670,12 +670,13 @@ impl Fills {
     }
 
     /// Caches a filled extent as its source allows: the owner's copy is
-    /// the fleet's, so bytes from a peer are not kept; bytes the origin
-    /// sent in a failed peer's place stay in memory only.
+    /// the fleet's, so bytes from a peer go only to the hot set (whose gate
+    /// keeps the ones asked for again); bytes the origin sent in a failed
+    /// peer's place stay in memory only.
     fn keep(&self, progress: &FillProgress, object: ObjectId, meta: &ObjectMeta, offset: u64, size: u64, data: Bytes) {
         match progress.peer {
             PeerUse::NotYet => self.cache.insert(object, meta, offset, size, data),
-            PeerUse::Asking => {}
+            PeerUse::Asking => self.cache.insert_to(Keep::Hot, object, meta, offset, size, data),
             PeerUse::Failed => self.cache.insert_to(Keep::MemoryOnly, object, meta, offset, size, data),
         }
     }

@@ -47,6 +47,9 @@ pub struct Metrics {
     pub object_changes: IntCounter,
     pub object_invalidations: IntCounter,
     pub promotions: IntCounter,
+    /// Slices from fleet peers offered to the hot set, by whether its
+    /// admission gate took them (`admitted`, `rejected`).
+    pub hot_set_puts: IntCounterVec,
     pub client_connections: IntGauge,
     pub client_cuts: IntCounterVec,
     pub rejected_requests: IntCounterVec,
@@ -174,6 +177,11 @@ impl Metrics {
             promotions: counter(
                 "slicecache_promotions_total",
                 "Disk-tier hits admitted into the memory tier.",
+            )?,
+            hot_set_puts: counter_vec(
+                "slicecache_hot_set_puts_total",
+                "Slices fetched from fleet peers offered to the hot set, by whether its admission gate took them.",
+                &["result"],
             )?,
             client_connections: gauge(
                 "slicecache_client_connections",

@@ -61,7 +61,10 @@ pub fn run(cfg: AgentConfig, source: ConfigSource) -> anyhow::Result<()> {
 
     let disk = open_devices(&cfg, &metrics)?.map(Arc::new);
     let tier: Option<Arc<dyn ExtentStore>> = disk.clone().map(|d| d as Arc<dyn ExtentStore>);
-    let cache = Arc::new(Cache::new(cfg.cache.memory.bytes(), tier, metrics.clone()));
+    // A fleet member gives 1/8 of its memory budget to the hot set.
+    let memory = cfg.cache.memory.bytes();
+    let hot = if cfg.fleet.enabled() { memory / 8 } else { 0 };
+    let cache = Arc::new(Cache::with_hot_set(memory, hot, tier, metrics.clone()));
     let fleet = start_fleet(&cfg, &metrics)?;
     let fills = Fills::new(origin, cache.clone(), metrics.clone(), max, fleet.clone());
     let live = Arc::new(LiveTunables::new(tunables));

@@ -124,6 +124,44 @@ async fn sum(agents: &[AgentProc], name: &str, labels: &[(&str, &str)]) -> f64 {
     total
 }
 
+/// A hot object read again and again through one agent: the slices other
+/// members own cross to this agent once, then its hot set serves them, and
+/// the origin still sent each byte once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_non_owner_serves_repeated_hits_from_its_hot_set() {
+    let origin = TestOrigin::start().await.unwrap();
+    let objects = put_objects(&origin);
+    let fleet = start_agents(&origin, true).await;
+    let (path, body) = &objects[0];
+    let agent = &fleet.agents[0];
+    let mut client = agent.client();
+    let ok = [("role", "client"), ("result", "ok")];
+    let resp = client.get(path, &[]).await.unwrap();
+    assert_eq!(resp.status, 200);
+    assert_bytes(&resp.body, body, "first read");
+    let first = agent.metric("slicecache_peer_requests_total", &ok).await;
+    assert!(first > 0.0, "some slices of {path} are owned by other members");
+    for round in 0..4 {
+        let resp = client.get(path, &[]).await.unwrap();
+        assert_eq!(resp.status, 200);
+        assert_bytes(&resp.body, body, &format!("read {round} from the hot set"));
+    }
+    let after = agent.metric("slicecache_peer_requests_total", &ok).await;
+    let admitted = agent
+        .metric("slicecache_hot_set_puts_total", &[("result", "admitted")])
+        .await;
+    println!("{first} peer requests on the first read, {after} after five; {admitted} slices in the hot set");
+    assert_eq!(after, first, "repeated hits went back to the owners");
+    assert_eq!(
+        admitted, first,
+        "every peer-fetched slice was offered to the hot set and fit"
+    );
+    assert_eq!(origin.state.body_bytes.load(Ordering::Relaxed), body.len() as u64);
+    // Nothing of it went to this agent's own memory tier or disk: the hot
+    // set holds it (the agents run without disks here).
+    assert_eq!(agent.metric("slicecache_promotions_total", &[]).await, 0.0);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fleet_fetches_each_byte_from_the_origin_once() {
     let object_bytes = (OBJECTS * OBJECT_LEN) as f64;

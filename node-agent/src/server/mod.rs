@@ -30,13 +30,14 @@ use crate::metrics::Metrics;
 use crate::object::ObjectMeta;
 use crate::range::{self, ByteRange, RangeOutcome, RangeSpec, Validators};
 use crate::request_check::{self, Rejection};
-use crate::response::response_header;
 use crate::sendfile::SocketWriter;
 use crate::slicer::{Slice, SlicePlan};
 use crate::store::ObjectId;
 
+mod headers;
 mod lookup;
 
+use headers::{not_modified_since, simple_response};
 use lookup::{join_fill, SliceLookup, SliceSource, MAX_LOOKS};
 
 /// Everything a request needs, shared by all connections.
@@ -289,7 +290,7 @@ impl Agent {
             _ => false,
         };
         if not_modified {
-            let mut resp = base_response(304, &meta);
+            let mut resp = self.base_response(304, &meta);
             resp.remove_header(&http::header::CONTENT_LENGTH);
             resp.remove_header(&http::header::CONTENT_TYPE);
             return self
@@ -316,7 +317,7 @@ impl Agent {
             .unwrap_or_else(|| "application/octet-stream".into());
         let (resp, parts) = match &outcome {
             RangeOutcome::Full => {
-                let resp = base_response(200, &meta);
+                let resp = self.base_response(200, &meta);
                 // Lazily: `meta.size - 1` would underflow for an empty object.
                 let whole = (meta.size > 0).then(|| ByteRange {
                     first: 0,
@@ -325,7 +326,7 @@ impl Agent {
                 (resp, whole.into_iter().map(|r| (Bytes::new(), r)).collect::<Vec<_>>())
             }
             RangeOutcome::Single(r) => {
-                let mut resp = base_response(206, &meta);
+                let mut resp = self.base_response(206, &meta);
                 resp.insert_header(http::header::CONTENT_RANGE, r.content_range(meta.size))
                     .ok();
                 resp.insert_header(http::header::CONTENT_LENGTH, r.len().to_string())
@@ -333,7 +334,7 @@ impl Agent {
                 (resp, vec![(Bytes::new(), *r)])
             }
             RangeOutcome::Multi(ranges) => {
-                let mut resp = base_response(206, &meta);
+                let mut resp = self.base_response(206, &meta);
                 let parts: Vec<(Bytes, ByteRange)> = ranges
                     .iter()
                     .enumerate()
@@ -357,7 +358,7 @@ impl Agent {
                 (resp, parts)
             }
             RangeOutcome::NotSatisfiable => {
-                let mut resp = base_response(416, &meta);
+                let mut resp = self.base_response(416, &meta);
                 resp.insert_header(http::header::CONTENT_RANGE, format!("bytes */{}", meta.size))
                     .ok();
                 resp.insert_header(http::header::CONTENT_LENGTH, "0").ok();
@@ -938,40 +939,5 @@ fn slice_size_for(meta: &ObjectMeta, tunables: &RuntimeTunables) -> u64 {
         meta.size.max(1)
     } else {
         tunables.slice_size
-    }
-}
-
-fn base_response(status: u16, meta: &ObjectMeta) -> ResponseHeader {
-    let mut resp = response_header(status);
-    resp.insert_header(http::header::ACCEPT_RANGES, "bytes").ok();
-    resp.insert_header(http::header::CONTENT_LENGTH, meta.size.to_string())
-        .ok();
-    let ct = meta.content_type.as_deref().unwrap_or("application/octet-stream");
-    resp.insert_header(http::header::CONTENT_TYPE, ct).ok();
-    if let Some(etag) = &meta.etag {
-        resp.insert_header(http::header::ETAG, etag.as_str()).ok();
-    }
-    if let Some(lm) = &meta.last_modified {
-        resp.insert_header(http::header::LAST_MODIFIED, lm.as_str()).ok();
-    }
-    resp
-}
-
-fn simple_response(status: u16, body: &str) -> ResponseHeader {
-    let mut resp = response_header(status);
-    resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .ok();
-    resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())
-        .ok();
-    resp
-}
-
-fn not_modified_since(ims: &[u8], last_modified: Option<&str>) -> bool {
-    let (Some(lm), Ok(ims)) = (last_modified, std::str::from_utf8(ims)) else {
-        return false;
-    };
-    match (httpdate::parse_http_date(lm), httpdate::parse_http_date(ims.trim())) {
-        (Ok(lm), Ok(ims)) => lm <= ims,
-        _ => false,
     }
 }
