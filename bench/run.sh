@@ -326,10 +326,10 @@ fi
 # ---------------------------------------------------------------- measurement helpers
 log_lines() { wc -l < "$ORIGIN_LOG"; }
 origin_bytes_since() { # line port -> body bytes the origin sent to that port's cache since line
-  awk -v from="$1" -v port="$2" 'NR > from && $1 == port { s += $3 } END { printf "%d\n", s }' "$ORIGIN_LOG"
+  awk -v from="$1" -v port="$2" 'NR > from && $1 == port { s += $3 } END { printf "%.0f\n", s }' "$ORIGIN_LOG"
 }
 agent_metric() { # series [admin port]: a series' value, summed over its labels if given without any
-  curl -s "http://127.0.0.1:${2:-$ADMIN_PORT}/metrics" | awk -v m="$1" '$1 == m || index($1, m "{") == 1 { s += $2; f = 1 } END { printf "%d\n", f ? s : 0 }'
+  curl -s "http://127.0.0.1:${2:-$ADMIN_PORT}/metrics" | awk -v m="$1" '$1 == m || index($1, m "{") == 1 { s += $2; f = 1 } END { printf "%.0f\n", f ? s : 0 }'
 }
 url_of() {
   case $1 in
