@@ -367,7 +367,7 @@ impl Fills {
         }
         let sent = Instant::now();
         let peer = match (&spec.route, progress.peer) {
-            (Route::Peer(peer), PeerUse::NotYet | PeerUse::Asking) => Some(peer.clone()),
+            (Route::Peer(peer) | Route::HandOver(peer), PeerUse::NotYet | PeerUse::Asking) => Some(peer.clone()),
             _ => None,
         };
         progress.peer = match (&peer, progress.peer) {
@@ -534,7 +534,7 @@ impl Fills {
                 if extent.len() as u64 == size || extent_start + extent.len() as u64 == total {
                     let data = std::mem::take(&mut extent).freeze();
                     if extent_start != spec.key.offset {
-                        self.keep(progress, spec.key.object, &meta, extent_start, size, data);
+                        self.keep(progress, spec, &meta, (extent_start, size), data);
                     }
                     extent_start += size;
                 }
@@ -659,26 +659,23 @@ impl Fills {
             data.extend_from_slice(c);
         }
         drop(chunks);
-        self.keep(
-            progress,
-            spec.key.object,
-            meta,
-            spec.key.offset,
-            spec.key.size,
-            data.freeze(),
-        );
+        self.keep(progress, spec, meta, (spec.key.offset, spec.key.size), data.freeze());
     }
 
-    /// Caches a filled extent as its source allows: the owner's copy is
-    /// the fleet's, so bytes from a peer go only to the hot set (whose gate
-    /// keeps the ones asked for again); bytes the origin sent in a failed
-    /// peer's place stay in memory only.
-    fn keep(&self, progress: &FillProgress, object: ObjectId, meta: &ObjectMeta, offset: u64, size: u64, data: Bytes) {
-        match progress.peer {
-            PeerUse::NotYet => self.cache.insert(object, meta, offset, size, data),
-            PeerUse::Asking => self.cache.insert_to(Keep::Hot, object, meta, offset, size, data),
-            PeerUse::Failed => self.cache.insert_to(Keep::MemoryOnly, object, meta, offset, size, data),
-        }
+    /// Caches a filled extent of `spec`'s object as its source allows:
+    /// the owner's copy is the fleet's, so bytes from a peer that owns the
+    /// slice go only to the hot set (whose gate keeps the ones asked for
+    /// again), and bytes the origin sent in a failed owner's place stay in
+    /// memory only. A slice this agent owns (handed over by its previous
+    /// owner, or not) goes to every tier.
+    fn keep(&self, progress: &FillProgress, spec: &FillSpec, meta: &ObjectMeta, extent: (u64, u64), data: Bytes) {
+        let keep = match (&spec.route, progress.peer) {
+            (Route::Peer(_), PeerUse::Asking) => Keep::Hot,
+            (Route::Peer(_), PeerUse::Failed) | (Route::OriginForPeer, _) => Keep::MemoryOnly,
+            _ => Keep::AllTiers,
+        };
+        let (offset, size) = extent;
+        self.cache.insert_to(keep, spec.key.object, meta, offset, size, data);
     }
 
     /// Counts body bytes by where they came from.
@@ -692,7 +689,7 @@ impl Fills {
     /// The slice's owner failed this fill: count it, feed its breaker, and
     /// send the rest of the fill to the origin.
     fn peer_failed(&self, spec: &FillSpec, progress: &mut FillProgress, result: &str) {
-        if let (Route::Peer(peer), Some(fleet)) = (&spec.route, &self.fleet) {
+        if let (Route::Peer(peer) | Route::HandOver(peer), Some(fleet)) = (&spec.route, &self.fleet) {
             fleet.peer_failed(peer, result);
         }
         progress.peer = PeerUse::Failed;

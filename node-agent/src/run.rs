@@ -121,14 +121,17 @@ pub fn run(cfg: AgentConfig, source: ConfigSource) -> anyhow::Result<()> {
     if purge_token.is_none() {
         info!("no purge token configured; POST /purge is disabled");
     }
-    let ready = Arc::new(AtomicBool::new(true));
+    // A member that learns its fleet from the API turns ready once it knows
+    // the members: until then it would take every key for its own, and the
+    // others would send it slices it then fetched from the origin again.
+    let ready = Arc::new(AtomicBool::new(cfg.fleet.peers_service.is_none()));
     let mut admin = Service::new(
         "slicecache admin".to_string(),
         AdminApp {
             cache: cache.clone(),
             metrics: metrics.clone(),
             purge_token,
-            ready,
+            ready: ready.clone(),
             purge_log: LogThrottle::default(),
         },
     );
@@ -154,6 +157,7 @@ pub fn run(cfg: AgentConfig, source: ConfigSource) -> anyhow::Result<()> {
                 MembershipWatcher {
                     fleet: fleet.clone(),
                     service,
+                    ready: ready.clone(),
                 },
             ));
         }
@@ -294,12 +298,14 @@ const FLEET_DRAIN_SECONDS: u64 = 5;
 struct MembershipWatcher {
     fleet: Arc<Fleet>,
     service: PeersService,
+    /// Set once the first member list is applied.
+    ready: Arc<AtomicBool>,
 }
 
 #[async_trait]
 impl BackgroundService for MembershipWatcher {
     async fn start(&self, shutdown: ShutdownWatch) {
-        membership::run(self.fleet.clone(), self.service.clone(), shutdown).await;
+        membership::run(self.fleet.clone(), self.service.clone(), self.ready.clone(), shutdown).await;
     }
 }
 

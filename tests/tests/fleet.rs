@@ -190,7 +190,8 @@ async fn the_agents_share_one_cache_and_a_fourth_node_joins_without_errors() {
         "client reads failed while a member joined"
     );
 
-    // The new member reads what the others own from them, and serves it right.
+    // The new member serves every object right: what the others own from
+    // them, what it owns now from their previous owners (hand-over).
     let (new_client, new_admin) = *grown.iter().find(|a| !members.contains(a)).expect("the fourth agent");
     for (i, body) in bodies.iter().enumerate() {
         let resp = HttpClient::new(new_client)
@@ -204,5 +205,11 @@ async fn the_agents_share_one_cache_and_a_fourth_node_joins_without_errors() {
     }
     let text = scrape(new_admin).await.expect("metrics of the new agent");
     assert!(metric_sum(&text, "slicecache_fleet_owned_fraction", &[]) > 0.2);
+    // Neither the growth nor the new member's reads cost the origin a byte:
+    // a quarter of the keys moved, and their new owner got them from the
+    // members that held them.
+    let again = scene.origin.state.body_bytes.load(Ordering::Relaxed) - origin_bytes;
+    println!("from 3 to 4 agents and every object through the fourth: the origin sent {again} more bytes");
+    assert_eq!(again, 0, "the new owner's slices came from their previous owners");
     scene.shutdown().await;
 }

@@ -10,6 +10,7 @@
 //! everything from the origin).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,7 +50,8 @@ fn union(slices: &BTreeMap<String, Members>) -> Members {
 
 /// Watches the peers Service and keeps `fleet`'s members in step until
 /// `shutdown`.
-pub async fn run(fleet: Arc<Fleet>, service: PeersService, mut shutdown: ShutdownWatch) {
+/// `ready` is set once the first member list is applied.
+pub async fn run(fleet: Arc<Fleet>, service: PeersService, ready: Arc<AtomicBool>, mut shutdown: ShutdownWatch) {
     let client = loop {
         match Client::try_default().await {
             Ok(client) => break client,
@@ -72,7 +74,7 @@ pub async fn run(fleet: Arc<Fleet>, service: PeersService, mut shutdown: Shutdow
     let (tx, rx) = watch::channel(None::<Members>);
     tokio::select! {
         _ = watch_slices(client, &namespace, &service, tx) => {}
-        _ = apply_members(fleet, rx) => {}
+        _ = apply_members(fleet, rx, ready) => {}
         _ = shutdown.changed() => {}
     }
 }
@@ -117,14 +119,17 @@ async fn watch_slices(client: Client, namespace: &str, service: &PeersService, t
 
 /// Applies the member set to the fleet once it has been quiet for
 /// [`DEBOUNCE`].
-async fn apply_members(fleet: Arc<Fleet>, mut rx: watch::Receiver<Option<Members>>) {
+async fn apply_members(fleet: Arc<Fleet>, mut rx: watch::Receiver<Option<Members>>, ready: Arc<AtomicBool>) {
     while rx.changed().await.is_ok() {
         // Let a burst of endpoint updates settle: every further change
-        // restarts the wait.
-        while tokio::time::timeout(DEBOUNCE, rx.changed())
-            .await
-            .is_ok_and(|r| r.is_ok())
-        {}
+        // restarts the wait. The first list is applied at once: until it
+        // is, this agent is not ready.
+        if ready.load(Ordering::Relaxed) {
+            while tokio::time::timeout(DEBOUNCE, rx.changed())
+                .await
+                .is_ok_and(|r| r.is_ok())
+            {}
+        }
         let Some(members) = rx.borrow_and_update().clone() else {
             continue;
         };
@@ -135,6 +140,9 @@ async fn apply_members(fleet: Arc<Fleet>, mut rx: watch::Receiver<Option<Members
             }
             Ok(false) => {}
             Err(e) => warn!(error = %e, "a member of the peers Service could not be used; the ring is unchanged"),
+        }
+        if !ready.swap(true, Ordering::Relaxed) {
+            info!(members = ?fleet.member_names(), "fleet members known; ready");
         }
     }
 }

@@ -62,7 +62,14 @@ pub struct Peer {
 struct View {
     ring: Ring,
     peers: BTreeMap<String, Arc<Peer>>,
+    /// The ring before the last change, and when it changed: for
+    /// [`HAND_OVER`] after a change, a slice this agent now owns is first
+    /// asked of its previous owner.
+    previous: Option<(Ring, Instant)>,
 }
+
+/// How long after a membership change a new owner asks the previous one.
+pub const HAND_OVER: Duration = Duration::from_secs(180);
 
 /// This agent's view of its fleet.
 #[derive(Debug)]
@@ -85,6 +92,12 @@ pub enum Route {
     Origin,
     /// Another member owns it: ask it first.
     Peer(Arc<Peer>),
+    /// This agent owns it since a recent membership change: ask the
+    /// previous owner first, and keep what it sends as an owner does.
+    HandOver(Arc<Peer>),
+    /// A member asked for a slice this agent does not own (the asker's ring
+    /// differs, or it is handing over): the origin, kept in memory only.
+    OriginForPeer,
 }
 
 impl Fleet {
@@ -113,6 +126,13 @@ impl Fleet {
             metrics,
         };
         fleet.set_members(&BTreeMap::new())?;
+        // Static members are the fleet from the start: nothing to hand over.
+        let start = fleet.view.load_full();
+        fleet.view.store(Arc::new(View {
+            ring: start.ring.clone(),
+            peers: start.peers.clone(),
+            previous: None,
+        }));
         Ok(fleet)
     }
 
@@ -139,12 +159,28 @@ impl Fleet {
         }
         let ring = Ring::new(members);
         let changed = ring != old.ring || peers.keys().ne(old.peers.keys());
+        let previous = if ring == old.ring {
+            old.previous.clone()
+        } else if old.ring.len() <= 1 {
+            // This agent knew only itself (it just started): while it was
+            // away the others held its keys among themselves.
+            let others = Ring::new(
+                ring.members()
+                    .iter()
+                    .filter(|m| m.name != self.self_name)
+                    .cloned()
+                    .collect(),
+            );
+            (!others.is_empty()).then(|| (others, Instant::now()))
+        } else {
+            Some((old.ring.clone(), Instant::now()))
+        };
         for gone in old.peers.keys().filter(|n| !peers.contains_key(*n)) {
             let _ = self.metrics.circuit_open.remove_label_values(&[gone]);
         }
         self.metrics.members.set(ring.len() as i64);
         self.metrics.owned_fraction.set(ring.owned_fraction(&self.self_name));
-        self.view.store(Arc::new(View { ring, peers }));
+        self.view.store(Arc::new(View { ring, peers, previous }));
         Ok(changed)
     }
 
@@ -206,14 +242,51 @@ impl Fleet {
         let Some(owner) = view.ring.owner(&key) else {
             return Route::Origin;
         };
+        if owner.name == self.self_name {
+            return self.hand_over(&view, &key);
+        }
         let Some(peer) = view.peers.get(&owner.name) else {
             return Route::Origin;
         };
+        if self.admits(peer) {
+            Route::Peer(peer.clone())
+        } else {
+            Route::Origin
+        }
+    }
+
+    /// Whether this agent owns the slice at `offset` of `object` now.
+    pub fn owns(&self, object: ObjectId, offset: u64) -> bool {
+        let key = OwnershipKey::new(object, offset, self.granule);
+        self.view
+            .load()
+            .ring
+            .owner(&key)
+            .is_none_or(|owner| owner.name == self.self_name)
+    }
+
+    /// A key this agent owns: its previous owner, while a recent change
+    /// moved it here and that member is still in the fleet; else the origin.
+    fn hand_over(&self, view: &View, key: &OwnershipKey) -> Route {
+        let Some((previous, _)) = view.previous.as_ref().filter(|(_, t)| t.elapsed() < HAND_OVER) else {
+            return Route::Origin;
+        };
+        let Some(before) = previous.owner(key).filter(|m| m.name != self.self_name) else {
+            return Route::Origin;
+        };
+        match view.peers.get(&before.name) {
+            Some(peer) if self.admits(peer) => Route::HandOver(peer.clone()),
+            _ => Route::Origin,
+        }
+    }
+
+    /// Whether `peer`'s breaker lets a request through (counted when not).
+    fn admits(&self, peer: &Peer) -> bool {
         match peer.breaker.admit(Instant::now()) {
-            Admission::Allowed | Admission::Probe => Route::Peer(peer.clone()),
+            Admission::Allowed | Admission::Probe => true,
             Admission::Open => {
                 self.metrics.count("client", "circuit_open");
-                Route::Origin
+                false
             }
         }
     }
@@ -256,5 +329,78 @@ impl Fleet {
         let expected = self.token.as_bytes();
         presented.len() == expected.len()
             && presented.iter().zip(expected).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus::Registry;
+
+    fn fleet(name: &str) -> Fleet {
+        let metrics = FleetMetrics::new(&Registry::new()).expect("metrics");
+        Fleet::new(
+            &FleetConfig::default(),
+            name.to_string(),
+            "token-0123456789abcdef".into(),
+            Duration::from_secs(30),
+            metrics,
+        )
+        .expect("a fleet")
+    }
+
+    fn members(names: &[&str]) -> BTreeMap<String, String> {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.to_string(), format!("127.0.0.{}:8081", i + 2)))
+            .collect()
+    }
+
+    #[test]
+    fn a_joining_member_asks_the_previous_owners_of_its_new_keys() {
+        let d = fleet("d");
+        assert!(d.set_members(&members(&["a", "b", "c", "d"])).expect("members"));
+        let ring = Ring::new(["a", "b", "c", "d"].iter().map(|n| RingMember::new(n, 1.0)).collect());
+        let before = Ring::new(["a", "b", "c"].iter().map(|n| RingMember::new(n, 1.0)).collect());
+        let (mut handed, mut peer) = (0, 0);
+        for i in 0..400u64 {
+            let object = ObjectId(u128::from(i) * 0x9E37_79B9);
+            let key = OwnershipKey::new(object, 0, 4 << 20);
+            let owner = ring.owner(&key).expect("an owner").name.clone();
+            match d.route(object, 0) {
+                Route::HandOver(p) => {
+                    assert_eq!(owner, "d");
+                    assert_eq!(p.name, before.owner(&key).expect("a previous owner").name);
+                    handed += 1;
+                }
+                Route::Peer(p) => {
+                    assert_eq!(p.name, owner);
+                    peer += 1;
+                }
+                Route::Origin | Route::OriginForPeer => {
+                    panic!("key {i}: d knows every member, so no key goes to the origin")
+                }
+            }
+        }
+        assert!(
+            handed > 60 && peer > 240,
+            "{handed} handed over, {peer} to their owners"
+        );
+    }
+
+    #[test]
+    fn a_member_that_left_hands_nothing_over() {
+        let a = fleet("a");
+        a.set_members(&members(&["a", "b", "c"])).expect("members");
+        // Before: {a, b} for this agent's first view; now b leaves: a's new
+        // keys were b's, and b is gone, so they go to the origin.
+        a.set_members(&members(&["a", "c"])).expect("members");
+        for i in 0..200u64 {
+            let object = ObjectId(u128::from(i) * 0x0051_ED27);
+            if let Route::HandOver(p) = a.route(object, 0) {
+                panic!("key {i} handed over by {}, which left", p.name);
+            }
+        }
     }
 }

@@ -878,10 +878,12 @@ impl Agent {
     }
 
     /// Where a miss at `offset` of `object` goes: the owner's peer port for
-    /// a client's request in a fleet, else the origin.
+    /// a client's request in a fleet, else the origin (on the peer port,
+    /// for a slice this agent does not own, without keeping it on disk).
     fn route(&self, object: ObjectId, offset: u64) -> Route {
         match (&self.fleet, self.listener) {
             (Some(fleet), Listener::Client) => fleet.route(object, offset),
+            (Some(fleet), Listener::Peer) if !fleet.owns(object, offset) => Route::OriginForPeer,
             _ => Route::Origin,
         }
     }
