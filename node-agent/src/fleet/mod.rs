@@ -245,7 +245,14 @@ impl Fleet {
         if owner.name == self.self_name {
             return self.hand_over(&view, &key);
         }
-        let Some(peer) = view.peers.get(&owner.name) else {
+        // Moved to its owner by a recent change: its previous owner, still
+        // in the fleet, holds it (the new owner would fetch it again).
+        let holder = self
+            .previous_owner(&view, &key)
+            .filter(|p| p.name != owner.name)
+            .and_then(|p| view.peers.get(&p.name))
+            .or_else(|| view.peers.get(&owner.name));
+        let Some(peer) = holder else {
             return Route::Origin;
         };
         if self.admits(peer) {
@@ -265,13 +272,17 @@ impl Fleet {
             .is_none_or(|owner| owner.name == self.self_name)
     }
 
+    /// The owner of `key` before the last change, while that change is
+    /// recent, when it was another member.
+    fn previous_owner<'v>(&self, view: &'v View, key: &OwnershipKey) -> Option<&'v RingMember> {
+        let (previous, _) = view.previous.as_ref().filter(|(_, t)| t.elapsed() < HAND_OVER)?;
+        previous.owner(key).filter(|m| m.name != self.self_name)
+    }
+
     /// A key this agent owns: its previous owner, while a recent change
     /// moved it here and that member is still in the fleet; else the origin.
     fn hand_over(&self, view: &View, key: &OwnershipKey) -> Route {
-        let Some((previous, _)) = view.previous.as_ref().filter(|(_, t)| t.elapsed() < HAND_OVER) else {
-            return Route::Origin;
-        };
-        let Some(before) = previous.owner(key).filter(|m| m.name != self.self_name) else {
+        let Some(before) = self.previous_owner(view, key) else {
             return Route::Origin;
         };
         match view.peers.get(&before.name) {
