@@ -84,8 +84,9 @@ THP=$(sed -n 's/.*\[\(.*\)\].*/\1/p' "$THP_FILE" 2>/dev/null || true)
 THP=${THP:-n/a}
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
-log() { printf '[fleet %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
+BENCH_TAG=fleet
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 
 to_bytes() { # 256Mi, 1Mi, 4194304, 1G -> bytes (binary units)
   local v=$1 n u
@@ -190,60 +191,13 @@ trap cleanup EXIT
 trap 'log "failed at line $LINENO: $BASH_COMMAND"' ERR
 trap 'exit 130' INT TERM
 
-used_ports=" "
-free_port() {
-  local p
-  while :; do
-    p=$((20000 + RANDOM % 30000))
-    case "$used_ports" in *" $p "*) continue ;; esac
-    if [ -z "$(ss -Hltn "sport = :$p" 2>/dev/null)" ]; then used_ports+="$p "; echo "$p"; return; fi
-  done
-}
-wait_http() { # url: wait until anything answers
-  for _ in $(seq 150); do
-    curl -s -o /dev/null --max-time 1 "$1" && return 0
-    sleep 0.1
-  done
-  die "nothing answered at $1"
-}
 
 declare -A ORIGIN_PORT
 for s in fleet independent nginx; do ORIGIN_PORT[$s]=$(free_port); done
 
 # ---------------------------------------------------------------- origin
 log "generating $OBJECTS x $OBJECT_MIB MiB objects"
-mkdir -p "$WORK/origin/data" "$WORK/origin/tmp"
-for i in $(seq "$OBJECTS"); do
-  head -c "$OBJECT_BYTES" /dev/urandom > "$WORK/origin/data/obj-$i"
-done
-cat > "$WORK/origin/nginx.conf" <<EOF
-daemon off;
-worker_processes 2;
-pid $WORK/origin/nginx.pid;
-error_log $WORK/origin/error.log warn;
-events { worker_connections 4096; }
-http {
-  default_type application/octet-stream;
-  client_body_temp_path $WORK/origin/tmp/client;
-  proxy_temp_path $WORK/origin/tmp/proxy;
-  fastcgi_temp_path $WORK/origin/tmp/fastcgi;
-  uwsgi_temp_path $WORK/origin/tmp/uwsgi;
-  scgi_temp_path $WORK/origin/tmp/scgi;
-  log_format bytes '\$server_port \$status \$body_bytes_sent \$request_uri';
-  access_log $WORK/origin/access.log bytes;
-  sendfile on;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:${ORIGIN_PORT[fleet]};
-    listen 127.0.0.1:${ORIGIN_PORT[independent]};
-    listen 127.0.0.1:${ORIGIN_PORT[nginx]};
-    root $WORK/origin/data;
-  }
-}
-EOF
-"$NGINX" -p "$WORK/origin" -c "$WORK/origin/nginx.conf" -e "$WORK/origin/error.log" &
-PIDS+=($!)
-for s in fleet independent nginx; do wait_http "http://127.0.0.1:${ORIGIN_PORT[$s]}/__ready"; done
+start_origin "$WORK/origin" "$OBJECTS" "$OBJECT_BYTES" "${ORIGIN_PORT[fleet]}" "${ORIGIN_PORT[independent]}" "${ORIGIN_PORT[nginx]}"
 ORIGIN_LOG=$WORK/origin/access.log
 head -c 48 /dev/urandom | base64 | tr -d '\n/+=' > "$WORK/peer-token"   # >= 16 characters
 chmod 600 "$WORK/peer-token"
@@ -340,8 +294,6 @@ EOF
 }
 
 # ---------------------------------------------------------------- measurement helpers
-mib() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1048576 }'; }
-ms() { awk -v u="$1" 'BEGIN { if (u >= 100000) printf "%.0f", u / 1000; else if (u >= 10000) printf "%.1f", u / 1000; else printf "%.2f", u / 1000 }'; }
 ratio() { awk -v a="$1" -v b="$2" -v f="${3:-%.3f}" 'BEGIN { if (b > 0) printf f, a / b; else print "n/a" }'; }
 field() { # key line
   sed -n "s/.* $1=\([0-9.-]*\).*/\1/p" <<< " $2"

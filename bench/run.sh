@@ -78,8 +78,9 @@ THP_BEFORE=$(thp_policy)
 NOBJ=$((DISK_TIER == 1 && DISK_OBJECTS > OBJECTS ? DISK_OBJECTS : OBJECTS))
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
-log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
+BENCH_TAG=bench
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 
 # ---------------------------------------------------------------- tools
 sudo_cmd=()
@@ -154,15 +155,6 @@ if [ "$SHMEM_THP" != keep ] && [ "$THP_BEFORE" != "$SHMEM_THP" ]; then
 fi
 THP_RUN=$(thp_policy)
 
-used_ports=" "
-free_port() {
-  local p
-  while :; do
-    p=$((20000 + RANDOM % 30000))
-    case "$used_ports" in *" $p "*) continue ;; esac
-    if [ -z "$(ss -Hltn "sport = :$p" 2>/dev/null)" ]; then used_ports+="$p "; echo "$p"; return; fi
-  done
-}
 ORIGIN_PORT_AGENT=$(free_port)   # the origin listens twice so its log tells
 ORIGIN_PORT_NGINX=$(free_port)   # which cache asked for which bytes
 AGENT_PORT=$(free_port)
@@ -173,7 +165,7 @@ ORIGIN_PORT_NGINX_DISK=$(free_port)
 AGENT_DISK_PORT=$(free_port)
 ADMIN_DISK_PORT=$(free_port)
 NGINX_DISK_PORT=$(free_port)
-BASELINE_LISTEN=""
+ORIGIN_PORTS=("$ORIGIN_PORT_AGENT" "$ORIGIN_PORT_NGINX" "$ORIGIN_PORT_AGENT_DISK" "$ORIGIN_PORT_NGINX_DISK")
 if [ -n "$BASELINE_BIN" ]; then   # the baseline agents get origin ports of their own
   ORIGIN_PORT_BASELINE=$(free_port)
   BASELINE_PORT=$(free_port)
@@ -181,55 +173,12 @@ if [ -n "$BASELINE_BIN" ]; then   # the baseline agents get origin ports of thei
   ORIGIN_PORT_BASELINE_DISK=$(free_port)
   BASELINE_DISK_PORT=$(free_port)
   BASELINE_DISK_ADMIN_PORT=$(free_port)
-  BASELINE_LISTEN="
-    listen 127.0.0.1:$ORIGIN_PORT_BASELINE;
-    listen 127.0.0.1:$ORIGIN_PORT_BASELINE_DISK;"
+  ORIGIN_PORTS+=("$ORIGIN_PORT_BASELINE" "$ORIGIN_PORT_BASELINE_DISK")
 fi
-
-wait_http() { # url: wait until anything answers
-  for _ in $(seq 100); do
-    curl -s -o /dev/null --max-time 1 "$1" && return 0
-    sleep 0.1
-  done
-  die "nothing answered at $1"
-}
 
 # ---------------------------------------------------------------- origin
 log "generating $NOBJ x $OBJECT_MIB MiB objects"
-mkdir -p "$WORK/origin/data" "$WORK/origin/tmp"
-for i in $(seq "$NOBJ"); do
-  head -c "$OBJECT_BYTES" /dev/urandom > "$WORK/origin/data/obj-$i"
-done
-cat > "$WORK/origin/nginx.conf" <<EOF
-daemon off;
-worker_processes 2;
-pid $WORK/origin/nginx.pid;
-error_log $WORK/origin/error.log warn;
-events { worker_connections 4096; }
-http {
-  default_type application/octet-stream;
-  client_body_temp_path $WORK/origin/tmp/client;
-  proxy_temp_path $WORK/origin/tmp/proxy;
-  fastcgi_temp_path $WORK/origin/tmp/fastcgi;
-  uwsgi_temp_path $WORK/origin/tmp/uwsgi;
-  scgi_temp_path $WORK/origin/tmp/scgi;
-  log_format bytes '\$server_port \$status \$body_bytes_sent \$request_uri';
-  access_log $WORK/origin/access.log bytes;
-  sendfile on;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:$ORIGIN_PORT_AGENT;
-    listen 127.0.0.1:$ORIGIN_PORT_NGINX;
-    listen 127.0.0.1:$ORIGIN_PORT_AGENT_DISK;
-    listen 127.0.0.1:$ORIGIN_PORT_NGINX_DISK;$BASELINE_LISTEN
-    root $WORK/origin/data;
-  }
-}
-EOF
-"$NGINX" -p "$WORK/origin" -c "$WORK/origin/nginx.conf" -e "$WORK/origin/error.log" &
-PIDS+=($!)
-wait_http "http://127.0.0.1:$ORIGIN_PORT_AGENT/__ready"
-wait_http "http://127.0.0.1:$ORIGIN_PORT_NGINX/__ready"
+start_origin "$WORK/origin" "$NOBJ" "$OBJECT_BYTES" "${ORIGIN_PORTS[@]}"
 
 # ---------------------------------------------------------------- nginx slice caches (the peers)
 start_peer() { # dir listen-port origin-port max-size; prints the master's pid
@@ -390,8 +339,6 @@ cpu_ticks() { # user+system CPU of the processes, in clock ticks
   done
   echo "$s"
 }
-mib() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1048576 }'; }
-ms() { awk -v u="$1" 'BEGIN { if (u >= 100000) printf "%.0f", u / 1000; else if (u >= 10000) printf "%.1f", u / 1000; else printf "%.2f", u / 1000 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 
 # ---------------------------------------------------------------- warm-up and correctness

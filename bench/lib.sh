@@ -1,0 +1,69 @@
+# shellcheck shell=bash
+# bench/lib.sh - what the benchmark scripts share: logging, ports, waiting,
+# number formatting, and the origin (nginx serving random files on
+# loopback, logging the bytes it sends per listening port, so that one log
+# tells which cache asked for which bytes). Sourced, not run; the caller
+# sets BENCH_TAG (the log prefix), NGINX (the nginx binary) and PIDS (an
+# array of the processes it must stop).
+
+log() { printf '[%s %(%H:%M:%S)T] %s\n' "${BENCH_TAG:-bench}" -1 "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+used_ports=" "
+free_port() { # a free TCP port on 127.0.0.1, never the same twice in a run
+  local p
+  while :; do
+    p=$((20000 + RANDOM % 30000))
+    case "$used_ports" in *" $p "*) continue ;; esac
+    if [ -z "$(ss -Hltn "sport = :$p" 2>/dev/null)" ]; then used_ports+="$p "; echo "$p"; return; fi
+  done
+}
+
+wait_http() { # url: wait until anything answers (15 s)
+  for _ in $(seq 150); do
+    curl -s -o /dev/null --max-time 1 "$1" && return 0
+    sleep 0.1
+  done
+  die "nothing answered at $1"
+}
+
+mib() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1048576 }'; }
+ms() { awk -v u="$1" 'BEGIN { if (u >= 100000) printf "%.0f", u / 1000; else if (u >= 10000) printf "%.1f", u / 1000; else printf "%.2f", u / 1000 }'; }
+
+start_origin() { # dir objects bytes port...: obj-1..obj-N of random bytes
+  # under dir/data, served on every port; the access log dir/access.log
+  # has one "port status body-bytes uri" line per response.
+  local dir=$1 objects=$2 bytes=$3 port listens=""
+  shift 3
+  mkdir -p "$dir/data" "$dir/tmp"
+  for i in $(seq "$objects"); do
+    head -c "$bytes" /dev/urandom > "$dir/data/obj-$i"
+  done
+  for port in "$@"; do listens+="
+    listen 127.0.0.1:$port;"; done
+  cat > "$dir/nginx.conf" <<CONF
+daemon off;
+worker_processes 2;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; }
+http {
+  default_type application/octet-stream;
+  client_body_temp_path $dir/tmp/client;
+  proxy_temp_path $dir/tmp/proxy;
+  fastcgi_temp_path $dir/tmp/fastcgi;
+  uwsgi_temp_path $dir/tmp/uwsgi;
+  scgi_temp_path $dir/tmp/scgi;
+  log_format bytes '\$server_port \$status \$body_bytes_sent \$request_uri';
+  access_log $dir/access.log bytes;
+  sendfile on;
+  keepalive_requests 1000000;
+  server {$listens
+    root $dir/data;
+  }
+}
+CONF
+  "$NGINX" -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" &
+  PIDS+=($!)
+  for port in "$@"; do wait_http "http://127.0.0.1:$port/__ready"; done
+}
