@@ -136,16 +136,8 @@ fi
 for t in curl awk ss; do
   command -v "$t" >/dev/null || die "$t is missing (apt-get install -y curl gawk iproute2)"
 done
-"$NGINX" -V 2>&1 | grep -q -- --with-http_slice_module || die "$NGINX was built without the slice module"
-
-if [ -n "${SLICECACHE_BIN:-}" ]; then
-  BIN=$SLICECACHE_BIN
-else
-  log "building slicecache-agent (release, fat LTO: several minutes)"
-  (cd "$ROOT" && cargo build --release -p slicecache-agent)
-  BIN=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps 2>/dev/null | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/slicecache-agent
-fi
-[ -x "$BIN" ] || die "no agent binary at $BIN"
+require_slice_module
+BIN=$(agent_binary)
 HELP=$("$BIN" run --help 2>&1) || die "$BIN run --help failed"
 for flag in --node-name --peer-listen --peers --peer-token-file --fleet-granule; do
   grep -qE -- "(^|[[:space:],])$flag([[:space:]=,]|\$)" <<< "$HELP" || die "$BIN run has no $flag: no fleet mode in this binary"

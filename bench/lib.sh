@@ -27,6 +27,23 @@ wait_http() { # url: wait until anything answers (15 s)
   die "nothing answered at $1"
 }
 
+require_slice_module() { # NGINX must have the slice module (the peer)
+  "$NGINX" -V 2>&1 | grep -q -- --with-http_slice_module || die "$NGINX was built without the slice module"
+}
+
+agent_binary() { # SLICECACHE_BIN, or a release build of the agent (ROOT: the repository)
+  local bin
+  if [ -n "${SLICECACHE_BIN:-}" ]; then
+    bin=$SLICECACHE_BIN
+  else
+    log "building slicecache-agent (release, fat LTO: several minutes)"
+    (cd "$ROOT" && cargo build --release -p slicecache-agent >&2)
+    bin=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps 2>/dev/null | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/slicecache-agent
+  fi
+  [ -x "$bin" ] || die "no agent binary at $bin"
+  echo "$bin"
+}
+
 mib() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1048576 }'; }
 ms() { awk -v u="$1" 'BEGIN { if (u >= 100000) printf "%.0f", u / 1000; else if (u >= 10000) printf "%.1f", u / 1000; else printf "%.2f", u / 1000 }'; }
 

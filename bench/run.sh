@@ -95,16 +95,8 @@ fi
 for t in curl sha256sum awk ss fincore; do
   command -v "$t" >/dev/null || { "${sudo_cmd[@]}" apt-get update -qq; "${sudo_cmd[@]}" apt-get install -y -qq curl coreutils gawk iproute2 util-linux >/dev/null; break; }
 done
-"$NGINX" -V 2>&1 | grep -q -- --with-http_slice_module || die "$NGINX was built without the slice module"
-
-if [ -n "${SLICECACHE_BIN:-}" ]; then
-  BIN=$SLICECACHE_BIN
-else
-  log "building slicecache-agent (release, fat LTO: several minutes)"
-  (cd "$ROOT" && cargo build --release -p slicecache-agent)
-  BIN=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps 2>/dev/null | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/slicecache-agent
-fi
-[ -x "$BIN" ] || die "no agent binary at $BIN"
+require_slice_module
+BIN=$(agent_binary)
 CACHES="agent nginx"            # the memory-tier caches, in rotation order
 DISK_CACHES="agent_disk nginx_disk"
 if [ -n "$BASELINE_BIN" ]; then
