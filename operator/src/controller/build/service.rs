@@ -55,34 +55,28 @@ pub(super) fn peer_service(
             publish_not_ready_addresses: Some(true),
             selector: Some(selector_labels(owner)),
             ports: Some(
-                vec![
-                    ServicePort {
-                        name: Some("http".into()),
-                        port: i32::from(client_port),
-                        target_port: Some(IntOrString::String("http".into())),
-                        protocol: Some("TCP".into()),
-                        ..ServicePort::default()
-                    },
-                    ServicePort {
-                        name: Some("admin".into()),
-                        port: i32::from(admin_port),
-                        target_port: Some(IntOrString::String("admin".into())),
-                        protocol: Some("TCP".into()),
-                        ..ServicePort::default()
-                    },
+                [
+                    ("http", Some(client_port)),
+                    ("admin", Some(admin_port)),
+                    (PEER_PORT_NAME, peer_port),
                 ]
                 .into_iter()
-                .chain(peer_port.map(|port| ServicePort {
-                    name: Some(PEER_PORT_NAME.into()),
-                    port: i32::from(port),
-                    target_port: Some(IntOrString::String(PEER_PORT_NAME.into())),
-                    protocol: Some("TCP".into()),
-                    ..ServicePort::default()
-                }))
+                .filter_map(|(name, port)| port.map(|port| named_port(name, port)))
                 .collect(),
             ),
             ..ServiceSpec::default()
         }),
         ..Service::default()
+    }
+}
+
+/// A TCP Service port that targets the container port of the same name.
+fn named_port(name: &str, port: u16) -> ServicePort {
+    ServicePort {
+        name: Some(name.into()),
+        port: i32::from(port),
+        target_port: Some(IntOrString::String(name.into())),
+        protocol: Some("TCP".into()),
+        ..ServicePort::default()
     }
 }
