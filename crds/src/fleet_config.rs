@@ -60,6 +60,20 @@ pub struct FleetConfig {
     /// Time for a peer's first response byte before going to the origin.
     #[serde(default = "default_peer_first_byte_timeout")]
     pub first_byte_timeout: HumanDuration,
+    /// Members that hold each slice: the owner fills it from the origin,
+    /// the others copy it from the owner into memory, and each member asks
+    /// the holder its name picks. 1 to 3.
+    #[serde(default = "default_replicas")]
+    pub replicas: u8,
+    /// Peer requests a second for one granule at which its owner marks it
+    /// hot: the members then spread it over 3 holders. 0 turns it off.
+    #[serde(default = "default_hot_key_rate")]
+    pub hot_key_rate: u32,
+    /// A holder whose peer-serving load is over this times the fleet's
+    /// average is skipped for the next one in rendezvous order. 0 turns
+    /// shedding off.
+    #[serde(default = "default_load_bound")]
+    pub load_bound: f64,
 }
 
 impl FleetConfig {
@@ -86,6 +100,9 @@ impl Default for FleetConfig {
             granule: default_granule(),
             connect_timeout: default_peer_connect_timeout(),
             first_byte_timeout: default_peer_first_byte_timeout(),
+            replicas: default_replicas(),
+            hot_key_rate: default_hot_key_rate(),
+            load_bound: default_load_bound(),
         }
     }
 }
@@ -101,4 +118,13 @@ fn default_peer_connect_timeout() -> HumanDuration {
 }
 fn default_peer_first_byte_timeout() -> HumanDuration {
     HumanDuration::secs(1)
+}
+fn default_replicas() -> u8 {
+    1
+}
+fn default_hot_key_rate() -> u32 {
+    64
+}
+fn default_load_bound() -> f64 {
+    1.25
 }

@@ -61,6 +61,9 @@ pub struct Overrides {
     pub peer_token_file: Option<String>,
     pub peers_service: Option<String>,
     pub fleet_granule: Option<ByteSize>,
+    pub fleet_replicas: Option<u8>,
+    pub fleet_hot_key_rate: Option<u32>,
+    pub fleet_load_bound: Option<f64>,
 }
 
 impl Overrides {
@@ -103,6 +106,15 @@ impl Overrides {
         }
         if let Some(v) = self.fleet_granule {
             fleet.granule = v;
+        }
+        if let Some(v) = self.fleet_replicas {
+            fleet.replicas = v;
+        }
+        if let Some(v) = self.fleet_hot_key_rate {
+            fleet.hot_key_rate = v;
+        }
+        if let Some(v) = self.fleet_load_bound {
+            fleet.load_bound = v;
         }
         self.apply_tunables(&mut cfg.tunables);
     }
@@ -374,6 +386,21 @@ fn check_fleet(cfg: &AgentConfig) -> Result<(), ConfigError> {
             format!(
                 "{} is smaller than the slice size {}: a slice must fall inside one ownership granule; raise fleet.granule",
                 fleet.granule, cfg.tunables.slice_size
+            ),
+        ));
+    }
+    if !(1..=3).contains(&fleet.replicas) {
+        return Err(invalid(
+            "fleet.replicas",
+            format!("{} is not 1, 2 or 3 (members holding each slice)", fleet.replicas),
+        ));
+    }
+    if !fleet.load_bound.is_finite() || !(fleet.load_bound == 0.0 || fleet.load_bound >= 1.0) {
+        return Err(invalid(
+            "fleet.loadBound",
+            format!(
+                "{} is neither 0 (no shedding) nor a factor of 1 or more over the fleet's average load",
+                fleet.load_bound
             ),
         ));
     }

@@ -26,7 +26,7 @@ use tracing::{debug, warn};
 
 use crate::cache::{Cache, Keep};
 pub use crate::config::FillSettings;
-use crate::fleet::{Fleet, Route};
+use crate::fleet::{Ask, Fleet, Route, HOP_HEADER};
 use crate::metrics::Metrics;
 use crate::object::ObjectMeta;
 use crate::origin::{content_length, parse_content_range, OriginClient, OriginRequest, OriginResponse};
@@ -367,7 +367,10 @@ impl Fills {
         }
         let sent = Instant::now();
         let peer = match (&spec.route, progress.peer) {
-            (Route::Peer(peer) | Route::HandOver(peer), PeerUse::NotYet | PeerUse::Asking) => Some(peer.clone()),
+            (Route::Peer(peer, ask), PeerUse::NotYet | PeerUse::Asking) => {
+                req.extra_header = Some((HOP_HEADER, ask.hop()));
+                Some(peer.clone())
+            }
             _ => None,
         };
         progress.peer = match (&peer, progress.peer) {
@@ -401,6 +404,7 @@ impl Fills {
                 return Err(AttemptError::PeerFailed);
             }
             fleet.peer_answered(peer);
+            fleet.peer_reported(peer, spec.key.object, spec.key.offset, &resp.header.headers);
         } else {
             self.metrics.origin_ttfb.observe(sent.elapsed().as_secs_f64());
             self.metrics
@@ -670,8 +674,10 @@ impl Fills {
     /// owner, or not) goes to every tier.
     fn keep(&self, progress: &FillProgress, spec: &FillSpec, meta: &ObjectMeta, extent: (u64, u64), data: Bytes) {
         let keep = match (&spec.route, progress.peer) {
-            (Route::Peer(_), PeerUse::Asking) => Keep::Hot,
-            (Route::Peer(_), PeerUse::Failed) | (Route::OriginForPeer, _) => Keep::MemoryOnly,
+            (Route::Peer(_, Ask::HandOver), _) => Keep::AllTiers,
+            (Route::Peer(_, Ask::ForHolder), _) => Keep::MemoryOnly,
+            (Route::Peer(..), PeerUse::Asking) => Keep::Hot,
+            (Route::Peer(..), PeerUse::Failed) | (Route::OriginForPeer, _) => Keep::MemoryOnly,
             _ => Keep::AllTiers,
         };
         let (offset, size) = extent;
@@ -689,7 +695,7 @@ impl Fills {
     /// The slice's owner failed this fill: count it, feed its breaker, and
     /// send the rest of the fill to the origin.
     fn peer_failed(&self, spec: &FillSpec, progress: &mut FillProgress, result: &str) {
-        if let (Route::Peer(peer) | Route::HandOver(peer), Some(fleet)) = (&spec.route, &self.fleet) {
+        if let (Route::Peer(peer, _), Some(fleet)) = (&spec.route, &self.fleet) {
             fleet.peer_failed(peer, result);
         }
         progress.peer = PeerUse::Failed;

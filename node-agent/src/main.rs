@@ -94,6 +94,17 @@ struct RunArgs {
     /// Ownership granule: a power of two the slice size divides (default 4Mi).
     #[arg(long)]
     fleet_granule: Option<ByteSize>,
+    /// Members holding each slice, 1 to 3 (default 1).
+    #[arg(long)]
+    fleet_replicas: Option<u8>,
+    /// Peer requests a second at which an owner marks a granule hot, so the
+    /// members spread it over 3 holders; 0 turns it off (default 64).
+    #[arg(long)]
+    fleet_hot_key_rate: Option<u32>,
+    /// Shed a holder whose load is over this times the fleet's average; 0
+    /// turns shedding off (default 1.25).
+    #[arg(long)]
+    fleet_load_bound: Option<f64>,
 }
 
 /// One `NAME=HOST:PORT` of `--peers`.
@@ -148,6 +159,9 @@ fn run_agent(args: RunArgs) -> anyhow::Result<()> {
         peer_token_file: args.peer_token_file,
         peers_service: args.peers_service,
         fleet_granule: args.fleet_granule,
+        fleet_replicas: args.fleet_replicas,
+        fleet_hot_key_rate: args.fleet_hot_key_rate,
+        fleet_load_bound: args.fleet_load_bound,
     };
     let (mut cfg, loaded) = match &args.config {
         Some(path) => {

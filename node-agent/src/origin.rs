@@ -137,6 +137,8 @@ pub struct OriginRequest {
     pub if_none_match: Option<String>,
     pub if_modified_since: Option<String>,
     pub if_unmodified_since: Option<String>,
+    /// One more header for this request (a fleet peer's hop marker).
+    pub extra_header: Option<(&'static str, &'static str)>,
 }
 
 /// The origin client shared by all requests.
@@ -249,6 +251,9 @@ impl OriginClient {
         }
         for (name, value) in &self.extra_headers {
             set(name.clone(), value)?;
+        }
+        if let Some((name, value)) = req.extra_header {
+            set(http::HeaderName::from_static(name), value)?;
         }
         for (name, value) in [
             (http::header::IF_MATCH, &req.if_match),

@@ -19,6 +19,8 @@ use slicecache_testkit::net::free_addr;
 use slicecache_testkit::origin::{pattern, OriginObject, TestOrigin};
 
 use common::{assert_bytes, AgentBuilder, AgentProc};
+use slicecache_agent::fleet::ring::{OwnershipKey, Ring, RingMember};
+use slicecache_agent::store::ObjectId;
 
 const TOKEN: &str = "fleet-token-0123456789abcdef";
 const PURGE_TOKEN: &str = "purge-token-0123456789";
@@ -35,6 +37,11 @@ struct Fleet {
 /// Three agents for `origin`: a fleet (static members, one token), or,
 /// with `fleet: false`, three independent caches.
 async fn start_agents(origin: &TestOrigin, fleet: bool) -> Fleet {
+    start_agents_with(origin, fleet, &[]).await
+}
+
+/// [`start_agents`] with more flags for every agent.
+async fn start_agents_with(origin: &TestOrigin, fleet: bool, flags: &[(&str, &str)]) -> Fleet {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
@@ -57,6 +64,9 @@ async fn start_agents(origin: &TestOrigin, fleet: bool) -> Fleet {
                 .flag("--peers", &members.join(","))
                 .flag("--peer-token-file", &token_file.to_string_lossy())
                 .flag("--fleet-granule", "1Mi");
+        }
+        for (name, value) in flags {
+            builder = builder.flag(name, value);
         }
         agents.push(builder.start().await);
     }
@@ -114,6 +124,37 @@ fn with_cache_control(body: &Bytes, etag: &str, cache_control: &str) -> OriginOb
     let mut o = OriginObject::new(body.clone(), etag);
     o.cache_control = Some(cache_control.into());
     o
+}
+
+/// The members of `key`'s ranking in the test fleet, owner first.
+fn ranked(path: &str, offset: u64) -> Vec<String> {
+    let ring = Ring::new(NAMES.iter().map(|n| RingMember::new(n, 1.0)).collect());
+    let key = OwnershipKey::new(ObjectId::from_cache_key(path), offset, 1 << 20);
+    ring.ranked(&key).iter().map(|m| m.name.clone()).collect()
+}
+
+/// `clients` readers per agent of `agents` reading every object whole,
+/// round after round, until `rounds` are done; every byte checked.
+async fn read_in_loops(agents: &[&AgentProc], objects: &[(String, Bytes)], clients: usize, rounds: usize) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (a, agent) in agents.iter().enumerate() {
+        for c in 0..clients {
+            let mut client = agent.client();
+            let objects = objects.to_vec();
+            tasks.spawn(async move {
+                for round in 0..rounds {
+                    for (path, body) in objects.iter().cycle().skip(c).take(objects.len()) {
+                        let resp = client.get(path, &[]).await.unwrap();
+                        assert_eq!(resp.status, 200, "{path} from agent {a}, round {round}");
+                        assert_bytes(&resp.body, body, &format!("{path} from agent {a}, round {round}"));
+                    }
+                }
+            });
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
 }
 
 async fn sum(agents: &[AgentProc], name: &str, labels: &[(&str, &str)]) -> f64 {
@@ -412,4 +453,93 @@ async fn owners_holding_different_versions_never_mix_a_response() {
     }
     println!("{whole} responses whole and of one version, {cut} cut short");
     assert!(whole >= 6, "most responses complete: {whole} whole, {cut} cut");
+}
+
+/// An owner whose peer-serving load is far over the others' sheds: the
+/// members ask the next member in rendezvous order, which copies each slice
+/// from the owner once and serves it from then on. The members' hot sets
+/// (1/8 of 32 MiB) are too small for the 16 MiB read again and again, so
+/// without shedding the owner would serve every read.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_overloaded_owner_sheds_to_the_next_member() {
+    let origin = TestOrigin::start().await.unwrap();
+    // Eight 2 MiB objects whose two granules node-a owns.
+    let objects: Vec<(String, Bytes)> = (0..)
+        .map(|i| format!("/owned-by-a/{i}.bin"))
+        .filter(|path| ranked(path, 0)[0] == NAMES[0] && ranked(path, 1 << 20)[0] == NAMES[0])
+        .take(8)
+        .enumerate()
+        .map(|(i, path)| {
+            let body = pattern(2 << 20, 500 + i as u64);
+            origin
+                .state
+                .put(&path, OriginObject::new(body.clone(), &format!("s{i}")));
+            (path, body)
+        })
+        .collect();
+    let object_bytes: u64 = objects.iter().map(|(_, b)| b.len() as u64).sum();
+    let fleet = start_agents_with(
+        &origin,
+        true,
+        &[("--memory-cache", "32Mi"), ("--fleet-hot-key-rate", "0")],
+    )
+    .await;
+    let readers = [&fleet.agents[1], &fleet.agents[2]];
+    read_in_loops(&readers, &objects, 4, 6).await;
+
+    let shed = sum(&fleet.agents, "slicecache_fleet_spills_total", &[("reason", "load")]).await;
+    let served = [("role", "server"), ("result", "ok")];
+    let by_owner = fleet.agents[0].metric("slicecache_peer_requests_total", &served).await;
+    let by_others = sum(&fleet.agents[1..], "slicecache_peer_requests_total", &served).await;
+    let origin_bytes = origin.state.body_bytes.load(Ordering::Relaxed);
+    println!(
+        "{shed} misses shed; peer requests served by the owner {by_owner}, by the next members {by_others}; origin sent {:.3}x the object bytes",
+        origin_bytes as f64 / object_bytes as f64
+    );
+    assert!(shed > 0.0, "node-a carried every read, yet nobody shed");
+    assert!(by_others > 0.0, "the next members served none of node-a's keys");
+    assert!(
+        origin_bytes as f64 <= object_bytes as f64 * 1.05,
+        "the holders copied from the owner, not the origin: {origin_bytes} of {object_bytes}"
+    );
+    let errors = sum(&fleet.agents, "slicecache_peer_requests_total", &[("result", "error")]).await;
+    assert_eq!(errors, 0.0);
+}
+
+/// A key its owner sees asked more than the hot line is marked hot in the
+/// answers; the members then spread it over three holders, each copying it
+/// from the owner once, and the origin still sends each byte once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hot_key_is_spread_over_its_holders() {
+    let origin = TestOrigin::start().await.unwrap();
+    let path = "/hot/episode.bin";
+    let body = pattern(8 << 20, 77);
+    origin.state.put(path, OriginObject::new(body.clone(), "hot-1"));
+    let objects = vec![(path.to_string(), body.clone())];
+    let fleet = start_agents_with(
+        &origin,
+        true,
+        &[
+            ("--memory-cache", "32Mi"),
+            ("--fleet-hot-key-rate", "4"),
+            ("--fleet-load-bound", "0"),
+        ],
+    )
+    .await;
+    // Each member misses on what others own: the hot set (4 MiB) cannot
+    // hold the 8 MiB, so each read asks the owners again.
+    let readers: Vec<&AgentProc> = fleet.agents.iter().collect();
+    read_in_loops(&readers, &objects, 2, 8).await;
+
+    let spread = sum(&fleet.agents, "slicecache_fleet_spills_total", &[("reason", "hot")]).await;
+    let known = sum(&fleet.agents, "slicecache_fleet_hot_keys", &[]).await;
+    let load = sum(&fleet.agents, "slicecache_fleet_spills_total", &[("reason", "load")]).await;
+    let origin_bytes = origin.state.body_bytes.load(Ordering::Relaxed);
+    println!("{known} hot keys known, {spread} misses sent to a holder other than the owner; origin sent {origin_bytes} for {} bytes", body.len());
+    assert!(known > 0.0, "no owner marked a key hot");
+    assert!(spread > 0.0, "hot keys still went to their owners only");
+    assert_eq!(load, 0.0, "shedding is off in this test");
+    assert!(origin_bytes as f64 <= body.len() as f64 * 1.05, "{origin_bytes}");
+    let errors = sum(&fleet.agents, "slicecache_peer_requests_total", &[("result", "error")]).await;
+    assert_eq!(errors, 0.0);
 }

@@ -23,6 +23,16 @@ pub struct FleetMetrics {
     pub owned_fraction: Gauge,
     /// 1 while the breaker of `peer` is open or probing.
     pub circuit_open: IntGaugeVec,
+    /// Misses sent to a holder other than the owner, by reason: load (the
+    /// owner was over the bound), hot (a hot key), replicas.
+    pub spills: IntCounterVec,
+    /// Peer requests for a key this agent does not own, from a member
+    /// that took it for the owner (their rings differ).
+    pub disagreements: IntCounter,
+    /// Peer requests this agent serves per second (decaying average).
+    pub serving_rate: Gauge,
+    /// Keys owners marked hot that this agent knows of.
+    pub hot_keys: IntGauge,
 }
 
 impl FleetMetrics {
@@ -66,6 +76,25 @@ impl FleetMetrics {
                 ),
                 &["peer"],
             )?,
+            spills: IntCounterVec::new(
+                Opts::new(
+                    "slicecache_fleet_spills_total",
+                    "Misses sent to a holder other than the slice's owner, by reason (load, hot, replicas).",
+                ),
+                &["reason"],
+            )?,
+            disagreements: IntCounter::new(
+                "slicecache_fleet_disagreements_total",
+                "Peer requests for a slice this agent does not own from a member whose ring says it does.",
+            )?,
+            serving_rate: Gauge::new(
+                "slicecache_fleet_peer_load",
+                "Peer requests this agent serves per second (decaying average), as it reports to peers.",
+            )?,
+            hot_keys: IntGauge::new(
+                "slicecache_fleet_hot_keys",
+                "Keys their owners marked hot that this agent spreads over several holders.",
+            )?,
         };
         registry.register(Box::new(m.peer_requests.clone()))?;
         registry.register(Box::new(m.peer_bytes.clone()))?;
@@ -74,6 +103,10 @@ impl FleetMetrics {
         registry.register(Box::new(m.ring_changes.clone()))?;
         registry.register(Box::new(m.owned_fraction.clone()))?;
         registry.register(Box::new(m.circuit_open.clone()))?;
+        registry.register(Box::new(m.spills.clone()))?;
+        registry.register(Box::new(m.disagreements.clone()))?;
+        registry.register(Box::new(m.serving_rate.clone()))?;
+        registry.register(Box::new(m.hot_keys.clone()))?;
         Ok(m)
     }
 

@@ -10,11 +10,21 @@
 //! origin directly, never to a second peer, and a per-peer [`breaker`] stops
 //! asking a failing peer for a while.
 //!
+//! Load spreads beyond the owner in two ways ([`load`]): a member whose
+//! peer-serving load is over `loadBound` times the fleet's average sheds to
+//! the next member in rendezvous order, and a key its owner sees asked more
+//! than `hotKeyRate` times a second is spread over up to [`HOT_REPLICAS`]
+//! holders (`replicas` holders for every key). A holder other than the
+//! owner asks the owner once and keeps a copy in memory; it is the only
+//! member that forwards a peer's request, and only to the owner, whose
+//! answer is never forwarded again.
+//!
 //! Peers prove membership with a shared token (`Authorization: Bearer`);
 //! the peer port answers 403 to anything else. The client port ignores the
 //! hop marker, so a client cannot make an agent skip the owner.
 
 pub mod breaker;
+pub mod load;
 pub mod membership;
 pub mod metrics;
 pub mod ring;
@@ -29,11 +39,20 @@ use slicecache_api::fleet_config::FleetConfig;
 use crate::origin::{OriginClient, OriginSetupError, OriginTarget, OriginTimeouts};
 use crate::store::ObjectId;
 use breaker::{Admission, Breaker, BreakerPolicy};
+use load::{HotKeys, KnownHot, LoadMeter, PeerLoad};
 use metrics::FleetMetrics;
 use ring::{OwnershipKey, Ring, RingMember};
 
-/// The header that marks a request as sent by a peer (on the peer port).
+/// The header that marks a request as sent by a peer (on the peer port);
+/// its value is what the asker takes the answering member for ([`Hop`]).
 pub const HOP_HEADER: &str = "slicecache-hop";
+
+/// Holders of a hot key (at most the fleet's size).
+pub const HOT_REPLICAS: usize = 3;
+
+/// An owner sheds only above this many peer requests a second, so a
+/// quiet fleet keeps every key at its owner.
+pub const SHED_FLOOR: f64 = 16.0;
 
 /// Why the fleet could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +73,8 @@ pub struct Peer {
     pub addr: String,
     pub client: Arc<OriginClient>,
     pub breaker: Breaker,
+    /// The load it last reported.
+    pub load: PeerLoad,
 }
 
 /// The members as this agent sees them at one moment. Replaced whole when
@@ -82,6 +103,19 @@ pub struct Fleet {
     static_members: BTreeMap<String, String>,
     token: String,
     timeouts: OriginTimeouts,
+    /// Holders of every key.
+    replicas: usize,
+    /// Shed when a holder's load is over this times the fleet's average
+    /// (0: never).
+    load_bound: f64,
+    /// Peer requests this agent serves.
+    serving: LoadMeter,
+    /// As an owner: the keys peers ask for most.
+    hot: HotKeys,
+    /// As a member: the keys owners marked hot.
+    known_hot: KnownHot,
+    /// The zero of peers' load report times.
+    epoch: Instant,
     pub metrics: FleetMetrics,
 }
 
@@ -90,14 +124,68 @@ pub struct Fleet {
 pub enum Route {
     /// This agent owns the slice (or runs alone): the origin.
     Origin,
-    /// Another member owns it: ask it first.
-    Peer(Arc<Peer>),
-    /// This agent owns it since a recent membership change: ask the
-    /// previous owner first, and keep what it sends as an owner does.
-    HandOver(Arc<Peer>),
+    /// Ask a peer first; [`Ask`] says what it is to the slice, and so what
+    /// this agent keeps of the answer.
+    Peer(Arc<Peer>, Ask),
     /// A member asked for a slice this agent does not own (the asker's ring
     /// differs, or it is handing over): the origin, kept in memory only.
     OriginForPeer,
+}
+
+/// What the peer a fill asks is to the slice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ask {
+    /// Its owner; this agent keeps the answer in its hot set only.
+    Owner,
+    /// Another holder (the key is hot or replicated, or the owner sheds);
+    /// kept in the hot set only.
+    Holder,
+    /// Its owner, for this agent as one of its holders: a copy in memory.
+    ForHolder,
+    /// Its owner before a recent membership change; this agent owns it
+    /// now and keeps the answer in every tier.
+    HandOver,
+    /// Its owner before a recent change, which still holds it; this agent
+    /// does not own it and keeps the answer in its hot set only.
+    Previous,
+}
+
+impl Ask {
+    /// The hop header's value for this ask.
+    pub fn hop(self) -> &'static str {
+        match self {
+            Ask::Owner | Ask::ForHolder => Hop::OWNER,
+            Ask::Holder => Hop::HOLDER,
+            Ask::HandOver | Ask::Previous => Hop::PREVIOUS,
+        }
+    }
+}
+
+/// What a request on the peer port takes this agent for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hop {
+    /// The owner: serve from cache or fill from the origin, never forward.
+    Owner,
+    /// A holder: on a miss ask the owner once (never further).
+    Holder,
+    /// The previous owner: serve from cache or fill from the origin.
+    Previous,
+}
+
+impl Hop {
+    const OWNER: &'static str = "1";
+    const HOLDER: &'static str = "holder";
+    const PREVIOUS: &'static str = "previous";
+
+    /// Reads the hop header; any value but the two named ones (agents of
+    /// an earlier release send `1`) means the owner.
+    pub fn parse(value: Option<&[u8]>) -> Self {
+        match value {
+            Some(v) if v == Self::HOLDER.as_bytes() => Hop::Holder,
+            Some(v) if v == Self::PREVIOUS.as_bytes() => Hop::Previous,
+            _ => Hop::Owner,
+        }
+    }
 }
 
 impl Fleet {
@@ -123,6 +211,12 @@ impl Fleet {
                 first_byte: cfg.first_byte_timeout.get(),
                 idle: origin_idle,
             },
+            replicas: usize::from(cfg.replicas.max(1)),
+            load_bound: cfg.load_bound,
+            serving: LoadMeter::default(),
+            hot: HotKeys::new(cfg.hot_key_rate),
+            known_hot: KnownHot::default(),
+            epoch: Instant::now(),
             metrics,
         };
         fleet.set_members(&BTreeMap::new())?;
@@ -196,15 +290,13 @@ impl Fleet {
             });
         }
         let target = OriginTarget::parse(&format!("http://{addr}"), Some(name))?;
-        let headers = vec![
-            (http::header::AUTHORIZATION, format!("Bearer {}", self.token)),
-            (http::HeaderName::from_static(HOP_HEADER), "1".into()),
-        ];
+        let headers = vec![(http::header::AUTHORIZATION, format!("Bearer {}", self.token))];
         Ok(Peer {
             name: name.to_string(),
             addr: addr.to_string(),
             client: OriginClient::with_headers(target, self.timeouts, 64, headers)?,
             breaker: Breaker::new(BreakerPolicy::default()),
+            load: PeerLoad::default(),
         })
     }
 
@@ -233,13 +325,17 @@ impl Fleet {
         &self.self_name
     }
 
-    /// Where the fill of the slice at `offset` of `object` goes: the
-    /// owner's peer port, unless this agent owns it or the owner's breaker
-    /// is open.
+    /// Where the fill of a client's miss on the slice at `offset` of
+    /// `object` goes: the origin when this agent owns it, else the member
+    /// that holds it (the previous owner during a hand-over; the owner; for
+    /// a hot or replicated key, the holder this agent's name picks; while
+    /// that one is loaded, the next holder in rendezvous order), unless
+    /// that member's breaker is open.
     pub fn route(&self, object: ObjectId, offset: u64) -> Route {
         let key = OwnershipKey::new(object, offset, self.granule);
         let view = self.view.load();
-        let Some(owner) = view.ring.owner(&key) else {
+        let ranked = view.ring.ranked(&key);
+        let Some(owner) = ranked.first() else {
             return Route::Origin;
         };
         if owner.name == self.self_name {
@@ -247,19 +343,103 @@ impl Fleet {
         }
         // Moved to its owner by a recent change: its previous owner, still
         // in the fleet, holds it (the new owner would fetch it again).
-        let holder = self
+        if let Some(previous) = self
             .previous_owner(&view, &key)
             .filter(|p| p.name != owner.name)
             .and_then(|p| view.peers.get(&p.name))
-            .or_else(|| view.peers.get(&owner.name));
-        let Some(peer) = holder else {
-            return Route::Origin;
-        };
-        if self.admits(peer) {
-            Route::Peer(peer.clone())
-        } else {
-            Route::Origin
+        {
+            return self.ask(previous, Ask::Previous).unwrap_or(Route::Origin);
         }
+        let hot = self.known_hot.contains(&key);
+        let holders = if hot {
+            self.replicas.max(HOT_REPLICAS)
+        } else {
+            self.replicas
+        };
+        let mut pick = self.spread(&key, holders.min(ranked.len()));
+        let mut reason = (pick > 0).then_some(if hot { "hot" } else { "replicas" });
+        if let Some(next) = self.shed(&view, &ranked, pick) {
+            (pick, reason) = (next, Some("load"));
+        }
+        let owner_peer = view.peers.get(&owner.name);
+        let route = if pick == 0 {
+            owner_peer.and_then(|p| self.ask(p, Ask::Owner))
+        } else if ranked[pick].name == self.self_name {
+            // This agent is a holder: a copy of the owner's, in memory.
+            owner_peer.and_then(|p| self.ask(p, Ask::ForHolder))
+        } else {
+            view.peers
+                .get(&ranked[pick].name)
+                .and_then(|p| self.ask(p, Ask::Holder))
+        };
+        match (route, reason) {
+            (Some(route), Some(reason)) => {
+                self.metrics.spills.with_label_values(&[reason]).inc();
+                route
+            }
+            (Some(route), None) => route,
+            // The holder picked is failing: the owner, else the origin.
+            (None, _) => owner_peer
+                .filter(|_| pick != 0)
+                .and_then(|p| self.ask(p, Ask::Owner))
+                .unwrap_or(Route::Origin),
+        }
+    }
+
+    /// Where the fill of a peer's request goes, when this agent does not own
+    /// the slice: a holder asks the owner once; anything else goes to the
+    /// origin (and is kept in memory only). `None` when this agent owns it.
+    pub fn route_for_peer(&self, object: ObjectId, offset: u64, hop: Hop) -> Option<Route> {
+        let key = OwnershipKey::new(object, offset, self.granule);
+        let view = self.view.load();
+        let owner = view.ring.owner(&key)?;
+        if owner.name == self.self_name {
+            return None;
+        }
+        Some(match hop {
+            Hop::Holder => view
+                .peers
+                .get(&owner.name)
+                .and_then(|p| self.ask(p, Ask::ForHolder))
+                .unwrap_or(Route::OriginForPeer),
+            Hop::Owner => {
+                // The asker's ring differs from this agent's.
+                self.metrics.disagreements.inc();
+                Route::OriginForPeer
+            }
+            Hop::Previous => Route::OriginForPeer,
+        })
+    }
+
+    /// Which of the first `holders` members of a key's ranking this agent
+    /// asks: fixed per (agent, key), so the members spread over the holders
+    /// and each keeps asking the same one.
+    fn spread(&self, key: &OwnershipKey, holders: usize) -> usize {
+        ring::pick(&self.self_name, key, holders)
+    }
+
+    /// When the member at `pick` of `ranked` is over the load bound: the
+    /// first member after it that is not (this agent included). Members
+    /// whose load is unknown count as not loaded.
+    fn shed(&self, view: &View, ranked: &[&RingMember], pick: usize) -> Option<usize> {
+        if self.load_bound <= 0.0 || ranked.len() < 2 {
+            return None;
+        }
+        let load_of = |name: &str| {
+            if name == self.self_name {
+                Some(self.serving.rate())
+            } else {
+                view.peers.get(name).and_then(|p| p.load.current(self.epoch))
+            }
+        };
+        let known: Vec<f64> = ranked.iter().filter_map(|m| load_of(&m.name)).collect();
+        let average = known.iter().sum::<f64>() / known.len().max(1) as f64;
+        let bound = (average * self.load_bound).max(SHED_FLOOR);
+        let over = |m: &RingMember| load_of(&m.name).is_some_and(|l| l > bound);
+        if !over(ranked[pick]) {
+            return None;
+        }
+        (pick + 1..ranked.len()).find(|&i| !over(ranked[i]))
     }
 
     /// Whether this agent owns the slice at `offset` of `object` now.
@@ -285,10 +465,15 @@ impl Fleet {
         let Some(before) = self.previous_owner(view, key) else {
             return Route::Origin;
         };
-        match view.peers.get(&before.name) {
-            Some(peer) if self.admits(peer) => Route::HandOver(peer.clone()),
-            _ => Route::Origin,
-        }
+        view.peers
+            .get(&before.name)
+            .and_then(|peer| self.ask(peer, Ask::HandOver))
+            .unwrap_or(Route::Origin)
+    }
+
+    /// Asking `peer`, unless its breaker is open.
+    fn ask(&self, peer: &Arc<Peer>, ask: Ask) -> Option<Route> {
+        self.admits(peer).then(|| Route::Peer(peer.clone(), ask))
     }
 
     /// Whether `peer`'s breaker lets a request through (counted when not).
@@ -322,6 +507,33 @@ impl Fleet {
         }
         peer.breaker.success();
         self.metrics.circuit_open.with_label_values(&[&peer.name]).set(0);
+    }
+
+    /// A peer answered about `offset` of `object` with `header`: note the
+    /// load it reports and whether the key is hot.
+    pub fn peer_reported(&self, peer: &Peer, object: ObjectId, offset: u64, header: &http::HeaderMap) {
+        let value = |name: &str| header.get(name).and_then(|v| v.to_str().ok());
+        if let Some(load) = value(load::LOAD_HEADER).and_then(|v| v.parse::<f64>().ok()) {
+            peer.load.report(load, self.epoch);
+        }
+        if value(load::HOT_HEADER) == Some("1") {
+            self.known_hot.mark(OwnershipKey::new(object, offset, self.granule));
+            self.metrics.hot_keys.set(self.known_hot.count() as i64);
+        }
+    }
+
+    /// A peer's request for `offset` of `object` is being served: count it
+    /// and return the headers that tell the asker this agent's load and
+    /// whether the key is hot here.
+    pub fn serving_peer(&self, object: ObjectId, offset: u64) -> [(&'static str, String); 2] {
+        self.serving.record();
+        let rate = self.serving.rate();
+        self.metrics.serving_rate.set(rate);
+        let hot = self.hot.note(OwnershipKey::new(object, offset, self.granule));
+        [
+            (load::LOAD_HEADER, format!("{rate:.1}")),
+            (load::HOT_HEADER, if hot { "1" } else { "0" }.to_string()),
+        ]
     }
 
     /// Whether an `Authorization` header value carries the fleet's token.
@@ -380,15 +592,16 @@ mod tests {
             let key = OwnershipKey::new(object, 0, 4 << 20);
             let owner = ring.owner(&key).expect("an owner").name.clone();
             match d.route(object, 0) {
-                Route::HandOver(p) => {
+                Route::Peer(p, Ask::HandOver) => {
                     assert_eq!(owner, "d");
                     assert_eq!(p.name, before.owner(&key).expect("a previous owner").name);
                     handed += 1;
                 }
-                Route::Peer(p) => {
+                Route::Peer(p, Ask::Owner) => {
                     assert_eq!(p.name, owner);
                     peer += 1;
                 }
+                Route::Peer(_, ask) => panic!("key {i}: asked as {ask:?}"),
                 Route::Origin | Route::OriginForPeer => {
                     panic!("key {i}: d knows every member, so no key goes to the origin")
                 }
@@ -409,9 +622,152 @@ mod tests {
         a.set_members(&members(&["a", "c"])).expect("members");
         for i in 0..200u64 {
             let object = ObjectId(u128::from(i) * 0x0051_ED27);
-            if let Route::HandOver(p) = a.route(object, 0) {
+            if let Route::Peer(p, Ask::HandOver) = a.route(object, 0) {
                 panic!("key {i} handed over by {}, which left", p.name);
             }
         }
+    }
+
+    /// `f` with `names` as members, as if they had been for long.
+    fn settled(f: &Fleet, names: &[&str]) -> Arc<View> {
+        f.set_members(&members(names)).expect("members");
+        let view = f.view.load_full();
+        f.view.store(Arc::new(View {
+            ring: view.ring.clone(),
+            peers: view.peers.clone(),
+            previous: None,
+        }));
+        f.view.load_full()
+    }
+
+    fn keys(n: u64) -> impl Iterator<Item = (ObjectId, OwnershipKey)> {
+        (0..n).map(|i| {
+            let object = ObjectId(u128::from(i) * 0x9E37_79B9 + 1);
+            (object, OwnershipKey::new(object, 0, 4 << 20))
+        })
+    }
+
+    fn names(ring: &Ring, key: &OwnershipKey) -> Vec<String> {
+        ring.ranked(key).iter().map(|m| m.name.clone()).collect()
+    }
+
+    #[test]
+    fn an_owner_over_the_load_bound_sheds_to_the_next_member() {
+        let a = fleet("a");
+        let view = settled(&a, &["b", "c", "d"]);
+        // b serves 100 requests a second, c and d 10, a none: the average is
+        // 30, the bound 37.5; only b is over it.
+        for (name, load) in [("b", 100.0), ("c", 10.0), ("d", 10.0)] {
+            view.peers[name].load.report(load, a.epoch);
+        }
+        let (mut shed, mut kept) = (0, 0);
+        for (object, key) in keys(400) {
+            let ranked = names(&view.ring, &key);
+            let route = a.route(object, 0);
+            match (ranked[0].as_str(), route) {
+                ("a", Route::Origin) => {}
+                ("b", Route::Peer(p, Ask::Holder)) => {
+                    assert_eq!(p.name, ranked[1], "the next member in rendezvous order");
+                    shed += 1;
+                }
+                ("b", Route::Peer(p, Ask::ForHolder)) => {
+                    assert_eq!(
+                        (p.name.as_str(), ranked[1].as_str()),
+                        ("b", "a"),
+                        "a holds a copy of b's"
+                    );
+                    shed += 1;
+                }
+                (owner, Route::Peer(p, Ask::Owner)) if owner != "b" => {
+                    assert_eq!(p.name, owner);
+                    kept += 1;
+                }
+                (owner, route) => panic!("a key of {owner} went to {route:?}"),
+            }
+        }
+        assert!(shed > 60 && kept > 120, "{shed} shed, {kept} kept at their owners");
+        assert_eq!(a.metrics.spills.with_label_values(&["load"]).get(), shed);
+        // Below the floor nobody sheds, whatever the ratio.
+        view.peers["b"].load.report(SHED_FLOOR - 1.0, a.epoch);
+        for (name, load) in [("c", 0.0), ("d", 0.0)] {
+            view.peers[name].load.report(load, a.epoch);
+        }
+        for (object, key) in keys(100) {
+            if let Route::Peer(p, ask) = a.route(object, 0) {
+                assert_eq!(
+                    (p.name.as_str(), ask),
+                    (names(&view.ring, &key)[0].as_str(), Ask::Owner)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_hot_key_is_spread_over_three_holders() {
+        let a = fleet("a");
+        let view = settled(&a, &["b", "c", "d", "e"]);
+        let mut at = [0u32; 3];
+        for (object, key) in keys(600) {
+            let ranked = names(&view.ring, &key);
+            if ranked[0] == "a" {
+                continue;
+            }
+            a.known_hot.mark(key);
+            match a.route(object, 0) {
+                Route::Peer(p, Ask::Owner) => {
+                    assert_eq!(p.name, ranked[0]);
+                    at[0] += 1;
+                }
+                Route::Peer(p, Ask::Holder) => {
+                    let i = ranked.iter().position(|n| *n == p.name).expect("a member");
+                    assert!(i == 1 || i == 2, "holder {} is number {i}", p.name);
+                    at[i] += 1;
+                }
+                Route::Peer(p, Ask::ForHolder) => {
+                    assert_eq!(p.name, ranked[0]);
+                    let i = ranked.iter().position(|n| n == "a").expect("a itself");
+                    assert!(i == 1 || i == 2, "a is holder number {i}");
+                    at[i] += 1;
+                }
+                route => panic!("a hot key went to {route:?}"),
+            }
+        }
+        assert!(at.iter().all(|n| *n > 100), "asks per holder rank: {at:?}");
+        let hot = a.metrics.spills.with_label_values(&["hot"]).get();
+        assert_eq!(hot, u64::from(at[1] + at[2]));
+    }
+
+    #[test]
+    fn a_holder_asks_the_owner_and_an_owner_ask_for_a_foreign_key_is_a_disagreement() {
+        let a = fleet("a");
+        let view = settled(&a, &["b", "c"]);
+        for (object, key) in keys(200) {
+            let owner = names(&view.ring, &key)[0].clone();
+            let as_holder = a.route_for_peer(object, 0, Hop::Holder);
+            let as_owner = a.route_for_peer(object, 0, Hop::Owner);
+            if owner == "a" {
+                assert!(as_holder.is_none() && as_owner.is_none(), "a fills its own keys");
+                continue;
+            }
+            match as_holder {
+                Some(Route::Peer(p, Ask::ForHolder)) => assert_eq!(p.name, owner),
+                other => panic!("a holder's miss went to {other:?}"),
+            }
+            assert!(matches!(as_owner, Some(Route::OriginForPeer)));
+            assert!(matches!(
+                a.route_for_peer(object, 0, Hop::Previous),
+                Some(Route::OriginForPeer)
+            ));
+        }
+        assert!(a.metrics.disagreements.get() > 100);
+    }
+
+    #[test]
+    fn the_hop_marker_reads_as_the_asker_meant_it() {
+        assert_eq!(Hop::parse(Some(Ask::Holder.hop().as_bytes())), Hop::Holder);
+        assert_eq!(Hop::parse(Some(Ask::HandOver.hop().as_bytes())), Hop::Previous);
+        assert_eq!(Hop::parse(Some(Ask::ForHolder.hop().as_bytes())), Hop::Owner);
+        assert_eq!(Hop::parse(Some(b"1")), Hop::Owner);
+        assert_eq!(Hop::parse(None), Hop::Owner);
     }
 }

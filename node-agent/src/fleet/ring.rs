@@ -67,6 +67,14 @@ impl RingMember {
     }
 }
 
+/// Which of `n` holders of `key` the member `name` asks: fixed per
+/// (member, key) and spread evenly over the holders, independently of the
+/// members' scores.
+pub fn pick(name: &str, key: &OwnershipKey, n: usize) -> usize {
+    let h = xxh3_64_with_seed(&key.bytes(), xxh3_64_with_seed(name.as_bytes(), 0x5B12_EAD5));
+    (h % n.max(1) as u64) as usize
+}
+
 /// The members, in a stable order.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Ring {
@@ -107,6 +115,22 @@ impl Ring {
         best.filter(|(_, s)| s.is_finite()).map(|(m, _)| m)
     }
 
+    /// The members that may hold `key`, best first: the owner, then the
+    /// members a request goes to when the owner sheds it (members of
+    /// weight 0 are left out).
+    pub fn ranked(&self, key: &OwnershipKey) -> Vec<&RingMember> {
+        let bytes = key.bytes();
+        let mut scored: Vec<(&RingMember, f64)> = self
+            .members
+            .iter()
+            .map(|m| (m, m.score(&bytes)))
+            .filter(|(_, s)| s.is_finite())
+            .collect();
+        // Stable: equal scores keep the name order, as in `owner`.
+        scored.sort_by(|a, b| b.1.total_cmp(&a.1));
+        scored.into_iter().map(|(m, _)| m).collect()
+    }
+
     /// The share of all keys `name` owns (its weight over the total).
     pub fn owned_fraction(&self, name: &str) -> f64 {
         let total: f64 = self.members.iter().map(|m| m.weight.max(0.0)).sum();
@@ -126,6 +150,7 @@ impl Ring {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn ring(names: &[&str]) -> Ring {
         Ring::new(names.iter().map(|n| RingMember::new(n, 1.0)).collect())
@@ -176,6 +201,22 @@ mod tests {
         assert!(share < 1.3 / 4.0 && share > 0.2, "{share} of the keys moved");
         // Removing it again moves them back, and only them.
         assert_eq!(owners(&ring(&["a", "b", "c"]), &keys), before);
+    }
+
+    #[test]
+    fn the_ranking_starts_with_the_owner_and_lists_every_member_once() {
+        let ring = ring(&["a", "b", "c", "d"]);
+        let mut second = BTreeMap::new();
+        for key in keys(4_000) {
+            let ranked: Vec<_> = ring.ranked(&key).iter().map(|m| m.name.clone()).collect();
+            assert_eq!(Some(&ranked[0]), ring.owner(&key).map(|m| &m.name));
+            let mut sorted = ranked.clone();
+            sorted.sort();
+            assert_eq!(sorted, ["a", "b", "c", "d"]);
+            *second.entry(ranked[1].clone()).or_insert(0) += 1;
+        }
+        // The next owner is spread like the owner, so shed load is too.
+        assert!(second.values().all(|n| (800..1200).contains(n)), "{second:?}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use pingora::http::ResponseHeader;
 
+use super::peer::{add_peer_headers, PeerHeaders};
 use super::{Agent, Listener};
 use crate::object::{unix_now, ObjectMeta};
 use crate::response::response_header;
@@ -12,8 +13,10 @@ impl Agent {
     /// has left for the object: the member that asked caches the object's
     /// metadata (and hot-set slices) no longer than the owner may, so an
     /// origin change reaches non-owners as soon as it reaches the owner.
-    pub(super) fn base_response(&self, status: u16, meta: &ObjectMeta) -> ResponseHeader {
+    /// `peer` holds the load and hot-key headers of a peer's answer.
+    pub(super) fn base_response(&self, status: u16, meta: &ObjectMeta, peer: &PeerHeaders) -> ResponseHeader {
         let mut resp = base_response(status, meta);
+        add_peer_headers(&mut resp, peer);
         if self.listener == Listener::Peer {
             let value = if meta.no_store {
                 "no-store".to_string()

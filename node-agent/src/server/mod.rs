@@ -24,7 +24,7 @@ use crate::cache::Cache;
 use crate::client_limits::{ConnectionGate, ConnectionPermit, Cut};
 use crate::config::{LiveTunables, RuntimeTunables};
 use crate::fill::{FillError, FillHead, FillKey, FillReader, FillSpec, Fills};
-use crate::fleet::{Fleet, Route};
+use crate::fleet::{Fleet, Hop};
 use crate::log_throttle::LogThrottle;
 use crate::metrics::Metrics;
 use crate::object::ObjectMeta;
@@ -36,6 +36,7 @@ use crate::store::ObjectId;
 
 mod headers;
 mod lookup;
+mod peer;
 
 use headers::{not_modified_since, simple_response};
 use lookup::{join_fill, SliceLookup, SliceSource, MAX_LOOKS};
@@ -192,6 +193,8 @@ type Prepared = Option<((u64, u64), SliceSource)>;
 #[derive(Clone, Copy)]
 struct ObjectRequest<'a> {
     object: ObjectId,
+    /// What a peer's request takes this agent for (`None`: a client's).
+    hop: Option<Hop>,
     path: &'a str,
     meta: &'a Arc<ObjectMeta>,
     tunables: &'a RuntimeTunables,
@@ -271,7 +274,9 @@ impl Agent {
             Some([RangeSpec::Bounded { first, .. } | RangeSpec::From { first }, ..]) => *first,
             _ => 0,
         };
-        let (meta, mut learned) = match self.settle_version(object, &path, hint, &tunables).await {
+        let hop = self.hop(session);
+        let peer_headers = self.serving_peer(object, hint);
+        let (meta, mut learned) = match self.settle_version(object, &path, hint, hop, &tunables).await {
             Ok(v) => v,
             // The fill this request joined was guarded by a version that has
             // just been replaced at the origin: ask again for the new one.
@@ -290,7 +295,7 @@ impl Agent {
             _ => false,
         };
         if not_modified {
-            let mut resp = self.base_response(304, &meta);
+            let mut resp = self.base_response(304, &meta, &peer_headers);
             resp.remove_header(&http::header::CONTENT_LENGTH);
             resp.remove_header(&http::header::CONTENT_TYPE);
             return self
@@ -317,7 +322,7 @@ impl Agent {
             .unwrap_or_else(|| "application/octet-stream".into());
         let (resp, parts) = match &outcome {
             RangeOutcome::Full => {
-                let resp = self.base_response(200, &meta);
+                let resp = self.base_response(200, &meta, &peer_headers);
                 // Lazily: `meta.size - 1` would underflow for an empty object.
                 let whole = (meta.size > 0).then(|| ByteRange {
                     first: 0,
@@ -326,7 +331,7 @@ impl Agent {
                 (resp, whole.into_iter().map(|r| (Bytes::new(), r)).collect::<Vec<_>>())
             }
             RangeOutcome::Single(r) => {
-                let mut resp = self.base_response(206, &meta);
+                let mut resp = self.base_response(206, &meta, &peer_headers);
                 resp.insert_header(http::header::CONTENT_RANGE, r.content_range(meta.size))
                     .ok();
                 resp.insert_header(http::header::CONTENT_LENGTH, r.len().to_string())
@@ -334,7 +339,7 @@ impl Agent {
                 (resp, vec![(Bytes::new(), *r)])
             }
             RangeOutcome::Multi(ranges) => {
-                let mut resp = self.base_response(206, &meta);
+                let mut resp = self.base_response(206, &meta, &peer_headers);
                 let parts: Vec<(Bytes, ByteRange)> = ranges
                     .iter()
                     .enumerate()
@@ -358,7 +363,7 @@ impl Agent {
                 (resp, parts)
             }
             RangeOutcome::NotSatisfiable => {
-                let mut resp = self.base_response(416, &meta);
+                let mut resp = self.base_response(416, &meta, &peer_headers);
                 resp.insert_header(http::header::CONTENT_RANGE, format!("bytes */{}", meta.size))
                     .ok();
                 resp.insert_header(http::header::CONTENT_LENGTH, "0").ok();
@@ -370,6 +375,7 @@ impl Agent {
         };
         let request = ObjectRequest {
             object,
+            hop,
             path: &path,
             meta: &meta,
             tunables: &tunables,
@@ -433,6 +439,7 @@ impl Agent {
         object: ObjectId,
         path: &str,
         hint: u64,
+        hop: Option<Hop>,
         tunables: &RuntimeTunables,
     ) -> Result<(Arc<ObjectMeta>, Prepared), FillError> {
         for attempt in 1..=MAX_LOOKS {
@@ -458,7 +465,7 @@ impl Agent {
                 path: path.to_string(),
                 revalidate,
                 expected: cached,
-                route: self.route(object, key.offset),
+                route: self.route(object, key.offset, hop),
             };
             let Some(mut reader) = join_fill(&self.fills, &self.metrics, spec, tunables.fill, attempt < MAX_LOOKS)
             else {
@@ -533,6 +540,7 @@ impl Agent {
     ) -> SliceSource {
         let ObjectRequest {
             object,
+            hop,
             path,
             meta,
             tunables,
@@ -557,7 +565,7 @@ impl Agent {
             slice,
             slice_size,
             settings: tunables.fill,
-            route: self.route(object, slice.offset),
+            route: self.route(object, slice.offset, hop),
         };
         if self.cache.has_disk() {
             SliceSource::Pending(tokio::spawn(lookup.run()))
@@ -874,52 +882,6 @@ impl Agent {
             rate => limits
                 .send_timeout
                 .max(std::time::Duration::from_secs((len as u64 / rate).max(1))),
-        }
-    }
-
-    /// Where a miss at `offset` of `object` goes: the owner's peer port for
-    /// a client's request in a fleet, else the origin (on the peer port,
-    /// for a slice this agent does not own, without keeping it on disk).
-    fn route(&self, object: ObjectId, offset: u64) -> Route {
-        match (&self.fleet, self.listener) {
-            (Some(fleet), Listener::Client) => fleet.route(object, offset),
-            (Some(fleet), Listener::Peer) if !fleet.owns(object, offset) => Route::OriginForPeer,
-            _ => Route::Origin,
-        }
-    }
-
-    /// Whether a request on the peer port carries the fleet's token; a
-    /// refusal is counted.
-    fn peer_authorized(&self, session: &ServerSession) -> bool {
-        let Some(fleet) = &self.fleet else {
-            return false;
-        };
-        let presented = session.get_header(http::header::AUTHORIZATION).map(|v| v.as_bytes());
-        if fleet.authorized(presented) {
-            return true;
-        }
-        fleet.metrics.count("server", "refused");
-        false
-    }
-
-    /// Counts body bytes sent: to clients, or to peers on the peer port (so
-    /// the fleet's client bytes count each byte once).
-    fn count_sent(&self, len: u64) {
-        match (&self.fleet, self.listener) {
-            (Some(fleet), Listener::Peer) => fleet.metrics.peer_bytes.with_label_values(&["out"]).inc_by(len),
-            _ => self.metrics.client_bytes.inc_by(len),
-        }
-    }
-
-    /// Counts a response: a client request, or a peer's request served.
-    fn count_request(&self, method: &http::Method, status: u16) {
-        match (&self.fleet, self.listener) {
-            (Some(fleet), Listener::Peer) => fleet.metrics.count("server", if status < 500 { "ok" } else { "error" }),
-            _ => self
-                .metrics
-                .requests
-                .with_label_values(&[method.as_str(), &status.to_string()])
-                .inc(),
         }
     }
 }
