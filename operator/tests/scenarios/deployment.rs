@@ -15,11 +15,13 @@ async fn deployment_mode_applies_a_deployment_and_reports_the_scale_status() {
     let (ctx, handle) = context();
     let c = cache.clone();
     let result = run(cache, ctx, handle, move |mut h| async move {
-        for path in [SA, CM, SVC, PEERS, PDB] {
+        // No DaemonSet of an earlier workload: nothing to delete.
+        for path in [SA, CM, SVC, PEERS, PDB, DS, DEPLOY] {
             expect(&mut h, "GET", path, 404, Some(not_found())).await;
+        }
+        for path in [SA, CM, SVC, PEERS, PDB] {
             expect_apply(&mut h, path, None).await;
         }
-        expect(&mut h, "GET", DEPLOY, 404, Some(not_found())).await;
         let call = expect_apply(&mut h, DEPLOY, Some(live)).await;
         assert_eq!(call.body["kind"], "Deployment");
         assert_eq!(call.body["apiVersion"], "apps/v1");
@@ -28,8 +30,6 @@ async fn deployment_mode_applies_a_deployment_and_reports_the_scale_status() {
         assert_eq!(call.body["metadata"]["ownerReferences"][0]["controller"], true);
         let pod = &call.body["spec"]["template"];
         assert_eq!(pod["metadata"]["labels"]["app.kubernetes.io/instance"], "media");
-        // No DaemonSet of an earlier workload: nothing to delete.
-        expect(&mut h, "GET", DS, 404, Some(not_found())).await;
         let call = expect_apply(&mut h, STATUS, Some(with_status(&c, &json!({})))).await;
         let status = &call.body["status"];
         assert_eq!(status["replicas"], 3, "{status}");
@@ -59,23 +59,23 @@ async fn unset_replicas_are_left_to_the_autoscaler() {
     let d = desired(&cache);
     let scaled = serde_json::to_value(settled_deployment(deployment(&d), 7)).unwrap();
     let mut reads: Vec<(&'static str, Value)> = live_objects_of(&d);
-    reads.push((DEPLOY, scaled));
     reads.push((DS, not_found()));
+    reads.push((DEPLOY, scaled));
 
     // Pass 1: the Deployment is not yet applied: its body carries no replicas.
     let (ctx, handle) = context();
-    let (c, echo) = (cache.clone(), reads[5].1.clone());
+    let (c, echo) = (cache.clone(), reads[6].1.clone());
     let written = Arc::new(std::sync::Mutex::new(Value::Null));
     let w = written.clone();
     let result = run(cache.clone(), ctx, handle, move |mut h| async move {
-        for path in [SA, CM, SVC, PEERS, PDB] {
+        for path in [SA, CM, SVC, PEERS, PDB, DS, DEPLOY] {
             expect(&mut h, "GET", path, 404, Some(not_found())).await;
+        }
+        for path in [SA, CM, SVC, PEERS, PDB] {
             expect_apply(&mut h, path, None).await;
         }
-        expect(&mut h, "GET", DEPLOY, 404, Some(not_found())).await;
         let call = expect_apply(&mut h, DEPLOY, Some(echo)).await;
         assert!(call.body["spec"].get("replicas").is_none(), "{}", call.body["spec"]);
-        expect(&mut h, "GET", DS, 404, Some(not_found())).await;
         let call = expect_apply(&mut h, STATUS, Some(with_status(&c, &json!({})))).await;
         let status = call.body["status"].clone();
         assert_eq!(status["replicas"], 7, "{status}");
@@ -133,10 +133,10 @@ async fn switching_the_workload_replaces_the_old_kind() {
     );
     let result = run(as_deployment, ctx, handle, move |mut h| async move {
         expect_reads(&mut h, reads).await;
+        expect(&mut h, "GET", DS, 200, Some(live_ds.clone())).await;
         expect(&mut h, "GET", DEPLOY, 404, Some(not_found())).await;
         let call = expect_apply(&mut h, DEPLOY, Some(echo)).await;
         assert_eq!(call.body["spec"]["replicas"], 2);
-        expect(&mut h, "GET", DS, 200, Some(live_ds.clone())).await;
         let call = expect(&mut h, "DELETE", DS, 200, Some(live_ds)).await;
         assert_eq!(call.body["propagationPolicy"], "Background");
         let call = expect_apply(&mut h, STATUS, Some(with_status(&c, &json!({})))).await;
@@ -165,9 +165,9 @@ async fn switching_the_workload_replaces_the_old_kind() {
     let result = run(as_daemon_set, ctx, handle, move |mut h| async move {
         expect_reads(&mut h, shared).await;
         expect(&mut h, "GET", DS, 404, Some(not_found())).await;
+        expect(&mut h, "GET", DEPLOY, 200, Some(live_deploy.clone())).await;
         let call = expect_apply(&mut h, DS, Some(echo)).await;
         assert_eq!(call.body["kind"], "DaemonSet");
-        expect(&mut h, "GET", DEPLOY, 200, Some(live_deploy.clone())).await;
         expect(&mut h, "DELETE", DEPLOY, 200, Some(live_deploy)).await;
         expect_apply(&mut h, STATUS, Some(with_status(&c, &json!({})))).await;
         expect_event(&mut h, "Normal", "Created").await;
@@ -188,8 +188,8 @@ async fn a_workload_of_the_other_kind_owned_by_someone_else_is_not_deleted() {
     let foreign = serde_json::to_value(foreign).unwrap();
     let live = serde_json::to_value(settled_deployment(deployment(&d), 1)).unwrap();
     let mut reads = live_objects_of(&d);
-    reads.push((DEPLOY, live));
     reads.push((DS, foreign));
+    reads.push((DEPLOY, live));
     let (ctx, handle) = context();
     let c = cache.clone();
     let result = run(cache, ctx, handle, move |mut h| async move {
@@ -207,11 +207,11 @@ async fn a_deployment_scaled_to_zero_is_not_ready_and_not_degraded() {
     let cache = cache(&format!("{DEPLOYMENT}  replicas: 0\n"));
     let d = desired(&cache);
     let mut reads = live_objects_of(&d);
+    reads.push((DS, not_found()));
     reads.push((
         DEPLOY,
         serde_json::to_value(settled_deployment(deployment(&d), 0)).unwrap(),
     ));
-    reads.push((DS, not_found()));
     let (ctx, handle) = context();
     let c = cache.clone();
     let result = run(cache, ctx, handle, move |mut h| async move {

@@ -11,6 +11,11 @@ async fn first_reconcile_creates_everything_and_reports_progress() {
     let cache = cache(MINIMAL);
     let c = cache.clone();
     let result = run(cache, ctx, handle, move |mut h| async move {
+        // Every object is read first (concurrently, in this order); there is
+        // no Deployment of an earlier workload: nothing to delete.
+        for path in [SA, CM, SVC, PEERS, PDB, DS, DEPLOY] {
+            expect(&mut h, "GET", path, 404, Some(not_found())).await;
+        }
         for (path, kind) in [
             (SA, "ServiceAccount"),
             (CM, "ConfigMap"),
@@ -19,14 +24,11 @@ async fn first_reconcile_creates_everything_and_reports_progress() {
             (PDB, "PodDisruptionBudget"),
             (DS, "DaemonSet"),
         ] {
-            expect(&mut h, "GET", path, 404, Some(not_found())).await;
             let call = expect_apply(&mut h, path, None).await;
             assert_eq!(call.body["kind"], kind);
             assert_eq!(call.body["metadata"]["ownerReferences"][0]["uid"], "uid-1");
             assert_eq!(call.body["metadata"]["ownerReferences"][0]["controller"], true);
         }
-        // No Deployment of an earlier workload: nothing to delete.
-        expect(&mut h, "GET", DEPLOY, 404, Some(not_found())).await;
         let call = expect_apply(&mut h, STATUS, Some(with_status(&c, &json!({})))).await;
         let status = &call.body["status"];
         assert_eq!(call.body["kind"], "SliceCache");
@@ -123,13 +125,6 @@ async fn tunable_change_patches_only_the_config_map() {
             Some(serde_json::to_value(&d.config_map).unwrap()),
         )
         .await;
-        let call = expect_apply(&mut h, CM, None).await;
-        let agent_yaml = call.body["data"]["agent.yaml"].as_str().unwrap();
-        assert!(agent_yaml.contains("concurrency: 16"), "{agent_yaml}");
-        assert_eq!(
-            call.body["metadata"]["annotations"]["slicecache.io/config-generation"],
-            "2"
-        );
         expect(
             &mut h,
             "GET",
@@ -152,6 +147,13 @@ async fn tunable_change_patches_only_the_config_map() {
         let ds = serde_json::to_value(settled(daemon_set(&d), 2)).unwrap();
         expect(&mut h, "GET", DS, 200, Some(ds)).await;
         expect(&mut h, "GET", DEPLOY, 404, Some(not_found())).await;
+        let call = expect_apply(&mut h, CM, None).await;
+        let agent_yaml = call.body["data"]["agent.yaml"].as_str().unwrap();
+        assert!(agent_yaml.contains("concurrency: 16"), "{agent_yaml}");
+        assert_eq!(
+            call.body["metadata"]["annotations"]["slicecache.io/config-generation"],
+            "2"
+        );
         let call = expect_apply(&mut h, STATUS, Some(with_status(&c, &json!({})))).await;
         assert_eq!(call.body["status"]["effective"]["concurrency"], 16);
         assert_eq!(call.body["status"]["observedGeneration"], 2);
@@ -329,7 +331,9 @@ async fn server_error_is_returned_reported_and_backed_off() {
     let (ctx, handle) = context();
     let c = cache.clone();
     let result = run(cache.clone(), ctx.clone(), handle, move |mut h| async move {
-        expect(&mut h, "GET", SA, 404, Some(not_found())).await;
+        for path in [SA, CM, SVC, PEERS, PDB, DS, DEPLOY] {
+            expect(&mut h, "GET", path, 404, Some(not_found())).await;
+        }
         let failure = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                              "message": "etcdserver: request timed out", "reason": "InternalError", "code": 500});
         expect(&mut h, "PATCH", SA, 500, Some(failure)).await;

@@ -137,18 +137,13 @@ async fn auto_tuning_halves_concurrency_on_429s_through_the_config_map() {
     let written = Arc::new(std::sync::Mutex::new((Value::Null, Value::Null)));
     let w = written.clone();
     let (result, handle) = run_keeping_handle(cache.clone(), ctx.clone(), handle, move |mut h| async move {
-        for (path, object) in l {
-            let code = if object["reason"] == "NotFound" { 404 } else { 200 };
-            expect(&mut h, "GET", path, code, Some(object)).await;
-            if path == CM {
-                let call = expect_apply(&mut h, CM, None).await;
-                let yaml = call.body["data"]["agent.yaml"].as_str().unwrap();
-                let config: slicecache_api::agent_config::AgentConfig = serde_yaml_ng::from_str(yaml).unwrap();
-                assert_eq!(config.tunables.concurrency, 4, "{yaml}");
-                assert_eq!(config.tunables.slice_size.0, 1 << 20, "{yaml}");
-                w.lock().unwrap().0 = call.body.clone();
-            }
-        }
+        expect_reads(&mut h, l).await;
+        let call = expect_apply(&mut h, CM, None).await;
+        let yaml = call.body["data"]["agent.yaml"].as_str().unwrap();
+        let config: slicecache_api::agent_config::AgentConfig = serde_yaml_ng::from_str(yaml).unwrap();
+        assert_eq!(config.tunables.concurrency, 4, "{yaml}");
+        assert_eq!(config.tunables.slice_size.0, 1 << 20, "{yaml}");
+        w.lock().unwrap().0 = call.body.clone();
         // The DaemonSet was read and not written: no restart.
         let call = expect_apply(&mut h, STATUS, Some(with_status(&c, &json!({})))).await;
         let status = &call.body["status"];
