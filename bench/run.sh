@@ -1072,6 +1072,11 @@ cat <<'EOF'
   noise to both columns; the two caches alternate within each workload so the
   noise is shared, but single runs can still differ by 10-30%.
 EOF
+# The operator's section is bench/operator-scale.sh's: kept as it was.
+if [ -f "$BENCH_OUT" ] && grep -q '^## Operator at scale$' "$BENCH_OUT"; then
+  echo
+  sed -n '/^## Operator at scale$/,$p' "$BENCH_OUT"
+fi
 } > "$BENCH_OUT.tmp"
 mv "$BENCH_OUT.tmp" "$BENCH_OUT"
 cat "$BENCH_OUT"
