@@ -63,16 +63,16 @@ pub struct FleetConfig {
     /// Members that hold each slice: the owner fills it from the origin,
     /// the others copy it from the owner into memory, and each member asks
     /// the holder its name picks. 1 to 3.
-    #[serde(default = "default_replicas")]
+    #[serde(default = "default_replicas", skip_serializing_if = "is_default_replicas")]
     pub replicas: u8,
     /// Peer requests a second for one granule at which its owner marks it
     /// hot: the members then spread it over 3 holders. 0 turns it off.
-    #[serde(default = "default_hot_key_rate")]
+    #[serde(default = "default_hot_key_rate", skip_serializing_if = "is_default_hot_key_rate")]
     pub hot_key_rate: u32,
     /// A holder whose peer-serving load is over this times the fleet's
     /// average is skipped for the next one in rendezvous order. 0 turns
     /// shedding off.
-    #[serde(default = "default_load_bound")]
+    #[serde(default = "default_load_bound", skip_serializing_if = "is_default_load_bound")]
     pub load_bound: f64,
 }
 
@@ -118,6 +118,17 @@ fn default_peer_connect_timeout() -> HumanDuration {
 }
 fn default_peer_first_byte_timeout() -> HumanDuration {
     HumanDuration::secs(1)
+}
+// Defaults are not rendered, so an operator upgrade that adds a setting
+// leaves the agents' configuration (and their pods) as they were.
+fn is_default_replicas(v: &u8) -> bool {
+    *v == default_replicas()
+}
+fn is_default_hot_key_rate(v: &u32) -> bool {
+    *v == default_hot_key_rate()
+}
+fn is_default_load_bound(v: &f64) -> bool {
+    *v == default_load_bound()
 }
 fn default_replicas() -> u8 {
     1

@@ -245,6 +245,14 @@ pub struct FleetSpec {
     /// origin instead. Default: 1s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_byte_timeout: Option<HumanDuration>,
+    /// Agents that hold each slice, 1-3: the owner fills it from the
+    /// origin, the others copy it from the owner into memory, and each
+    /// agent asks the holder its name picks. More spreads the load of
+    /// popular objects at the cost of memory. Hot keys are spread over 3
+    /// holders whatever this says. Default: 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3))]
+    pub replicas: Option<u8>,
 }
 
 /// Off: N agents are N caches, each filling every object it is asked for

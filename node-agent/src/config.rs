@@ -633,6 +633,23 @@ mod tests {
     }
 
     #[test]
+    fn rejects_bad_fleet_spreading_naming_the_field() {
+        let base = "origin:\n  url: http://127.0.0.1:3\nfleet:\n  peers: { b: '127.0.0.1:9' }\n";
+        for (line, field) in [
+            ("replicas: 0", "fleet.replicas"),
+            ("replicas: 4", "fleet.replicas"),
+            ("loadBound: 0.5", "fleet.loadBound"),
+            ("loadBound: .nan", "fleet.loadBound"),
+        ] {
+            let cfg = parse(&format!("{base}  {line}\n")).expect("parses");
+            let err = validate(&cfg).expect_err(line).to_string();
+            assert!(err.contains(field), "{line}: {err}");
+        }
+        let cfg = parse(&format!("{base}  replicas: 3\n  loadBound: 0\n  hotKeyRate: 0\n")).expect("parses");
+        validate(&cfg).expect("3 holders, no shedding, no hot keys");
+    }
+
+    #[test]
     fn a_memory_tier_beyond_the_host_needs_force() {
         let mut cache = slicecache_api::agent_config::CacheConfig {
             memory: ByteSize::gib(200),

@@ -2,7 +2,7 @@
 //! and the peer timeouts.
 
 use super::{
-    checks::positive_duration,
+    checks::{check_range, positive_duration},
     error::ValidationError,
     model::{Fleet, Slicing, Tuning},
 };
@@ -54,7 +54,12 @@ pub(super) fn validate(
         }
         None => DEFAULT_GRANULE.bytes().max(largest_slice),
     };
+    let replicas = match f.replicas {
+        Some(r) if check_range(errors, "spec.fleet.replicas", i64::from(r), 1, 3) => r,
+        _ => defaults.replicas,
+    };
     Fleet {
+        replicas,
         mode: f.mode.unwrap_or_default(),
         granule,
         connect_timeout: positive_duration(
@@ -86,5 +91,10 @@ impl Fleet {
     /// slice size the spec allows.
     pub fn granule(&self) -> u64 {
         self.granule
+    }
+
+    /// Agents holding each slice.
+    pub fn replicas(&self) -> u8 {
+        self.replicas
     }
 }

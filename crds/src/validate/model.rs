@@ -50,6 +50,7 @@ pub struct Fleet {
     pub(super) granule: u64,
     pub(super) connect_timeout: HumanDuration,
     pub(super) first_byte_timeout: HumanDuration,
+    pub(super) replicas: u8,
 }
 
 /// The origin, validated.

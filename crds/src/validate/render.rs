@@ -109,6 +109,7 @@ impl ValidatedSliceCache {
                 granule: ByteSize(self.fleet.granule),
                 connect_timeout: self.fleet.connect_timeout,
                 first_byte_timeout: self.fleet.first_byte_timeout,
+                replicas: self.fleet.replicas,
                 ..FleetConfig::default()
             };
         }

@@ -818,6 +818,10 @@ fn fleet_is_off_by_default_and_shard_renders_its_section() {
     assert_eq!(config.fleet.granule, ByteSize::mib(4));
     assert_eq!(config.fleet.connect_timeout, HumanDuration::millis(150));
     assert_eq!(config.fleet.peer_token_file.as_deref(), Some(PEER_TOKEN_FILE));
+    assert_eq!(config.fleet.replicas, 1);
+
+    let v = valid(&format!("{ORIGIN}fleet:\n  mode: Shard\n  replicas: 2\n"));
+    assert_eq!(v.agent_config().fleet.replicas, 2);
 }
 
 #[test]
@@ -849,6 +853,12 @@ fn fleet_granule_is_checked() {
         "spec.fleet.granule",
         "GranuleBelowSlice",
         "raise the granule",
+    );
+    rejected(
+        &format!("{ORIGIN}fleet:\n  mode: Shard\n  replicas: 4\n"),
+        "spec.fleet.replicas",
+        "NumberOutOfRange",
+        "4",
     );
     rejected(
         &format!("{ORIGIN}fleet:\n  firstByteTimeout: 0s\n"),

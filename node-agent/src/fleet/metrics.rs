@@ -96,6 +96,10 @@ impl FleetMetrics {
                 "Keys their owners marked hot that this agent spreads over several holders.",
             )?,
         };
+        // Every reason from the start, so a fleet that never spilled shows 0.
+        for reason in ["load", "hot", "replicas"] {
+            m.spills.with_label_values(&[reason]);
+        }
         registry.register(Box::new(m.peer_requests.clone()))?;
         registry.register(Box::new(m.peer_bytes.clone()))?;
         registry.register(Box::new(m.peer_ttfb.clone()))?;
