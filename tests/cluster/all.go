@@ -43,6 +43,12 @@ var defaultControllers = []string{
 	"pod-garbage-collector-controller",
 	"resourcequota-controller",
 	"service-cidr-controller",
+	// Generic ephemeral volumes: the claim of each Pod, bound to a
+	// PersistentVolume the test provides, and released with the Pod.
+	"ephemeral-volume-controller",
+	"persistentvolume-binder-controller",
+	"persistentvolumeclaim-protection-controller",
+	"persistentvolume-protection-controller",
 }
 
 // child is one supervised process: a mode of this same binary.
