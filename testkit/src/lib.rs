@@ -10,6 +10,7 @@
 //! - [`scripted`]: an HTTP server whose answers a closure scripts (a stand-in
 //!   for Prometheus's query API, or a server that never answers).
 //! - [`prometheus`]: a real Prometheus server scraping given targets.
+//! - [`loop_device`]: loop devices over sparse files (root only).
 //! - [`metrics`]: reading samples out of Prometheus text.
 //! - [`mock_apiserver`] (feature `mock-apiserver`): decoding the calls a
 //!   `kube::Client` makes to a `tower-test` mock.
@@ -18,6 +19,7 @@
 //! binaries against these real servers.
 
 pub mod client;
+pub mod loop_device;
 pub mod metrics;
 #[cfg(feature = "mock-apiserver")]
 pub mod mock_apiserver;

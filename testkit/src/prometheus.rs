@@ -45,8 +45,13 @@ impl Prometheus {
     /// Starts Prometheus scraping `targets` as job `job` and waits until
     /// `/-/ready` answers 200.
     pub async fn start(dir: &Path, job: &str, targets: &[Target]) -> Self {
+        Self::start_at(dir, free_addr(), job, targets).await
+    }
+
+    /// [`Prometheus::start`] listening on `addr`, for a test that has
+    /// named the address (in a manifest) before the targets existed.
+    pub async fn start_at(dir: &Path, addr: SocketAddr, job: &str, targets: &[Target]) -> Self {
         let bin = which("prometheus").expect("prometheus is not installed (scripts/install-deps.sh installs it)");
-        let addr = free_addr();
         let config = dir.join("prometheus.yml");
         let mut text = format!(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
