@@ -21,10 +21,15 @@
 //! ("may not be in the loopback range"), so with these addresses Services
 //! get slices without endpoints; a non-loopback range that is local to the
 //! machine ([`ShimOptions::first_ip`], [`ShimOptions::last_ip`]) lifts that.
+//! Raw block claims (generic ephemeral volumes, named claims) resolve
+//! through their bound PersistentVolume to a device in the node's host
+//! directory ([`claims`]); Pods wait, unbound, until their claims are.
 //! Not done: startup probes, exec probes, init and multi-container Pods,
-//! resource limits, Pod affinity in binding.
+//! resource limits and requests, Pod affinity in binding, dynamic
+//! provisioning (volumes come from whoever creates PersistentVolumes).
 
 pub mod api_access;
+pub mod claims;
 pub mod env;
 pub mod image;
 pub mod nodes;
@@ -47,7 +52,7 @@ use std::{
 };
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, PersistentVolume, PersistentVolumeClaim, Secret};
 use kube::{
     api::Api,
     config::{KubeConfigOptions, Kubeconfig},
@@ -61,6 +66,7 @@ pub use nodes::NodeCapacity;
 pub use state::{PodInfo, TimelinePoint};
 
 use self::{
+    claims::ClaimStores,
     pod_files::ObjectStores,
     pod_sync::Commands,
     schedule::Candidate,
@@ -151,7 +157,7 @@ pub enum ShimError {
         #[source]
         source: kube::Error,
     },
-    #[error("the ConfigMap and Secret caches did not fill within {0:?}")]
+    #[error("the ConfigMap, Secret, Node and volume caches did not fill within {0:?}")]
     CachesNotReady(Duration),
     #[error("the agent binary {0} does not exist")]
     NoAgentBinary(PathBuf),
@@ -214,6 +220,7 @@ impl NodeShim {
             candidates.push(Candidate {
                 name: name.clone(),
                 labels: object.metadata.labels.unwrap_or_default(),
+                taints: Vec::new(),
             });
             tracing::info!(node = %name, "node registered");
         }
@@ -225,11 +232,17 @@ impl NodeShim {
         background.push(task);
         let (node_cache, task) = cache::<Node>(&client);
         background.push(task);
+        let (claims, task) = cache::<PersistentVolumeClaim>(&client);
+        background.push(task);
+        let (volumes, task) = cache::<PersistentVolume>(&client);
+        background.push(task);
         let fill = Duration::from_secs(30);
         let filled = tokio::time::timeout(fill, async {
             config_maps.wait_until_ready().await.is_ok()
                 && secrets.wait_until_ready().await.is_ok()
                 && node_cache.wait_until_ready().await.is_ok()
+                && claims.wait_until_ready().await.is_ok()
+                && volumes.wait_until_ready().await.is_ok()
         })
         .await;
         if filled != Ok(true) {
@@ -253,6 +266,7 @@ impl NodeShim {
             client,
             nodes: node_cache,
             stores: ObjectStores { config_maps, secrets },
+            claims: ClaimStores { claims, volumes },
             state: state.clone(),
             options: Arc::new(options),
         });
@@ -275,6 +289,13 @@ impl NodeShim {
     /// The shim's working directory (container logs are under `logs/`).
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Where host path `path` of Node `node` lives: every hostPath volume
+    /// and local PersistentVolume of that node resolves there, never to
+    /// the machine's own path.
+    pub fn host_path(&self, node: &str, path: &str) -> PathBuf {
+        volumes::node_host_dir(&self.dir, node).join(path.trim_start_matches('/'))
     }
 
     /// Every Pod on the shim's nodes, agent or not.

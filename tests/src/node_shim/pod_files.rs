@@ -96,8 +96,9 @@ impl PrepareError {
     pub fn retryable(&self) -> bool {
         matches!(
             self,
-            Self::Volume(VolumeError::MissingObject { .. } | VolumeError::MissingKey { .. })
-                | Self::Env(EnvError::MissingObject { .. } | EnvError::MissingKey { .. })
+            Self::Volume(
+                VolumeError::MissingObject { .. } | VolumeError::MissingKey { .. } | VolumeError::ClaimNotBound(_)
+            ) | Self::Env(EnvError::MissingObject { .. } | EnvError::MissingKey { .. })
                 | Self::Io(_)
         )
     }
@@ -113,6 +114,8 @@ pub struct PodContext<'a> {
     pub ip: IpAddr,
     pub host_ip: &'a str,
     pub stores: &'a ObjectStores,
+    /// The local device of each claimed Block volume (see `claims`).
+    pub claim_devices: &'a BTreeMap<String, PathBuf>,
     pub agent_binary: &'a Path,
     pub rust_log: &'a str,
     pub log: PathBuf,
@@ -128,7 +131,7 @@ impl PodContext<'_> {
     }
 
     pub fn paths(&self) -> PathMap {
-        volumes::path_map(self.pod, self.container, self.dirs)
+        volumes::path_map(self.pod, self.container, self.dirs, self.claim_devices)
     }
 }
 
@@ -137,14 +140,25 @@ pub fn prepare(ctx: &PodContext<'_>) -> Result<Launch, PrepareError> {
     let paths = ctx.paths();
     std::fs::create_dir_all(&ctx.dirs.pod)?;
     for volume in ctx.volumes() {
-        match volumes::volume_kind(volume) {
+        match volumes::volume_kind(ctx.pod, volume) {
             VolumeKind::Objects(_) => {}
             VolumeKind::Scratch => std::fs::create_dir_all(ctx.dirs.volume(&volume.name))?,
             VolumeKind::HostPath { path, type_ } => {
                 volumes::prepare_host_path(&ctx.dirs.host_path(&path), &type_)?;
             }
-            VolumeKind::Block { size } => {
-                volumes::sparse_file(&ctx.dirs.pod.join("devices").join(&volume.name), size)?;
+            VolumeKind::Claim(claim) => {
+                if let Some(device) = ctx.claim_devices.get(&volume.name) {
+                    if !device.exists() {
+                        return Err(VolumeError::ClaimNotBound(format!(
+                            "the device of claim {claim:?} is not on the node: {} does not exist",
+                            device.display()
+                        ))
+                        .into());
+                    }
+                } else {
+                    // A claim in Filesystem mode: a directory of the Pod.
+                    std::fs::create_dir_all(ctx.dirs.volume(&volume.name))?;
+                }
             }
             VolumeKind::Unsupported(why) => return Err(VolumeError::Unsupported(why).into()),
         }
@@ -210,7 +224,7 @@ pub fn refresh_objects(ctx: &PodContext<'_>, paths: &PathMap) -> Result<usize, P
     };
     let mut written = 0;
     for volume in ctx.volumes() {
-        let VolumeKind::Objects(sources) = volumes::volume_kind(volume) else {
+        let VolumeKind::Objects(sources) = volumes::volume_kind(ctx.pod, volume) else {
             continue;
         };
         let dir = ctx.dirs.volume(&volume.name);
@@ -330,6 +344,7 @@ mod tests {
             ip,
             host_ip: "127.0.0.1",
             stores: &stores,
+            claim_devices: &BTreeMap::new(),
             agent_binary: Path::new("/bin/slicecache-agent"),
             rust_log: "info",
             log: root.path().join("logs/agent.log"),

@@ -6,10 +6,15 @@
 //! Workers see the latest version of their Pod through a watch channel
 //! (`None` once the Pod left the API); a relist after a broken watch ends
 //! the workers of Pods that vanished meanwhile.
+//!
+//! A Pod that fits no Node yet (its claims unbound, every Node tainted or
+//! unlabelled) is tried again every [`RETRY_BINDING`], as the scheduler
+//! retries unschedulable Pods when the cluster changes.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use futures::StreamExt;
@@ -25,9 +30,13 @@ use tokio::{
 };
 
 use super::{
+    claims::{self, ClaimState},
     schedule::{self, Candidate},
     worker::{self, Runtime, WorkerCommand},
 };
+
+/// How often Pods that fit no Node are tried again.
+pub const RETRY_BINDING: Duration = Duration::from_secs(1);
 
 /// A Pod's namespace and name.
 type PodName = (String, String);
@@ -76,6 +85,10 @@ pub async fn run(rt: Arc<Runtime>, nodes: Vec<Candidate>, commands: Arc<Commands
     // burst of unscheduled Pods spreads.
     let mut pending_bindings: BTreeMap<String, String> = BTreeMap::new();
     let mut finished: BTreeSet<String> = BTreeSet::new();
+    // Pods that fit no Node when last tried, by uid.
+    let mut unschedulable: BTreeMap<String, Pod> = BTreeMap::new();
+    let mut retry = tokio::time::interval(RETRY_BINDING);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let sync = Sync {
         rt: &rt,
@@ -95,6 +108,13 @@ pub async fn run(rt: Arc<Runtime>, nodes: Vec<Candidate>, commands: Arc<Commands
                 }
                 continue;
             }
+            _ = retry.tick(), if !unschedulable.is_empty() => {
+                for pod in std::mem::take(&mut unschedulable).into_values() {
+                    sync.apply(pod, &mut workers, &mut tasks, &mut pending_bindings, &finished, &mut unschedulable)
+                        .await;
+                }
+                continue;
+            }
             event = events.next() => event,
         };
         if *stop.borrow() {
@@ -108,14 +128,16 @@ pub async fn run(rt: Arc<Runtime>, nodes: Vec<Candidate>, commands: Arc<Commands
             }
             Some(Ok(event)) => event,
         };
-        match event {
-            watcher::Event::Init => relisted = Some(BTreeSet::new()),
+        let pod = match event {
+            watcher::Event::Init => {
+                relisted = Some(BTreeSet::new());
+                continue;
+            }
             watcher::Event::InitApply(pod) => {
                 if let (Some(seen), Some(uid)) = (relisted.as_mut(), pod.metadata.uid.clone()) {
                     seen.insert(uid);
                 }
-                sync.apply(pod, &mut workers, &mut tasks, &mut pending_bindings, &finished)
-                    .await;
+                pod
             }
             watcher::Event::InitDone => {
                 if let Some(seen) = relisted.take() {
@@ -125,19 +147,28 @@ pub async fn run(rt: Arc<Runtime>, nodes: Vec<Candidate>, commands: Arc<Commands
                         }
                     }
                 }
+                continue;
             }
-            watcher::Event::Apply(pod) => {
-                sync.apply(pod, &mut workers, &mut tasks, &mut pending_bindings, &finished)
-                    .await;
-            }
+            watcher::Event::Apply(pod) => pod,
             watcher::Event::Delete(pod) => {
                 let uid = pod.metadata.uid.clone().unwrap_or_default();
                 pending_bindings.remove(&uid);
+                unschedulable.remove(&uid);
                 if let Some(handle) = workers.get(&uid) {
                     handle.pod_tx.send_replace(None);
                 }
+                continue;
             }
-        }
+        };
+        sync.apply(
+            pod,
+            &mut workers,
+            &mut tasks,
+            &mut pending_bindings,
+            &finished,
+            &mut unschedulable,
+        )
+        .await;
     }
     // Every worker watches `stop` too; wait until each stopped its process.
     while tasks.join_next().await.is_some() {}
@@ -154,20 +185,19 @@ struct Sync<'a> {
 }
 
 impl Sync<'_> {
-    /// The shim's Nodes with their labels as the API has them now (a label
-    /// added with kubectl counts), or as registered before the cache has
-    /// seen them.
+    /// The shim's Nodes with their labels and taints as the API has them
+    /// now (a label or taint added with kubectl counts), or as registered
+    /// before the cache has seen them.
     fn current_nodes(&self) -> Vec<Candidate> {
         self.nodes
             .iter()
-            .map(|n| Candidate {
-                name: n.name.clone(),
-                labels: self
-                    .rt
-                    .nodes
-                    .get(&ObjectRef::new(&n.name))
-                    .and_then(|node| node.metadata.labels.clone())
-                    .unwrap_or_else(|| n.labels.clone()),
+            .map(|n| match self.rt.nodes.get(&ObjectRef::new(&n.name)) {
+                Some(node) => Candidate {
+                    name: n.name.clone(),
+                    labels: node.metadata.labels.clone().unwrap_or_default(),
+                    taints: node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default(),
+                },
+                None => n.clone(),
             })
             .collect()
     }
@@ -179,16 +209,23 @@ impl Sync<'_> {
         tasks: &mut JoinSet<String>,
         pending_bindings: &mut BTreeMap<String, String>,
         finished: &BTreeSet<String>,
+        unschedulable: &mut BTreeMap<String, Pod>,
     ) {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         if self.rt.options.schedule && schedule::wants_binding(&pod) {
             if !pending_bindings.contains_key(&uid) {
-                if let Some(node) = self.bind(&pod, pending_bindings).await {
-                    pending_bindings.insert(uid, node);
+                match self.bind(&pod, pending_bindings).await {
+                    Some(node) => {
+                        pending_bindings.insert(uid, node);
+                    }
+                    None => {
+                        unschedulable.insert(uid, pod);
+                    }
                 }
             }
             return;
         }
+        unschedulable.remove(&uid);
         let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
             return;
         };
@@ -222,16 +259,24 @@ impl Sync<'_> {
         workers.insert(uid, WorkerHandle { pod_tx });
     }
 
-    /// Binds `pod` to the least loaded fitting shim node; returns the node.
+    /// Binds `pod` to the least loaded fitting shim node once its claims
+    /// are bound; returns the node.
     async fn bind(&self, pod: &Pod, pending_bindings: &BTreeMap<String, String>) -> Option<String> {
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        let volumes = match claims::resolve(pod, &self.rt.claims) {
+            ClaimState::Bound { node_affinity, .. } => node_affinity,
+            ClaimState::Waiting(why) => {
+                tracing::debug!(pod = %name, %namespace, "not binding yet: {why}");
+                return None;
+            }
+        };
         let mut load = self.rt.state.load();
         for node in pending_bindings.values() {
             *load.entry(node.clone()).or_insert(0) += 1;
         }
         let nodes = self.current_nodes();
-        let node = schedule::pick_node(pod, &nodes, &load)?.to_string();
-        let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
-        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        let node = schedule::pick_node(pod, &nodes, &load, &volumes)?.to_string();
         let api: Api<Pod> = Api::namespaced(self.rt.client.clone(), namespace);
         let binding = json!({
             "apiVersion": "v1",

@@ -18,8 +18,8 @@ use std::{
 
 use k8s_openapi::api::core::v1::{Container, KeyToPath, Pod, Volume};
 
-/// Size of a file that stands in for a hostPath block device or a raw
-/// block volume when the Pod says nothing about its size.
+/// Size of a file that stands in for a hostPath block device that the
+/// node lacks.
 pub const DEFAULT_DEVICE_FILE_SIZE: u64 = 256 << 20;
 
 /// Container paths mapped to local paths, longest container path first.
@@ -90,6 +90,11 @@ impl PathMap {
     }
 }
 
+/// `ROOT/nodes/NODE/host`: the "host filesystem" of shim node `node`.
+pub fn node_host_dir(root: &Path, node: &str) -> PathBuf {
+    root.join("nodes").join(node).join("host")
+}
+
 /// Where a Pod's and its node's files live.
 #[derive(Clone, Debug)]
 pub struct PodDirs {
@@ -110,7 +115,7 @@ impl PodDirs {
         );
         Self {
             pod: root.join("pods").join(dir),
-            node_host: root.join("nodes").join(node).join("host"),
+            node_host: node_host_dir(root, node),
         }
     }
 
@@ -133,8 +138,9 @@ pub enum VolumeKind {
     Scratch,
     /// A host path of the node, with its hostPath type.
     HostPath { path: String, type_: String },
-    /// A raw block volume: a file of the Pod of this size.
-    Block { size: u64 },
+    /// A claim (a raw block ephemeral volume or a named claim): its
+    /// device comes from the bound PersistentVolume (see `claims`).
+    Claim(String),
     /// Something the shim cannot provide; the Pod fails to start with this.
     Unsupported(String),
 }
@@ -148,8 +154,11 @@ pub struct ObjectFiles {
     pub optional: bool,
 }
 
-/// Classifies `volume`.
-pub fn volume_kind(volume: &Volume) -> VolumeKind {
+/// Classifies `volume` of `pod`.
+pub fn volume_kind(pod: &Pod, volume: &Volume) -> VolumeKind {
+    if let Some(claim) = super::claims::claim_name(pod, volume) {
+        return VolumeKind::Claim(claim);
+    }
     if let Some(cm) = &volume.config_map {
         return VolumeKind::Objects(vec![ObjectFiles {
             secret: false,
@@ -196,20 +205,10 @@ pub fn volume_kind(volume: &Volume) -> VolumeKind {
             type_: host.type_.clone().unwrap_or_default(),
         };
     }
-    if let Some(ephemeral) = &volume.ephemeral {
-        let spec = ephemeral.volume_claim_template.as_ref().map(|t| &t.spec);
-        if spec.and_then(|s| s.volume_mode.as_deref()) == Some("Block") {
-            let size = spec
-                .and_then(|s| s.resources.as_ref())
-                .and_then(|r| r.requests.as_ref())
-                .and_then(|r| r.get("storage"))
-                .and_then(|q| slicecache_api::quantity::parse_bytes(&q.0).ok())
-                .unwrap_or(DEFAULT_DEVICE_FILE_SIZE);
-            return VolumeKind::Block { size };
-        }
+    if volume.ephemeral.is_some() {
         return VolumeKind::Scratch;
     }
-    if volume.empty_dir.is_some() || volume.persistent_volume_claim.is_some() {
+    if volume.empty_dir.is_some() {
         return VolumeKind::Scratch;
     }
     VolumeKind::Unsupported(format!(
@@ -231,13 +230,15 @@ pub enum VolumeError {
     },
     #[error("{0}")]
     Unsupported(String),
+    #[error("{0}")]
+    ClaimNotBound(String),
 }
 
 impl VolumeError {
     /// The kubelet's waiting reason for this failure.
     pub fn reason(&self) -> &'static str {
         match self {
-            Self::MissingObject { .. } | Self::MissingKey { .. } => "ContainerCreating",
+            Self::MissingObject { .. } | Self::MissingKey { .. } | Self::ClaimNotBound(_) => "ContainerCreating",
             Self::Unsupported(_) => "CreateContainerConfigError",
         }
     }
@@ -278,8 +279,14 @@ pub fn object_files(
 }
 
 /// The [`PathMap`] of `container` in a Pod laid out in `dirs`: each volume
-/// mount (with its subPath) and each volume device.
-pub fn path_map(pod: &Pod, container: &Container, dirs: &PodDirs) -> PathMap {
+/// mount (with its subPath) and each volume device, a claimed one at its
+/// device in `claim_devices` (by volume name).
+pub fn path_map(
+    pod: &Pod,
+    container: &Container,
+    dirs: &PodDirs,
+    claim_devices: &BTreeMap<String, PathBuf>,
+) -> PathMap {
     let volumes: BTreeMap<&str, &Volume> = pod
         .spec
         .iter()
@@ -291,16 +298,19 @@ pub fn path_map(pod: &Pod, container: &Container, dirs: &PodDirs) -> PathMap {
         let Some(volume) = volumes.get(mount.name.as_str()) else {
             continue;
         };
-        let mut local = volume_dir(volume, dirs);
+        let mut local = volume_dir(pod, volume, dirs);
         if let Some(sub) = mount.sub_path.as_deref().filter(|s| !s.is_empty()) {
             local = local.join(sub);
         }
         map.insert(&mount.mount_path, local);
     }
     for device in container.volume_devices.iter().flatten() {
-        let local = match volumes.get(device.name.as_str()).map(|v| volume_kind(v)) {
+        let local = match volumes.get(device.name.as_str()).map(|v| volume_kind(pod, v)) {
             Some(VolumeKind::HostPath { path, .. }) => dirs.host_path(&path),
-            _ => dirs.pod.join("devices").join(&device.name),
+            _ => match claim_devices.get(&device.name) {
+                Some(local) => local.clone(),
+                None => dirs.pod.join("devices").join(&device.name),
+            },
         };
         map.insert(&device.device_path, local);
     }
@@ -308,8 +318,8 @@ pub fn path_map(pod: &Pod, container: &Container, dirs: &PodDirs) -> PathMap {
 }
 
 /// The local directory (or file) that stands in for `volume`.
-pub fn volume_dir(volume: &Volume, dirs: &PodDirs) -> PathBuf {
-    match volume_kind(volume) {
+pub fn volume_dir(pod: &Pod, volume: &Volume, dirs: &PodDirs) -> PathBuf {
+    match volume_kind(pod, volume) {
         VolumeKind::HostPath { path, .. } => dirs.host_path(&path),
         _ => dirs.volume(&volume.name),
     }
@@ -476,7 +486,7 @@ mod tests {
         };
         let dirs = PodDirs::new(Path::new("/r"), &pod, "shim-node-1");
         assert_eq!(dirs.pod, PathBuf::from("/r/pods/ns_agent-x_01234567"));
-        let m = path_map(&pod, &container, &dirs);
+        let m = path_map(&pod, &container, &dirs, &BTreeMap::new());
         assert_eq!(
             m.map_path("/etc/slicecache/agent.yaml"),
             Some(PathBuf::from("/r/pods/ns_agent-x_01234567/volumes/config/agent.yaml"))

@@ -14,6 +14,7 @@
 //! with a waiting reason and an Event saying why.
 
 use std::{
+    collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::PathBuf,
     sync::Arc,
@@ -34,6 +35,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::{
     api_access,
+    claims::{self, ClaimStores},
     image::ImageMatch,
     pod_files::{self, ObjectStores, PodContext},
     process::ContainerProcess,
@@ -49,6 +51,7 @@ pub struct Runtime {
     /// Every Node, as the API has it.
     pub nodes: kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Node>,
     pub stores: ObjectStores,
+    pub claims: ClaimStores,
     pub state: Arc<ShimState>,
     pub options: Arc<ShimOptions>,
 }
@@ -140,6 +143,8 @@ struct Worker {
     runs_agent: bool,
     /// The kubeconfig written for the Pod (see [`api_access`]), once written.
     kubeconfig: Option<PathBuf>,
+    /// The local devices of the Pod's Block claims, once bound.
+    claim_devices: BTreeMap<String, PathBuf>,
 }
 
 impl Worker {
@@ -184,6 +189,7 @@ impl Worker {
             ip: None,
             runs_agent: false,
             kubeconfig: None,
+            claim_devices: BTreeMap::new(),
         }
     }
 
@@ -566,6 +572,8 @@ impl Worker {
                 ip
             }
         };
+        self.claim_devices = claims::local_devices(&self.pod, &self.rt.claims, &self.dirs)
+            .map_err(|e| (e.reason(), e.to_string(), Duration::from_secs(1)))?;
         let options = self.rt.options.clone();
         let ctx = PodContext {
             pod: &self.pod,
@@ -575,6 +583,7 @@ impl Worker {
             ip: IpAddr::V4(ip),
             host_ip: "127.0.0.1",
             stores: &self.rt.stores,
+            claim_devices: &self.claim_devices,
             agent_binary: &options.agent_binary,
             rust_log: &options.rust_log,
             log: self.log.clone(),
@@ -612,6 +621,7 @@ impl Worker {
             ip: IpAddr::V4(ip),
             host_ip: "127.0.0.1",
             stores: &self.rt.stores,
+            claim_devices: &self.claim_devices,
             agent_binary: &self.rt.options.agent_binary,
             rust_log: &self.rt.options.rust_log,
             log: self.log.clone(),
