@@ -368,7 +368,12 @@ impl Fills {
         let sent = Instant::now();
         let peer = match (&spec.route, progress.peer) {
             (Route::Peer(peer, ask), PeerUse::NotYet | PeerUse::Asking) => {
-                req.extra_header = Some((HOP_HEADER, ask.hop()));
+                if let Some(fleet) = &self.fleet {
+                    req.extra_headers = vec![
+                        ("authorization", fleet.authorization()),
+                        (HOP_HEADER, ask.hop().to_string()),
+                    ];
+                }
                 Some(peer.clone())
             }
             _ => None,

@@ -137,8 +137,8 @@ pub struct OriginRequest {
     pub if_none_match: Option<String>,
     pub if_modified_since: Option<String>,
     pub if_unmodified_since: Option<String>,
-    /// One more header for this request (a fleet peer's hop marker).
-    pub extra_header: Option<(&'static str, &'static str)>,
+    /// More headers for this request (a fleet peer's token and hop marker).
+    pub extra_headers: Vec<(&'static str, String)>,
 }
 
 /// The origin client shared by all requests.
@@ -147,8 +147,6 @@ pub struct OriginClient {
     peer: HttpPeer,
     target: OriginTarget,
     timeouts: OriginTimeouts,
-    /// Sent with every request (a fleet peer's token and hop marker).
-    extra_headers: Vec<(http::HeaderName, String)>,
 }
 
 impl std::fmt::Debug for OriginClient {
@@ -160,16 +158,6 @@ impl std::fmt::Debug for OriginClient {
 impl OriginClient {
     /// Resolves the origin and prepares the connection pool.
     pub fn new(target: OriginTarget, timeouts: OriginTimeouts, max_idle: usize) -> Result<Arc<Self>, OriginSetupError> {
-        Self::with_headers(target, timeouts, max_idle, Vec::new())
-    }
-
-    /// [`Self::new`], sending `extra_headers` with every request.
-    pub fn with_headers(
-        target: OriginTarget,
-        timeouts: OriginTimeouts,
-        max_idle: usize,
-        extra_headers: Vec<(http::HeaderName, String)>,
-    ) -> Result<Arc<Self>, OriginSetupError> {
         let addr: SocketAddr = (target.host.as_str(), target.port)
             .to_socket_addrs()
             .map_err(|source| OriginSetupError::Resolve {
@@ -191,7 +179,6 @@ impl OriginClient {
             peer,
             target,
             timeouts,
-            extra_headers,
         }))
     }
 
@@ -249,10 +236,7 @@ impl OriginClient {
         if let Some(range) = req.range {
             set(http::header::RANGE, &format!("bytes={range}"))?;
         }
-        for (name, value) in &self.extra_headers {
-            set(name.clone(), value)?;
-        }
-        if let Some((name, value)) = req.extra_header {
+        for (name, value) in &req.extra_headers {
             set(http::HeaderName::from_static(name), value)?;
         }
         for (name, value) in [

@@ -4,7 +4,7 @@
 //! the client service, the admin service and the config watcher to one
 //! Pingora server, and runs it until SIGTERM (graceful) or SIGINT.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +26,7 @@ use crate::discovery::{self, Selector, SystemView};
 use crate::fill::Fills;
 use crate::fleet::membership::{self, PeersService};
 use crate::fleet::metrics::FleetMetrics;
+use crate::fleet::token::{self, PeerTokens};
 use crate::fleet::Fleet;
 use crate::log_throttle::LogThrottle;
 use crate::metrics::Metrics;
@@ -143,6 +144,15 @@ pub fn run(cfg: AgentConfig, source: ConfigSource) -> anyhow::Result<()> {
         let mut peers = Service::new("slicecache peers".to_string(), ProxyApp(serving(Listener::Peer)));
         peers.add_tcp(&cfg.fleet.peer_listen);
         server.add_service(peers);
+        if let Some(file) = &cfg.fleet.peer_token_file {
+            server.add_service(background_service(
+                "peer token watcher",
+                TokenWatcher {
+                    fleet: fleet.clone(),
+                    file: PathBuf::from(file),
+                },
+            ));
+        }
         info!(member = fleet.self_name(), peer_listen = %cfg.fleet.peer_listen,
               static_members = cfg.fleet.peers.len(), peers_service = ?cfg.fleet.peers_service,
               "fleet mode: misses go to each slice's owner");
@@ -199,17 +209,9 @@ fn start_fleet(cfg: &AgentConfig, metrics: &Metrics) -> anyhow::Result<Option<Ar
         .peer_token_file
         .as_deref()
         .context("fleet.peerTokenFile: fleet mode needs the token peers present to each other; name its file")?;
-    let token = std::fs::read_to_string(token_file)
-        .with_context(|| format!("fleet.peerTokenFile: reading {token_file}"))?
-        .trim()
-        .to_string();
-    anyhow::ensure!(
-        token.len() >= 16,
-        "fleet.peerTokenFile: the token in {token_file} has {} characters; use at least 16",
-        token.len()
-    );
+    let tokens = PeerTokens::read(Path::new(token_file))?;
     let fleet_metrics = FleetMetrics::new(&metrics.registry).context("registering fleet metrics")?;
-    let fleet = Fleet::new(&cfg.fleet, name, token, cfg.origin.idle_timeout.get(), fleet_metrics)?;
+    let fleet = Fleet::new(&cfg.fleet, name, tokens, cfg.origin.idle_timeout.get(), fleet_metrics)?;
     Ok(Some(Arc::new(fleet)))
 }
 
@@ -306,6 +308,19 @@ struct MembershipWatcher {
 impl BackgroundService for MembershipWatcher {
     async fn start(&self, shutdown: ShutdownWatch) {
         membership::run(self.fleet.clone(), self.service.clone(), self.ready.clone(), shutdown).await;
+    }
+}
+
+/// Reads the peer token file again while the agent runs ([`token::watch`]).
+struct TokenWatcher {
+    fleet: Arc<Fleet>,
+    file: PathBuf,
+}
+
+#[async_trait]
+impl BackgroundService for TokenWatcher {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        token::watch(self.fleet.clone(), self.file.clone(), shutdown).await;
     }
 }
 

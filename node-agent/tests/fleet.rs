@@ -31,6 +31,7 @@ const NAMES: [&str; 3] = ["node-a", "node-b", "node-c"];
 struct Fleet {
     agents: Vec<AgentProc>,
     peer_addrs: Vec<SocketAddr>,
+    token_file: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -73,6 +74,7 @@ async fn start_agents_with(origin: &TestOrigin, fleet: bool, flags: &[(&str, &st
     Fleet {
         agents,
         peer_addrs,
+        token_file,
         _dir: dir,
     }
 }
@@ -542,4 +544,60 @@ async fn a_hot_key_is_spread_over_its_holders() {
     assert!(origin_bytes as f64 <= body.len() as f64 * 1.05, "{origin_bytes}");
     let errors = sum(&fleet.agents, "slicecache_peer_requests_total", &[("result", "error")]).await;
     assert_eq!(errors, 0.0);
+}
+
+/// Rotating the token without a restart, the way the operator does: the
+/// new token is first accepted, then presented, then the old one dropped.
+/// Peers never refuse each other on the way, and at the end only the new
+/// token opens the peer port.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_token_rotates_without_a_refused_peer_request() {
+    const NEW: &str = "rotated-token-fedcba9876543210";
+    let origin = TestOrigin::start().await.unwrap();
+    let objects = put_objects(&origin);
+    let fleet = start_agents(&origin, true).await;
+    let steps = [
+        format!("{TOKEN}\n{NEW}\n"),
+        format!("{NEW}\n{TOKEN}\n"),
+        format!("{NEW}\n"),
+    ];
+    for (step, text) in steps.iter().enumerate() {
+        let tmp = fleet.token_file.with_extension("tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &fleet.token_file).unwrap();
+        // Each agent logs every change it applies.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while fleet
+            .agents
+            .iter()
+            .any(|a| a.log().matches("peer token file changed").count() < step + 1)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "an agent did not read step {step} of the rotation"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        spray(&fleet.agents, &objects[step * 4..step * 4 + 4], step as u64).await;
+    }
+    let refused = sum(
+        &fleet.agents,
+        "slicecache_peer_requests_total",
+        &[("result", "refused")],
+    )
+    .await;
+    let asked = sum(
+        &fleet.agents,
+        "slicecache_peer_requests_total",
+        &[("role", "client"), ("result", "ok")],
+    )
+    .await;
+    assert!(asked > 0.0, "the members asked each other during the rotation");
+    assert_eq!(refused, 0.0, "a member refused another during the rotation");
+    let mut client = HttpClient::new(fleet.peer_addrs[0]);
+    let (path, _) = &objects[0];
+    let old = format!("Bearer {TOKEN}");
+    let new = format!("Bearer {NEW}");
+    assert_eq!(client.get(path, &[("Authorization", &old)]).await.unwrap().status, 403);
+    assert_eq!(client.get(path, &[("Authorization", &new)]).await.unwrap().status, 200);
 }

@@ -28,6 +28,7 @@ pub mod load;
 pub mod membership;
 pub mod metrics;
 pub mod ring;
+pub mod token;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -42,6 +43,7 @@ use breaker::{Admission, Breaker, BreakerPolicy};
 use load::{HotKeys, KnownHot, LoadMeter, PeerLoad};
 use metrics::FleetMetrics;
 use ring::{OwnershipKey, Ring, RingMember};
+use token::PeerTokens;
 
 /// The header that marks a request as sent by a peer (on the peer port);
 /// its value is what the asker takes the answering member for ([`Hop`]).
@@ -101,7 +103,9 @@ pub struct Fleet {
     /// Members from the config file or `--peers`; kept through every
     /// membership change.
     static_members: BTreeMap<String, String>,
-    token: String,
+    /// The token presented to peers and those accepted from them; replaced
+    /// when the token file changes.
+    tokens: ArcSwap<PeerTokens>,
     timeouts: OriginTimeouts,
     /// Holders of every key.
     replicas: usize,
@@ -190,13 +194,13 @@ impl Hop {
 
 impl Fleet {
     /// A fleet of the static members in `cfg` (this agent's own entry, if
-    /// listed, is not dialled). `token` is what peers present. Members found
+    /// listed, is not dialled). `tokens` says what peers present. Members found
     /// later (the peers Service's EndpointSlices) come through
     /// [`Fleet::set_members`].
     pub fn new(
         cfg: &FleetConfig,
         self_name: String,
-        token: String,
+        tokens: PeerTokens,
         origin_idle: Duration,
         metrics: FleetMetrics,
     ) -> Result<Self, FleetError> {
@@ -205,7 +209,7 @@ impl Fleet {
             granule: cfg.granule.bytes(),
             view: ArcSwap::from_pointee(View::default()),
             static_members: cfg.peers.clone(),
-            token,
+            tokens: ArcSwap::from_pointee(tokens),
             timeouts: OriginTimeouts {
                 connect: cfg.connect_timeout.get(),
                 first_byte: cfg.first_byte_timeout.get(),
@@ -290,11 +294,10 @@ impl Fleet {
             });
         }
         let target = OriginTarget::parse(&format!("http://{addr}"), Some(name))?;
-        let headers = vec![(http::header::AUTHORIZATION, format!("Bearer {}", self.token))];
         Ok(Peer {
             name: name.to_string(),
             addr: addr.to_string(),
-            client: OriginClient::with_headers(target, self.timeouts, 64, headers)?,
+            client: OriginClient::new(target, self.timeouts, 64)?,
             breaker: Breaker::new(BreakerPolicy::default()),
             load: PeerLoad::default(),
         })
@@ -536,8 +539,23 @@ impl Fleet {
         ]
     }
 
-    /// Whether an `Authorization` header value carries the fleet's token.
-    /// The comparison takes the same time wherever the first difference is.
+    /// Replaces the tokens; returns whether they changed.
+    pub fn set_tokens(&self, tokens: PeerTokens) -> bool {
+        if **self.tokens.load() == tokens {
+            return false;
+        }
+        self.tokens.store(Arc::new(tokens));
+        true
+    }
+
+    /// The `Authorization` value this agent presents to its peers.
+    pub fn authorization(&self) -> String {
+        format!("Bearer {}", self.tokens.load().send)
+    }
+
+    /// Whether an `Authorization` header value carries one of the fleet's
+    /// tokens. Each comparison takes the same time wherever the first
+    /// difference is.
     pub fn authorized(&self, authorization: Option<&[u8]>) -> bool {
         let Some(value) = authorization else {
             return false;
@@ -549,9 +567,13 @@ impl Fleet {
         else {
             return false;
         };
-        let expected = self.token.as_bytes();
-        presented.len() == expected.len()
-            && presented.iter().zip(expected).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0
+        let tokens = self.tokens.load();
+        tokens.accept.iter().fold(false, |any, token| {
+            let expected = token.as_bytes();
+            let same = presented.len() == expected.len()
+                && presented.iter().zip(expected).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0;
+            any | same
+        })
     }
 }
 
@@ -565,7 +587,10 @@ mod tests {
         Fleet::new(
             &FleetConfig::default(),
             name.to_string(),
-            "token-0123456789abcdef".into(),
+            PeerTokens {
+                send: "token-0123456789abcdef".into(),
+                accept: vec!["token-0123456789abcdef".into()],
+            },
             Duration::from_secs(30),
             metrics,
         )
