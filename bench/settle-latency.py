@@ -3,8 +3,8 @@
 the time from a spec patch until status.observedGeneration reaches the
 generation that patch made. Used by bench/operator-scale.sh.
 
-For each named SliceCache, one after the other: read it, open a watch on it
-from that resourceVersion, send a JSON merge patch that flips
+For each named SliceCache, one after the other: list it (by name), open a
+watch on it from the list's resourceVersion, send a JSON merge patch that flips
 spec.slicing.sliceSize between 1Mi and 2Mi (a tunable: the operator rewrites
 the agents' ConfigMap and the status), and wait on the watch for an object
 whose status.observedGeneration is at least the patched generation. Prints
@@ -59,14 +59,20 @@ def main() -> int:
         return json.loads(payload)
 
     for name in names:
-        obj = call("GET", f"{base}/{name}")
+        # A list's resourceVersion is current; the object's own may be older
+        # than the watch cache keeps (410 Expired).
+        selector = urllib.parse.urlencode({"fieldSelector": f"metadata.name={name}"})
+        listed = call("GET", f"{base}?{selector}")
+        if len(listed["items"]) != 1:
+            raise RuntimeError(f"{name}: not found")
+        obj = listed["items"][0]
         size = obj.get("spec", {}).get("slicing", {}).get("sliceSize", "1Mi")
         new_size = "1Mi" if size == "2Mi" else "2Mi"
         query = urllib.parse.urlencode(
             {
                 "watch": "1",
                 "fieldSelector": f"metadata.name={name}",
-                "resourceVersion": obj["metadata"]["resourceVersion"],
+                "resourceVersion": listed["metadata"]["resourceVersion"],
                 "timeoutSeconds": str(TIMEOUT_S),
             }
         )
