@@ -253,6 +253,12 @@ pub struct FleetSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 3))]
     pub replicas: Option<u8>,
+    /// How often the operator rotates the token the agents present to each
+    /// other, without restarting them: the new token is accepted, then
+    /// presented, then the old one dropped, 5 minutes apart. At least 1h.
+    /// Default: 24h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_rotation: Option<HumanDuration>,
 }
 
 /// Off: N agents are N caches, each filling every object it is asked for

@@ -63,8 +63,9 @@ pub fn cluster_rules() -> Vec<PolicyRule> {
         // Device wipe Jobs on delete (only with the confirmation string).
         rule("batch", &["jobs"], OWNED),
         // The purge token Secret is checked for existence; never listed or watched.
-        // Read: the purge token; create and delete: the fleet's peer token.
-        rule("", &["secrets"], &["get", "create", "delete"]),
+        // Read: the purge token; create, patch (its rotation) and delete:
+        // the fleet's peer token.
+        rule("", &["secrets"], &["get", "create", "patch", "delete"]),
         // Fleet mode: the agents' Role, which grants what the operator holds.
         rule(
             "rbac.authorization.k8s.io",

@@ -211,5 +211,76 @@ async fn the_agents_share_one_cache_and_a_fourth_node_joins_without_errors() {
     let again = scene.origin.state.body_bytes.load(Ordering::Relaxed) - origin_bytes;
     println!("from 3 to 4 agents and every object through the fourth: the origin sent {again} more bytes");
     assert_eq!(again, 0, "the new owner's slices came from their previous owners");
+
+    // Token rotation, first step, with the chart's RBAC: back-date the
+    // token's last write, and the operator's next reconcile adds a new
+    // token after the old one (accepted by the agents, not yet presented).
+    let secret = "models-peer-token";
+    let tokens = || {
+        kubectl(
+            scene.admin(),
+            &[
+                "get",
+                "secret",
+                secret,
+                "-n",
+                NS,
+                "-o",
+                "go-template={{.data.token | base64decode}}",
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let before = tokens();
+    kubectl(
+        scene.admin(),
+        &[
+            "annotate",
+            "secret",
+            secret,
+            "-n",
+            NS,
+            "--overwrite",
+            "slicecache.io/peer-token-written=2020-01-01T00:00:00Z",
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    // Any change to the SliceCache starts a reconcile (the Secret is not
+    // watched; otherwise the next comes within the 5 minute resync).
+    kubectl(
+        scene.admin(),
+        &[
+            "annotate",
+            "slc",
+            "models",
+            "-n",
+            NS,
+            "--overwrite",
+            "e2e.slicecache.io/poke=rotation",
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let step = poll("the first step of the token rotation", Duration::from_secs(60), || {
+        let out = kubectl(
+            scene.admin(),
+            &[
+                "get",
+                "secret",
+                secret,
+                "-n",
+                NS,
+                "-o",
+                "jsonpath={.metadata.annotations.slicecache\\.io/peer-token-step}",
+            ],
+        );
+        async move { out.ok().filter(|s| s == "accepting") }
+    })
+    .await;
+    let after = tokens();
+    let lines: Vec<&str> = after.lines().collect();
+    println!("rotation step {step}: {} tokens in the Secret", lines.len());
+    assert_eq!(lines.len(), 2, "old and new token: {after:?}");
+    assert_eq!(lines[0], before.trim(), "the old token stays first (presented)");
+    assert_eq!(lines[1].len(), 64, "a fresh 64-hex-digit token");
     scene.shutdown().await;
 }

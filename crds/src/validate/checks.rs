@@ -49,13 +49,20 @@ pub(super) fn positive_duration(
     value: Option<HumanDuration>,
     default: HumanDuration,
 ) -> HumanDuration {
+    min_duration(errors, field, value, default, HumanDuration::millis(1))
+}
+
+/// `value` (else `default`), which must be at least `min`.
+pub(super) fn min_duration(
+    errors: &mut Vec<ValidationError>,
+    field: &'static str,
+    value: Option<HumanDuration>,
+    default: HumanDuration,
+    min: HumanDuration,
+) -> HumanDuration {
     let d = value.unwrap_or(default);
-    if d.get().is_zero() {
-        errors.push(ValidationError::DurationTooShort {
-            field,
-            value: d,
-            min: HumanDuration::millis(1),
-        });
+    if d.get() < min.get() {
+        errors.push(ValidationError::DurationTooShort { field, value: d, min });
     }
     d
 }

@@ -2,7 +2,7 @@
 //! and the peer timeouts.
 
 use super::{
-    checks::{check_range, positive_duration},
+    checks::{check_range, min_duration, positive_duration},
     error::ValidationError,
     model::{Fleet, Slicing, Tuning},
 };
@@ -10,7 +10,7 @@ use crate::{
     agent_config::MIN_SLICE_SIZE,
     fleet_config::{FleetConfig, DEFAULT_GRANULE, MAX_GRANULE},
     spec::{FleetMode, SliceCacheSpec},
-    units::ByteSize,
+    units::{ByteSize, HumanDuration},
 };
 
 pub(super) fn validate(
@@ -58,8 +58,16 @@ pub(super) fn validate(
         Some(r) if check_range(errors, "spec.fleet.replicas", i64::from(r), 1, 3) => r,
         _ => defaults.replicas,
     };
+    let token_rotation = min_duration(
+        errors,
+        "spec.fleet.tokenRotation",
+        f.token_rotation,
+        HumanDuration::secs(24 * 3600),
+        HumanDuration::secs(3600),
+    );
     Fleet {
         replicas,
+        token_rotation,
         mode: f.mode.unwrap_or_default(),
         granule,
         connect_timeout: positive_duration(
@@ -91,6 +99,11 @@ impl Fleet {
     /// slice size the spec allows.
     pub fn granule(&self) -> u64 {
         self.granule
+    }
+
+    /// How often the peer token rotates.
+    pub fn token_rotation(&self) -> std::time::Duration {
+        self.token_rotation.get()
     }
 
     /// Agents holding each slice.

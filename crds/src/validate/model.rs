@@ -51,6 +51,7 @@ pub struct Fleet {
     pub(super) connect_timeout: HumanDuration,
     pub(super) first_byte_timeout: HumanDuration,
     pub(super) replicas: u8,
+    pub(super) token_rotation: HumanDuration,
 }
 
 /// The origin, validated.

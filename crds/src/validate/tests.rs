@@ -855,6 +855,12 @@ fn fleet_granule_is_checked() {
         "raise the granule",
     );
     rejected(
+        &format!("{ORIGIN}fleet:\n  mode: Shard\n  tokenRotation: 10m\n"),
+        "spec.fleet.tokenRotation",
+        "DurationTooShort",
+        "1h",
+    );
+    rejected(
         &format!("{ORIGIN}fleet:\n  mode: Shard\n  replicas: 4\n"),
         "spec.fleet.replicas",
         "NumberOutOfRange",

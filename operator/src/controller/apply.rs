@@ -41,8 +41,10 @@ use slicecache_api::{
     fleet_members::{slice_members, SERVICE_NAME_LABEL},
 };
 
-use super::build::peer_token_data;
+use super::build::{peer_token_data, FleetObjects, PEER_TOKEN_KEY};
 use super::build::{template_hash, AgentWorkload, DesiredState, ObjectNames, DESIRED_HASH, FIELD_MANAGER};
+use super::peer_token;
+use k8s_openapi::jiff::Timestamp;
 
 /// Why the built objects could not be applied.
 #[derive(Debug, thiserror::Error)]
@@ -250,7 +252,7 @@ pub async fn apply(
             record("Role", &names.fleet_role, c);
             let (_, c) = apply_one(client, namespace, owner_uid, &fleet.role_binding).await?;
             record("RoleBinding", &names.fleet_role, c);
-            let c = ensure_peer_token(client, namespace, owner_uid, &fleet.peer_token).await?;
+            let c = ensure_peer_token(client, namespace, owner_uid, fleet).await?;
             record("Secret", &names.peer_token, c);
         }
         None if was_sharded => {
@@ -439,19 +441,21 @@ fn has_peer_port(service: &Service) -> bool {
 }
 
 /// Creates the peer token Secret with a fresh random token when it does
-/// not exist. An existing one is left as it is: the running agents hold
-/// its token. A Secret of that name that this SliceCache does not control
-/// is never taken over.
+/// not exist, and takes the next step of its rotation when one is due
+/// ([`peer_token::next_step`]); otherwise it is left as it is, since the
+/// running agents hold its tokens. A Secret of that name that this
+/// SliceCache does not control is never taken over.
 async fn ensure_peer_token(
     client: &Client,
     namespace: &str,
     owner_uid: &str,
-    desired: &Secret,
+    fleet: &FleetObjects,
 ) -> Result<Change, ApplyError> {
+    let desired = &fleet.peer_token;
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let name = desired.name_any();
     match read(&api, &name).await? {
-        Some(live) if controlled_by(&live, owner_uid) => Ok(Change::Unchanged),
+        Some(live) if controlled_by(&live, owner_uid) => rotate_peer_token(&api, &live, fleet.token_rotation).await,
         Some(_) => Err(ApplyError::NotOwned { kind: "Secret", name }),
         None => {
             let token = random_token();
@@ -468,6 +472,57 @@ async fn ensure_peer_token(
             Ok(Change::Created)
         }
     }
+}
+
+/// Writes the next rotation step of the live peer token Secret, if one is
+/// due.
+async fn rotate_peer_token(
+    api: &Api<Secret>,
+    live: &Secret,
+    period: std::time::Duration,
+) -> Result<Change, ApplyError> {
+    let name = live.name_any();
+    let annotations = live.metadata.annotations.clone().unwrap_or_default();
+    let text = live
+        .data
+        .as_ref()
+        .and_then(|d| d.get(PEER_TOKEN_KEY))
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+        .unwrap_or_default();
+    let written = annotations
+        .get(peer_token::WRITTEN_ANNOTATION)
+        .and_then(|t| t.parse::<Timestamp>().ok())
+        .or_else(|| live.metadata.creation_timestamp.as_ref().map(|t| t.0))
+        .unwrap_or_else(Timestamp::now);
+    let step = annotations.get(peer_token::STEP_ANNOTATION).map(String::as_str);
+    let now = Timestamp::now();
+    let Some(write) = peer_token::next_step(&text, step, written, now, period, random_token) else {
+        return Ok(Change::Unchanged);
+    };
+    let annotations = peer_token::annotations_after(annotations, &write, now);
+    // A merge patch: annotations given as null are removed.
+    let mut meta = serde_json::Map::new();
+    for key in [peer_token::STEP_ANNOTATION, peer_token::WRITTEN_ANNOTATION] {
+        meta.insert(
+            key.into(),
+            annotations
+                .get(key)
+                .map_or(serde_json::Value::Null, |v| v.as_str().into()),
+        );
+    }
+    let patch = serde_json::json!({
+        "metadata": { "annotations": meta },
+        "data": peer_token_data(&write.text),
+    });
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|source| ApplyError::Apply {
+            kind: "Secret",
+            name: name.clone(),
+            source,
+        })?;
+    tracing::info!(kind = "Secret", %name, step = write.step.unwrap_or("done"), "rotated the fleet's peer token one step");
+    Ok(Change::Updated)
 }
 
 /// 32 random bytes, hex-encoded: the fleet's peer token.

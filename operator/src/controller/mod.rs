@@ -26,6 +26,7 @@ pub mod events;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub mod nodes;
+pub mod peer_token;
 pub mod status;
 pub mod tune;
 pub mod validate;

@@ -4,11 +4,11 @@
 //! other on their peer ports.
 //!
 //! Contract: pure, like the whole build step. The Secret built here has no
-//! data: the apply step creates it once with a fresh random token and never
-//! rewrites it (a new token on every reconcile would lock the agents out of
-//! each other until they all restarted).
+//! data: the apply step creates it with a fresh random token and rotates it
+//! in steps the running agents follow (`controller::peer_token`).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use k8s_openapi::{
     api::{
@@ -31,12 +31,15 @@ pub const PEER_TOKEN_KEY: &str = "token";
 pub struct FleetObjects {
     pub role: Role,
     pub role_binding: RoleBinding,
-    /// Metadata only; see [`peer_token_secret`].
+    /// Metadata only: the apply step writes the tokens.
     pub peer_token: Secret,
+    /// How often the apply step rotates the token.
+    pub token_rotation: Duration,
 }
 
-pub(super) fn fleet_objects(owner: &Owner, names: &ObjectNames) -> FleetObjects {
+pub(super) fn fleet_objects(owner: &Owner, names: &ObjectNames, token_rotation: Duration) -> FleetObjects {
     FleetObjects {
+        token_rotation,
         role: Role {
             metadata: metadata(owner, &names.fleet_role, "cache-agent"),
             rules: Some(vec![PolicyRule {

@@ -208,7 +208,7 @@ pub fn build_tuned(
     let mut agent_config = validated.agent_config_tuned(in_force.as_ref());
     let fleet = validated.fleet().is_sharded().then(|| {
         agent_config.fleet.peers_service = Some(names.peer_service.clone());
-        fleet::fleet_objects(owner, &names)
+        fleet::fleet_objects(owner, &names, validated.fleet().token_rotation())
     });
     let peer_port = fleet
         .as_ref()
