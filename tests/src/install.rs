@@ -282,6 +282,33 @@ impl Installation {
     }
 }
 
+/// An example manifest (`examples/`) with every object moved to
+/// `namespace` and every SliceCache's origin set to `origin`; `adjust` may
+/// change each object further (what the machine lacks, said by the test).
+pub fn adapt_example(
+    path: &Path,
+    namespace: &str,
+    origin: &str,
+    mut adjust: impl FnMut(&mut serde_yaml_ng::Value),
+) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let mut out = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        let mut value: serde_yaml_ng::Value =
+            serde::Deserialize::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        if value.is_null() {
+            continue;
+        }
+        value["metadata"]["namespace"] = namespace.into();
+        if value["kind"].as_str() == Some("SliceCache") {
+            value["spec"]["origin"]["url"] = origin.into();
+        }
+        adjust(&mut value);
+        out.push(serde_yaml_ng::to_string(&value).expect("YAML"));
+    }
+    out.join("---\n")
+}
+
 /// `kubectl get ARGS -o json`, parsed; `None` when kubectl fails.
 pub fn get_json(kubeconfig: &Path, args: &[&str]) -> Option<serde_json::Value> {
     let mut all = vec!["get"];

@@ -32,6 +32,7 @@ pub use slicecache_testkit::{
 
 pub mod control_plane;
 pub mod install;
+pub mod local_volumes;
 pub mod node_shim;
 pub mod pod_network;
 pub mod scene;
@@ -148,6 +149,27 @@ fn write_config(path: &Path, config: &AgentConfig) {
     let tmp = path.with_extension("yaml.tmp");
     std::fs::write(&tmp, yaml).expect("writing the agent config");
     std::fs::rename(&tmp, path).expect("replacing the agent config");
+}
+
+/// The SHA-256 of `bytes` in hex, by `sha256sum` (coreutils), to compare
+/// bodies by digest.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("running sha256sum");
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(bytes).expect("feeding sha256sum");
+    }
+    let out = child.wait_with_output().expect("sha256sum's output");
+    assert!(out.status.success(), "sha256sum failed");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// The operator's Prometheus client for a test's Prometheus server.

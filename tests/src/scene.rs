@@ -94,9 +94,25 @@ impl Scene {
         limit: Duration,
         accept: impl Fn(&Value) -> bool,
     ) -> Value {
-        poll(&format!("SliceCache {name}: {what}"), limit, || {
+        let namespace = self.namespace.clone();
+        self.wait_for_cache_in(&namespace, name, what, limit, accept).await
+    }
+
+    /// [`Scene::wait_for_cache`] for a SliceCache in `namespace`.
+    pub async fn wait_for_cache_in(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        what: &str,
+        limit: Duration,
+        accept: impl Fn(&Value) -> bool,
+    ) -> Value {
+        poll(&format!("SliceCache {namespace}/{name}: {what}"), limit, || {
             self.install.operator.assert_healthy();
-            let cache = self.cache(name).filter(|c| accept(c));
+            let cache = self
+                .install
+                .get_json(&["slicecache", name, "-n", namespace])
+                .filter(|c| accept(c));
             async move { cache }
         })
         .await

@@ -7,11 +7,14 @@
 //! operator Deployment and `helm uninstall` removes the release but keeps
 //! the CRD (`crds.keep`, docs/install.md).
 
-use std::{path::Path, time::Duration};
+use std::time::Duration;
 
 use slicecache_e2e::{
     agent_binary,
-    install::{get_json, helm, kubectl, pod_port, ready, repo_root, Installation, CRD, OPERATOR, RELEASE, SYSTEM_NS},
+    install::{
+        adapt_example, get_json, helm, kubectl, pod_port, ready, repo_root, Installation, CRD, OPERATOR, RELEASE,
+        SYSTEM_NS,
+    },
     node_shim::{NodeShim, ShimOptions},
     poll,
 };
@@ -22,26 +25,6 @@ use slicecache_testkit::{
 
 const NS: &str = "slicecache-e2e";
 const OBJECT_LEN: usize = (2 << 20) + 4_321;
-
-/// An example manifest with every object moved to `namespace` and every
-/// SliceCache's origin set to `origin`.
-fn adapt_example(path: &Path, namespace: &str, origin: &str) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    let mut out = Vec::new();
-    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
-        let mut value: serde_yaml_ng::Value =
-            serde::Deserialize::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        if value.is_null() {
-            continue;
-        }
-        value["metadata"]["namespace"] = namespace.into();
-        if value["kind"].as_str() == Some("SliceCache") {
-            value["spec"]["origin"]["url"] = origin.into();
-        }
-        out.push(serde_yaml_ng::to_string(&value).expect("YAML"));
-    }
-    out.join("---\n")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn helm_install_runs_the_minimal_example_with_the_charts_rbac() {
@@ -68,7 +51,7 @@ async fn helm_install_runs_the_minimal_example_with_the_charts_rbac() {
     let manifest = dir.path().join("minimal.yaml");
     std::fs::write(
         &manifest,
-        adapt_example(&repo_root().join("examples/minimal.yaml"), NS, &origin.url()),
+        adapt_example(&repo_root().join("examples/minimal.yaml"), NS, &origin.url(), |_| {}),
     )
     .expect("writing the manifest");
     kubectl(&admin, &["apply", "-f", &manifest.to_string_lossy()]).unwrap_or_else(|e| panic!("{e}"));
