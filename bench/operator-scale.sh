@@ -191,11 +191,9 @@ POD_NAMESPACE=$SYSTEM_NS POD_NAME=bench-operator RUST_LOG=${RUST_LOG:-info} \
 OPERATOR_PID=${PIDS[-1]}
 # setsid runs the operator in place (a background job leads no group), so
 # the pid is the operator's own: /proc/PID/status is its memory.
-for _ in $(seq 50); do
-  [ "$(cat "/proc/$OPERATOR_PID/comm" 2>/dev/null)" = slicecache-oper ] && break
-  sleep 0.1
-done
-[ "$(cat "/proc/$OPERATOR_PID/comm" 2>/dev/null)" = slicecache-oper ] || die "pid $OPERATOR_PID is not the operator"
+is_operator() { [ "$(readlink -f "/proc/$OPERATOR_PID/exe" 2>/dev/null)" = "$(readlink -f "$BIN")" ]; }
+for _ in $(seq 50); do is_operator && break; sleep 0.1; done
+is_operator || die "pid $OPERATOR_PID is not the operator"
 METRICS=http://127.0.0.1:$METRICS_PORT
 wait_http "$METRICS/healthz"
 for _ in $(seq 300); do
