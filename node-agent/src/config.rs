@@ -470,10 +470,13 @@ fn validate_rest(cfg: &AgentConfig) -> Result<RuntimeTunables, ConfigError> {
             format!("{} is smaller than one slice", cfg.cache.memory),
         ));
     }
-    if cfg.cache.devices.len() > 1 {
+    // Several devices are shards of one disk tier; the same device twice
+    // would be two stores writing over each other.
+    let mut paths = std::collections::BTreeSet::new();
+    if let Some(twice) = cfg.cache.devices.iter().find(|d| !paths.insert(d.path.as_str())) {
         return Err(invalid(
             "cache.devices",
-            "one device per agent is supported in this version",
+            format!("{} is listed twice; list each device once", twice.path),
         ));
     }
     let discovers = cfg.cache.device_filter.is_some() || cfg.cache.use_all_devices;
@@ -630,6 +633,22 @@ mod tests {
         cfg.tunables = Tunables::default();
         cfg.origin.url = "ftp://x".into();
         assert!(validate(&cfg).expect_err("invalid").to_string().contains("origin.url"));
+    }
+
+    #[test]
+    fn several_devices_are_shards_but_not_the_same_one_twice() {
+        let base = "origin:\n  url: http://127.0.0.1:3\ncache:\n  memory: 64Mi\n";
+        let cfg = parse(&format!(
+            "{base}  devices: [{{ path: /dev/vdb }}, {{ path: /dev/vdc }}]\n"
+        ))
+        .expect("parses");
+        validate(&cfg).expect("two devices");
+        let cfg = parse(&format!(
+            "{base}  devices: [{{ path: /dev/vdb }}, {{ path: /dev/vdb }}]\n"
+        ))
+        .expect("parses");
+        let err = validate(&cfg).expect_err("twice").to_string();
+        assert!(err.contains("cache.devices") && err.contains("twice"), "{err}");
     }
 
     #[test]
