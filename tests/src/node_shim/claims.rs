@@ -20,29 +20,13 @@ use std::{collections::BTreeMap, path::PathBuf};
 use k8s_openapi::api::core::v1::{NodeSelector, PersistentVolume, PersistentVolumeClaim, Pod, Volume};
 use kube::runtime::reflector::{ObjectRef, Store};
 
-use super::volumes::{PodDirs, VolumeError};
+use super::volumes::{claim_name, PodDirs, VolumeError};
 
 /// The shim's caches of claims and volumes (all namespaces).
 #[derive(Clone, Debug)]
 pub struct ClaimStores {
     pub claims: Store<PersistentVolumeClaim>,
     pub volumes: Store<PersistentVolume>,
-}
-
-/// The claim behind a volume of `pod` that the shim resolves: a generic
-/// ephemeral volume in Block mode (`POD-VOLUME`) or a named claim.
-pub fn claim_name(pod: &Pod, volume: &Volume) -> Option<String> {
-    if let Some(claim) = &volume.persistent_volume_claim {
-        return Some(claim.claim_name.clone());
-    }
-    let spec = volume
-        .ephemeral
-        .as_ref()?
-        .volume_claim_template
-        .as_ref()
-        .map(|t| &t.spec)?;
-    let pod_name = pod.metadata.name.as_deref()?;
-    (spec.volume_mode.as_deref() == Some("Block")).then(|| format!("{pod_name}-{}", volume.name))
 }
 
 /// Where a Pod's Block claims stand.

@@ -154,9 +154,25 @@ pub struct ObjectFiles {
     pub optional: bool,
 }
 
+/// The claim behind a volume of `pod` that the shim resolves: a generic
+/// ephemeral volume in Block mode (`POD-VOLUME`) or a named claim.
+pub fn claim_name(pod: &Pod, volume: &Volume) -> Option<String> {
+    if let Some(claim) = &volume.persistent_volume_claim {
+        return Some(claim.claim_name.clone());
+    }
+    let spec = volume
+        .ephemeral
+        .as_ref()?
+        .volume_claim_template
+        .as_ref()
+        .map(|t| &t.spec)?;
+    let pod_name = pod.metadata.name.as_deref()?;
+    (spec.volume_mode.as_deref() == Some("Block")).then(|| format!("{pod_name}-{}", volume.name))
+}
+
 /// Classifies `volume` of `pod`.
 pub fn volume_kind(pod: &Pod, volume: &Volume) -> VolumeKind {
-    if let Some(claim) = super::claims::claim_name(pod, volume) {
+    if let Some(claim) = claim_name(pod, volume) {
         return VolumeKind::Claim(claim);
     }
     if let Some(cm) = &volume.config_map {
