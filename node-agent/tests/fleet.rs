@@ -30,6 +30,8 @@ const NAMES: [&str; 3] = ["node-a", "node-b", "node-c"];
 
 struct Fleet {
     agents: Vec<AgentProc>,
+    /// How each agent was started, to start it again.
+    builders: Vec<AgentBuilder>,
     peer_addrs: Vec<SocketAddr>,
     token_file: std::path::PathBuf,
     _dir: tempfile::TempDir,
@@ -52,7 +54,7 @@ async fn start_agents_with(origin: &TestOrigin, fleet: bool, flags: &[(&str, &st
         .zip(&peer_addrs)
         .map(|(name, addr)| format!("{name}={addr}"))
         .collect();
-    let mut agents = Vec::new();
+    let (mut agents, mut builders) = (Vec::new(), Vec::new());
     for (name, peer) in NAMES.iter().zip(&peer_addrs) {
         let mut builder = AgentBuilder::new(&origin.url())
             .flag("--slice-size", "256Ki")
@@ -69,10 +71,12 @@ async fn start_agents_with(origin: &TestOrigin, fleet: bool, flags: &[(&str, &st
         for (name, value) in flags {
             builder = builder.flag(name, value);
         }
-        agents.push(builder.start().await);
+        agents.push(builder.clone().start().await);
+        builders.push(builder);
     }
     Fleet {
         agents,
+        builders,
         peer_addrs,
         token_file,
         _dir: dir,
@@ -600,4 +604,99 @@ async fn the_token_rotates_without_a_refused_peer_request() {
     let new = format!("Bearer {NEW}");
     assert_eq!(client.get(path, &[("Authorization", &old)]).await.unwrap().status, 403);
     assert_eq!(client.get(path, &[("Authorization", &new)]).await.unwrap().status, 200);
+}
+
+/// Clients keep reading through two members while the third is killed
+/// and started again (same name, same peer port): no client sees an
+/// error, the dead member's keys come from the origin meanwhile (its
+/// breaker is open at the others), and once it is back (a probe succeeds)
+/// the others ask it for its keys again. Every read is of an object put
+/// at the origin just before, so every read has keys none of the members
+/// holds yet: a key the others took from the origin in the dead member's
+/// place stays in their memory and would never show it being asked again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_killed_mid_load_costs_no_errors_and_gets_its_keys_back() {
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+    use std::sync::Arc;
+
+    let origin = TestOrigin::start().await.unwrap();
+    let mut fleet = start_agents(&origin, true).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (reads, failures) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut readers = Vec::new();
+    for r in 0..4u64 {
+        let mut client = fleet.agents[[0, 2][r as usize % 2]].client();
+        let (stop, reads, failures, state) = (stop.clone(), reads.clone(), failures.clone(), origin.state.clone());
+        readers.push(tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(r);
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let (path, body) = (format!("/fresh/{r}/{n}.bin"), pattern(1 << 20, r << 32 | n));
+                state.put(&path, OriginObject::new(body.clone(), &format!("f{r}-{n}")));
+                let first = rng.random_range(0..body.len() / 2);
+                let last = first + rng.random_range(0..body.len() / 2);
+                let range = format!("bytes={first}-{last}");
+                let ok = match client.get(&path, &[("Range", &range)]).await {
+                    Ok(resp) => resp.status == 206 && resp.body[..] == body[first..=last],
+                    Err(_) => false,
+                };
+                if !ok {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                    eprintln!("{range} of {path} failed");
+                }
+                reads.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let wait_reads = |n: u64| {
+        let reads = reads.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let target = reads.load(Ordering::Relaxed) + n;
+            while reads.load(Ordering::Relaxed) < target {
+                assert!(Instant::now() < deadline, "the readers stalled");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let skipped = [("role", "client"), ("result", "circuit_open")];
+    wait_reads(30).await;
+    fleet.agents[1].signal(Signal::KILL);
+    // Until its breakers open, and for a while after.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fleet.agents[0].metric("slicecache_peer_requests_total", &skipped).await < 1.0 {
+        assert!(Instant::now() < deadline, "node-a never opened node-b's breaker");
+        wait_reads(4).await;
+    }
+    wait_reads(60).await;
+    let while_dead = reads.load(Ordering::Relaxed);
+
+    // Back on the same peer port, empty (no disk here).
+    fleet.agents[1] = fleet.builders[1].clone().start().await;
+    let served = [("role", "server"), ("result", "ok")];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fleet.agents[1].metric("slicecache_peer_requests_total", &served).await < 10.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the members did not ask node-b again after it came back"
+        );
+        wait_reads(4).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for reader in readers {
+        reader.await.unwrap();
+    }
+    let back = fleet.agents[1].metric("slicecache_peer_requests_total", &served).await;
+    println!(
+        "{} range reads of fresh objects, {while_dead} of them until node-b came back; back, it served {back} peer requests",
+        reads.load(Ordering::Relaxed)
+    );
+    assert_eq!(failures.load(Ordering::Relaxed), 0, "client reads failed");
+    for agent in [&fleet.agents[0], &fleet.agents[2]] {
+        let open = agent
+            .metric("slicecache_peer_circuit_open", &[("peer", "node-b")])
+            .await;
+        assert_eq!(open, 0.0, "node-b's breaker is closed again");
+    }
 }

@@ -31,8 +31,13 @@ enum State {
     Open {
         until: Instant,
     },
-    /// One probe is out; everyone else stays away until it reports.
-    HalfOpen,
+    /// One probe is out; everyone else stays away until it reports, or
+    /// until `until`: a probe may never report (the route that carried it
+    /// found the slice cached, joined another fill, or its client went
+    /// away), and a lost probe must not keep the peer out for good.
+    HalfOpen {
+        until: Instant,
+    },
 }
 
 #[derive(Debug)]
@@ -80,11 +85,13 @@ impl Breaker {
         let mut inner = self.inner();
         match inner.state {
             State::Closed => Admission::Allowed,
-            State::Open { until } if now >= until => {
-                inner.state = State::HalfOpen;
+            State::Open { until } | State::HalfOpen { until } if now >= until => {
+                inner.state = State::HalfOpen {
+                    until: now + self.policy.open_for,
+                };
                 Admission::Probe
             }
-            State::Open { .. } | State::HalfOpen => Admission::Open,
+            State::Open { .. } | State::HalfOpen { .. } => Admission::Open,
         }
     }
 
@@ -100,7 +107,7 @@ impl Breaker {
     pub fn failure(&self, now: Instant) -> bool {
         let policy = self.policy;
         let mut inner = self.inner();
-        if inner.state == State::HalfOpen {
+        if matches!(inner.state, State::HalfOpen { .. }) {
             inner.state = State::Open {
                 until: now + policy.open_for,
             };
@@ -149,6 +156,22 @@ mod tests {
         b.success();
         assert_eq!(b.admit(later + Duration::from_secs(6)), Admission::Allowed);
         assert!(!b.is_open());
+    }
+
+    #[test]
+    fn a_probe_that_never_reports_is_followed_by_another() {
+        let b = Breaker::new(BreakerPolicy::default());
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            b.failure(t0);
+        }
+        let probe = t0 + Duration::from_secs(5);
+        assert_eq!(b.admit(probe), Admission::Probe);
+        // The probe's route was dropped unused: no success, no failure.
+        assert_eq!(b.admit(probe + Duration::from_secs(4)), Admission::Open);
+        assert_eq!(b.admit(probe + Duration::from_secs(5)), Admission::Probe);
+        b.success();
+        assert_eq!(b.admit(probe + Duration::from_secs(5)), Admission::Allowed);
     }
 
     #[test]
