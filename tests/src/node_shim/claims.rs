@@ -17,7 +17,7 @@
 
 use std::{collections::BTreeMap, path::PathBuf};
 
-use k8s_openapi::api::core::v1::{NodeSelector, PersistentVolume, PersistentVolumeClaim, Pod, Volume};
+use k8s_openapi::api::core::v1::{NodeSelector, PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::volumes::{claim_name, PodDirs, VolumeError};
@@ -107,7 +107,7 @@ mod tests {
         api::core::v1::{
             EphemeralVolumeSource, LocalVolumeSource, NodeSelectorRequirement, NodeSelectorTerm,
             PersistentVolumeClaimSpec, PersistentVolumeClaimStatus, PersistentVolumeClaimTemplate,
-            PersistentVolumeSpec, PodSpec, VolumeNodeAffinity,
+            PersistentVolumeSpec, PodSpec, Volume, VolumeNodeAffinity,
         },
         apimachinery::pkg::apis::meta::v1::ObjectMeta,
     };
