@@ -172,16 +172,9 @@ cleanup() {
   local rc=$?
   trap - ERR
   [ ${#PIDS[@]} -eq 0 ] || stop_pids "${PIDS[@]}"
-  if [ "${KEEP_WORK:-0}" = 1 ] || [ $rc -ne 0 ]; then
-    log "work directory kept: $WORK"
-  else
-    rm -rf "$WORK"
-  fi
-  exit $rc
+  finish_work $rc
 }
-trap cleanup EXIT
-trap 'log "failed at line $LINENO: $BASH_COMMAND"' ERR
-trap 'exit 130' INT TERM
+set_traps cleanup
 
 
 declare -A ORIGIN_PORT

@@ -44,6 +44,21 @@ agent_binary() { # SLICECACHE_BIN, or a release build of the agent (ROOT: the re
   echo "$bin"
 }
 
+finish_work() { # rc [always-keep-on-failure: 1|0]: keep or remove WORK, then exit rc
+  if [ "${KEEP_WORK:-0}" = 1 ] || { [ "$1" -ne 0 ] && [ "${2:-1}" = 1 ]; }; then
+    log "work directory kept: $WORK"
+  else
+    rm -rf "$WORK"
+  fi
+  exit "$1"
+}
+set_traps() { # cleanup function for EXIT; ERR logs the failing line, INT/TERM exit 130
+  # shellcheck disable=SC2064 # the function name is meant to expand now
+  trap "$1" EXIT
+  trap 'log "failed at line $LINENO: $BASH_COMMAND"' ERR
+  trap 'exit 130' INT TERM
+}
+
 mib() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1048576 }'; }
 ms() { awk -v u="$1" 'BEGIN { if (u >= 100000) printf "%.0f", u / 1000; else if (u >= 10000) printf "%.1f", u / 1000; else printf "%.2f", u / 1000 }'; }
 

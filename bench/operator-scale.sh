@@ -126,16 +126,9 @@ cleanup() {
     tail -15 "$WORK/operator.out" >&2 || true
   fi
   [ ${#PIDS[@]} -eq 0 ] || stop_pids "${PIDS[@]}"
-  if [ "${KEEP_WORK:-0}" = 1 ]; then
-    log "work directory kept: $WORK"
-  else
-    rm -rf "$WORK"
-  fi
-  exit $rc
+  finish_work $rc 0
 }
-trap cleanup EXIT
-trap 'log "failed at line $LINENO: $BASH_COMMAND"' ERR
-trap 'exit 130' INT TERM
+set_traps cleanup
 
 start() { # name command...: in a session of its own, output in WORK/name.{out,err}
   local name=$1

@@ -127,16 +127,9 @@ cleanup() {
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   done
-  if [ "${KEEP_WORK:-0}" = 1 ] || [ $rc -ne 0 ]; then
-    log "work directory kept: $WORK"
-  else
-    rm -rf "$WORK"
-  fi
-  exit $rc
+  finish_work $rc
 }
-trap cleanup EXIT
-trap 'log "failed at line $LINENO: $BASH_COMMAND"' ERR
-trap 'exit 130' INT TERM
+set_traps cleanup
 
 if [ "$SHMEM_THP" != keep ] && [ "$THP_BEFORE" != "$SHMEM_THP" ]; then
   if [ -w "$THP_FILE" ] && echo "$SHMEM_THP" > "$THP_FILE" 2>/dev/null; then
