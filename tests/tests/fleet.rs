@@ -216,21 +216,8 @@ async fn the_agents_share_one_cache_and_a_fourth_node_joins_without_errors() {
     // token's last write, and the operator's next reconcile adds a new
     // token after the old one (accepted by the agents, not yet presented).
     let secret = "models-peer-token";
-    let tokens = || {
-        kubectl(
-            scene.admin(),
-            &[
-                "get",
-                "secret",
-                secret,
-                "-n",
-                NS,
-                "-o",
-                "go-template={{.data.token | base64decode}}",
-            ],
-        )
-        .unwrap_or_else(|e| panic!("{e}"))
-    };
+    let get_secret = |output: &str| kubectl(scene.admin(), &["get", "secret", secret, "-n", NS, "-o", output]);
+    let tokens = || get_secret("go-template={{.data.token | base64decode}}").unwrap_or_else(|e| panic!("{e}"));
     let before = tokens();
     kubectl(
         scene.admin(),
@@ -261,18 +248,7 @@ async fn the_agents_share_one_cache_and_a_fourth_node_joins_without_errors() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let step = poll("the first step of the token rotation", Duration::from_secs(60), || {
-        let out = kubectl(
-            scene.admin(),
-            &[
-                "get",
-                "secret",
-                secret,
-                "-n",
-                NS,
-                "-o",
-                "jsonpath={.metadata.annotations.slicecache\\.io/peer-token-step}",
-            ],
-        );
+        let out = get_secret("jsonpath={.metadata.annotations.slicecache\\.io/peer-token-step}");
         async move { out.ok().filter(|s| s == "accepting") }
     })
     .await;
