@@ -62,17 +62,34 @@ set_traps() { # cleanup function for EXIT; ERR logs the failing line, INT/TERM e
 mib() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1048576 }'; }
 ms() { awk -v u="$1" 'BEGIN { if (u >= 100000) printf "%.0f", u / 1000; else if (u >= 10000) printf "%.1f", u / 1000; else printf "%.2f", u / 1000 }'; }
 
-start_origin() { # dir objects bytes port...: obj-1..obj-N of random bytes
-  # under dir/data, served on every port; the access log dir/access.log
-  # has one "port status body-bytes uri" line per response.
-  local dir=$1 objects=$2 bytes=$3 port listens=""
+start_origin() { # dir objects bytes port... [-- unlogged-port...]: obj-1..obj-N
+  # of random bytes under dir/data, served on every port; the access log
+  # dir/access.log has one "port status body-bytes uri" line per response
+  # on a port before "--". Ports after "--" serve the same files without
+  # logging: a plain sendfile file server, e.g. a throughput ceiling.
+  local dir=$1 objects=$2 bytes=$3 port listens="" quiet="" server="" all=()
   shift 3
   mkdir -p "$dir/data" "$dir/tmp"
   for i in $(seq "$objects"); do
     head -c "$bytes" /dev/urandom > "$dir/data/obj-$i"
   done
-  for port in "$@"; do listens+="
-    listen 127.0.0.1:$port;"; done
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do
+    listens+="
+    listen 127.0.0.1:$1;"
+    all+=("$1")
+    shift
+  done
+  [ $# -eq 0 ] || shift
+  for port in "$@"; do
+    quiet+="
+    listen 127.0.0.1:$port;"
+    all+=("$port")
+  done
+  [ -z "$quiet" ] || server="
+  server {$quiet
+    access_log off;
+    root $dir/data;
+  }"
   cat > "$dir/nginx.conf" <<CONF
 daemon off;
 worker_processes 2;
@@ -92,10 +109,10 @@ http {
   keepalive_requests 1000000;
   server {$listens
     root $dir/data;
-  }
+  }$server
 }
 CONF
   "$NGINX" -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" &
   PIDS+=($!)
-  for port in "$@"; do wait_http "http://127.0.0.1:$port/__ready"; done
+  for port in "${all[@]}"; do wait_http "http://127.0.0.1:$port/__ready"; done
 }

@@ -16,8 +16,11 @@
 #                    disk tier) and the cold misses; the report gains a
 #                    "Before and after" section. Unset: agent and nginx only.
 #   BASELINE_COMMIT  commit BASELINE_BIN was built from, for the report
+#   (Every memory-tier hit cell also runs its load against the origin's own
+#   files through a plain sendfile file server, in the same rotation: the
+#   cell's ceiling, reported beside it with the goal verdict.)
 #   DURATION         seconds per wrk run (6)
-#   ROUNDS           wrk runs per cache and cell, alternating the caches (5)
+#   ROUNDS           wrk runs per cache and cell, rotating the caches (5)
 #   OBJECTS          number of hit-set objects (8)
 #   OBJECT_MIB       size of each object in MiB (64)
 #   COLD_OBJECTS     objects fetched once each for the cold-miss pass (4)
@@ -163,10 +166,16 @@ if [ -n "$BASELINE_BIN" ]; then   # the baseline agents get origin ports of thei
   BASELINE_DISK_ADMIN_PORT=$(free_port)
   ORIGIN_PORTS+=("$ORIGIN_PORT_BASELINE" "$ORIGIN_PORT_BASELINE_DISK")
 fi
+# The origin's one unlogged port: the memory-tier hit cells' ceiling, the same
+# load against a plain sendfile file server serving the same objects (its
+# requests stay out of the access log, so the caches' origin bytes per port
+# are what they were).
+CEILING_PORT=$(free_port)
 
 # ---------------------------------------------------------------- origin
 log "generating $NOBJ x $OBJECT_MIB MiB objects"
-start_origin "$WORK/origin" "$NOBJ" "$OBJECT_BYTES" "${ORIGIN_PORTS[@]}"
+start_origin "$WORK/origin" "$NOBJ" "$OBJECT_BYTES" "${ORIGIN_PORTS[@]}" -- "$CEILING_PORT"
+ORIGIN_PID=${PIDS[-1]}
 
 # ---------------------------------------------------------------- nginx slice caches (the peers)
 start_peer() { # dir listen-port origin-port max-size; prints the master's pid
@@ -273,6 +282,7 @@ url_of() {
     agent) echo "$AGENT" ;; nginx) echo "$PEER" ;;
     agent_disk) echo "http://127.0.0.1:$AGENT_DISK_PORT" ;; nginx_disk) echo "http://127.0.0.1:$NGINX_DISK_PORT" ;;
     baseline) echo "http://127.0.0.1:$BASELINE_PORT" ;; baseline_disk) echo "http://127.0.0.1:$BASELINE_DISK_PORT" ;;
+    ceiling) echo "http://127.0.0.1:$CEILING_PORT" ;;
   esac
 }
 origin_port_of() {
@@ -280,6 +290,7 @@ origin_port_of() {
     agent) echo "$ORIGIN_PORT_AGENT" ;; nginx) echo "$ORIGIN_PORT_NGINX" ;;
     agent_disk) echo "$ORIGIN_PORT_AGENT_DISK" ;; nginx_disk) echo "$ORIGIN_PORT_NGINX_DISK" ;;
     baseline) echo "$ORIGIN_PORT_BASELINE" ;; baseline_disk) echo "$ORIGIN_PORT_BASELINE_DISK" ;;
+    ceiling) echo "$CEILING_PORT" ;;   # unlogged: always 0 origin bytes
   esac
 }
 admin_port_of() { # an agent's admin port
@@ -303,6 +314,7 @@ pids_of() { # an agent, or an nginx master and its workers
     baseline_disk) echo "$BASELINE_DISK_PID" ;;
     nginx) echo "$NGINX_PID" "$(ps -o pid= --ppid "$NGINX_PID")" ;;
     nginx_disk) echo "$NGINX_DISK_PID" "$(ps -o pid= --ppid "$NGINX_DISK_PID")" ;;
+    ceiling) echo "$ORIGIN_PID" "$(ps -o pid= --ppid "$ORIGIN_PID")" ;;
   esac
 }
 reset_peak() { # VmHWM restarts from the current RSS (clear_refs 5)
@@ -363,15 +375,18 @@ done
 WARM2_AGENT=$(origin_bytes_since "$line" "$ORIGIN_PORT_AGENT")
 WARM2_NGINX=$(origin_bytes_since "$line" "$ORIGIN_PORT_NGINX")
 if [ -n "$BASELINE_BIN" ]; then WARM2_BASELINE=$(origin_bytes_since "$line" "$ORIGIN_PORT_BASELINE"); fi
-for name in $CACHES; do
+for name in $CACHES ceiling; do   # the ceiling: the same URIs, straight from the files
   url=$(url_of "$name")
-  check "obj-1 through $name on a hit (sha256)" "$SUM1" "$(curl -sf "$url/obj-1" | sha256sum | cut -d' ' -f1)"
+  what="$name on a hit"
+  [ "$name" != ceiling ] || what="the ceiling's file server"
+  check "obj-1 through $what (sha256)" "$SUM1" "$(curl -sf "$url/obj-1" | sha256sum | cut -d' ' -f1)"
   got=$(curl -sf -H "Range: bytes=$RANGE_FIRST-$RANGE_LAST" -w '%{http_code}' -o "$WORK/range.out" "$url/obj-1")
-  check "obj-1 bytes=$RANGE_FIRST-$RANGE_LAST through $name (status, sha256)" "206 $RSUM" "$got $(sha256sum < "$WORK/range.out" | cut -d' ' -f1)"
+  check "obj-1 bytes=$RANGE_FIRST-$RANGE_LAST through ${what% on a hit} (status, sha256)" "206 $RSUM" "$got $(sha256sum < "$WORK/range.out" | cut -d' ' -f1)"
 done
 
 # ---------------------------------------------------------------- hit workloads
 ROWS=()
+declare -A CEILING   # "mode conns" -> the ceiling's RESULT line of that memory-tier cell
 DISK_ROWS=()
 DISK_SRC=()
 drop_caches() { # before each disk-tier measurement of either cache, when enabled
@@ -404,7 +419,7 @@ combine_rounds() { # file of RESULT lines, one per round -> one RESULT line
     }' "$1"
 }
 run_wrk() { # mode conns [disk]
-  local mode=$1 conns=$2 set=${3:-mem} name url threads out line0 res nobj=$OBJECTS names=$CACHES round order
+  local mode=$1 conns=$2 set=${3:-mem} name url threads out line0 res nobj=$OBJECTS names="$CACHES ceiling" round order
   local dh0 mh0 dh mh bdh0 bmh0 bdh bmh resident=""
   threads=$((conns < 2 ? conns : 2))
   [ "$set" = disk ] && { nobj=$DISK_OBJECTS; names=$DISK_CACHES; }
@@ -420,8 +435,9 @@ run_wrk() { # mode conns [disk]
     bdh0=$(agent_metric 'slicecache_slices_total{result="hit",tier="disk"}' "$BASELINE_DISK_ADMIN_PORT")
     bmh0=$(agent_metric 'slicecache_slices_total{result="hit",tier="memory"}' "$BASELINE_DISK_ADMIN_PORT")
   fi
-  # Rounds rotate the caches (which goes first: with two, they alternate),
-  # so that all see the same drift of a shared machine.
+  # Rounds rotate the caches and, for the memory tier, the ceiling (the
+  # order shifts by one each round, so each goes first in turn), so that all
+  # see the same drift of a shared machine.
   for round in $(seq "$ROUNDS"); do
     # shellcheck disable=SC2086 # names is a word list
     order=$(rotate $((round - 1)) $names)
@@ -466,6 +482,7 @@ run_wrk() { # mode conns [disk]
     DISK_ROWS+=("$mode $conns | ${R[agent_disk]} | ${R[nginx_disk]}${BASELINE_BIN:+ | ${R[baseline_disk]}}")
   else
     ROWS+=("$mode $conns | ${R[agent]} | ${R[nginx]}${BASELINE_BIN:+ | ${R[baseline]}}")
+    CEILING["$mode $conns"]=${R[ceiling]}
   fi
 }
 field() { # key line
