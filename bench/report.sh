@@ -433,7 +433,7 @@ cache files sit in the page cache, and the agent's memory tier is a memfd
 \`slicecache_memory_used_bytes\`, given under "Other numbers". CPU s per GiB is the cache's own user+system
 CPU time (from \`/proc/PID/stat\`) per GiB it sent. Origin MiB is what the origin sent during the
 run (expected 0: all hits). Errors count wrk's connect/read/write/timeout
-errors and non-2xx answers. Whole-object runs use $FULL_CONNS connections
+errors and non-2xx answers. Whole-object runs use ${FULL_CONNS// /, } connections
 only: with $OBJECT_MIB MiB responses, 512 connections sharing ~1 GB/s would
 finish almost no response within a round.
 

@@ -24,8 +24,8 @@
 #   OBJECTS          number of hit-set objects (8)
 #   OBJECT_MIB       size of each object in MiB (64)
 #   COLD_OBJECTS     objects fetched once each for the cold-miss pass (4)
-#   FULL_CONNS       wrk connection counts for whole-object hits ("1 64"; empty: none)
-#   RANGE_CONNS      wrk connection counts for range hits ("1 64 512")
+#   FULL_CONNS       wrk connection counts for whole-object hits ("1 16 64"; empty: none)
+#   RANGE_CONNS      wrk connection counts for range hits ("1 16 64 512")
 #   RANGE_MIN/RANGE_MAX  range length bounds in bytes (65536 / 4194304)
 #   SEED             wrk request-sequence seed (42)
 #   MEMORY_CACHE     agent memory tier (1Gi); SLICE (1Mi); CONCURRENCY (4)
@@ -53,8 +53,8 @@ ROUNDS=${ROUNDS:-5}
 OBJECTS=${OBJECTS:-8}
 OBJECT_MIB=${OBJECT_MIB:-64}
 COLD_OBJECTS=${COLD_OBJECTS:-4}
-FULL_CONNS=${FULL_CONNS-"1 64"}
-RANGE_CONNS=${RANGE_CONNS-"1 64 512"}
+FULL_CONNS=${FULL_CONNS-"1 16 64"}
+RANGE_CONNS=${RANGE_CONNS-"1 16 64 512"}
 RANGE_MIN=${RANGE_MIN:-65536}
 RANGE_MAX=${RANGE_MAX:-4194304}
 SEED=${SEED:-42}
