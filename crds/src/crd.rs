@@ -1,7 +1,9 @@
 //! The CustomResourceDefinition as YAML, as `crdgen` prints it and as it is
 //! committed under `crds/generated/`.
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+};
 use kube::CustomResourceExt;
 
 use crate::spec::SliceCache;
@@ -20,7 +22,44 @@ const YAML11_BOOLEANS: &[&str] = &[
 
 /// The `SliceCache` CustomResourceDefinition.
 pub fn crd() -> CustomResourceDefinition {
-    SliceCache::crd()
+    let mut crd = SliceCache::crd();
+    for version in &mut crd.spec.versions {
+        if let Some(schema) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
+            drop_unsigned_formats(schema);
+        }
+    }
+    crd
+}
+
+/// schemars marks Rust's unsigned integers with formats such as `uint32`,
+/// which Kubernetes does not know (kube-apiserver warns about each one on
+/// every apply of the CRD). The bounds are already in `minimum` and
+/// `maximum`; `int32`/`int64` would claim a narrower or signed range, so the
+/// format is dropped rather than renamed.
+fn drop_unsigned_formats(schema: &mut JSONSchemaProps) {
+    if schema.format.as_deref().is_some_and(|f| f.starts_with("uint")) {
+        schema.format = None;
+    }
+    let children = schema
+        .properties
+        .iter_mut()
+        .flat_map(|p| p.values_mut())
+        .chain(schema.all_of.iter_mut().flatten())
+        .chain(schema.any_of.iter_mut().flatten())
+        .chain(schema.one_of.iter_mut().flatten())
+        .chain(schema.not.as_deref_mut())
+        .chain(match &mut schema.items {
+            Some(JSONSchemaPropsOrArray::Schema(s)) => vec![s.as_mut()],
+            Some(JSONSchemaPropsOrArray::Schemas(v)) => v.iter_mut().collect(),
+            None => vec![],
+        })
+        .chain(match &mut schema.additional_properties {
+            Some(JSONSchemaPropsOrBool::Schema(s)) => Some(s.as_mut()),
+            _ => None,
+        });
+    for child in children {
+        drop_unsigned_formats(child);
+    }
 }
 
 /// The CRD as a YAML document, with a header saying how it was generated.

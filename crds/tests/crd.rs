@@ -536,3 +536,38 @@ fn cel_and_rust_agree_on_slice_sizes() {
         assert_eq!(cel_ok, rust_ok, "sliceSize {size}: CEL {cel_ok}, Rust {rust_ok}");
     }
 }
+
+/// Every `format` in the schema is one Kubernetes knows: schemars' `uint8`
+/// ... `uint64` made kube-apiserver warn on each apply of the CRD.
+#[test]
+fn every_format_is_one_kubernetes_knows() {
+    fn walk(n: &Value, path: &str, unknown: &mut Vec<String>) {
+        match n {
+            Value::Object(obj) => {
+                if let Some(Value::String(f)) = obj.get("format") {
+                    let known = [
+                        "int32",
+                        "int64",
+                        "float",
+                        "double",
+                        "byte",
+                        "date",
+                        "date-time",
+                        "duration",
+                    ];
+                    if !known.contains(&f.as_str()) {
+                        unknown.push(format!("{path}: {f}"));
+                    }
+                }
+                for (k, v) in obj {
+                    walk(v, &format!("{path}.{k}"), unknown);
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| walk(v, &format!("{path}[]"), unknown)),
+            _ => {}
+        }
+    }
+    let mut unknown = Vec::new();
+    walk(&schema(), "", &mut unknown);
+    assert!(unknown.is_empty(), "formats Kubernetes does not know: {unknown:?}");
+}
