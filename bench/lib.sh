@@ -9,20 +9,20 @@
 log() { printf '[%s %(%H:%M:%S)T] %s\n' "${BENCH_TAG:-bench}" -1 "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-# Ports already handed out in this run. A file, not a variable: callers take
-# $(free_port), a subshell, which could not add to a variable of theirs.
-BENCH_PORTS_FILE=$(mktemp "${TMPDIR:-/tmp}/bench-ports.XXXXXX")
 free_port() { # a free TCP port on 127.0.0.1, never the same twice in a run
+  # The ports handed out are kept in WORK/ports, a file and not a variable:
+  # callers take $(free_port), a subshell, which could not add to theirs.
   # Below the kernel's ephemeral range when there is room, so that no
   # client connection of this machine holds it as its local port; free
   # means no TCP socket of any state has it.
-  local p lo base=20000 span=30000
+  local p lo base=20000 span=30000 taken="${WORK:?free_port needs WORK}/ports"
+  touch "$taken"
   read -r lo _ < /proc/sys/net/ipv4/ip_local_port_range || lo=0
   [ "$lo" -le $((base + 1000)) ] || span=$((lo - base))
   while :; do
     p=$((base + RANDOM % span))
-    grep -qx "$p" "$BENCH_PORTS_FILE" && continue
-    if [ -z "$(ss -Htan "sport = :$p" 2>/dev/null)" ]; then echo "$p" >> "$BENCH_PORTS_FILE"; echo "$p"; return; fi
+    grep -qx "$p" "$taken" && continue
+    if [ -z "$(ss -Htan "sport = :$p" 2>/dev/null)" ]; then echo "$p" >> "$taken"; echo "$p"; return; fi
   done
 }
 
@@ -52,7 +52,6 @@ agent_binary() { # SLICECACHE_BIN, or a release build of the agent (ROOT: the re
 }
 
 finish_work() { # rc [always-keep-on-failure: 1|0]: keep or remove WORK, then exit rc
-  rm -f "$BENCH_PORTS_FILE"
   if [ "${KEEP_WORK:-0}" = 1 ] || { [ "$1" -ne 0 ] && [ "${2:-1}" = 1 ]; }; then
     log "work directory kept: $WORK"
   else
