@@ -17,6 +17,7 @@ use rustix::process::Signal;
 use slicecache_testkit::client::HttpClient;
 use slicecache_testkit::net::free_addr;
 use slicecache_testkit::origin::{pattern, OriginObject, TestOrigin};
+use slicecache_testkit::wait::wait_for;
 
 use common::{assert_bytes, AgentBuilder, AgentProc};
 use slicecache_agent::fleet::ring::{OwnershipKey, Ring, RingMember};
@@ -651,24 +652,20 @@ async fn a_member_killed_mid_load_costs_no_errors_and_gets_its_keys_back() {
     }
     let wait_reads = |n: u64| {
         let reads = reads.clone();
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            let target = reads.load(Ordering::Relaxed) + n;
-            while reads.load(Ordering::Relaxed) < target {
-                assert!(Instant::now() < deadline, "the readers stalled");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
+        let target = reads.load(Ordering::Relaxed) + n;
+        wait_for("the readers", Duration::from_secs(60), move || {
+            let done = reads.load(Ordering::Relaxed) >= target;
+            async move { done }
+        })
     };
     let skipped = [("role", "client"), ("result", "circuit_open")];
     wait_reads(30).await;
     fleet.agents[1].signal(Signal::KILL);
     // Until its breakers open, and for a while after.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while fleet.agents[0].metric("slicecache_peer_requests_total", &skipped).await < 1.0 {
-        assert!(Instant::now() < deadline, "node-a never opened node-b's breaker");
-        wait_reads(4).await;
-    }
+    wait_for("node-a to open node-b's breaker", Duration::from_secs(30), || async {
+        fleet.agents[0].metric("slicecache_peer_requests_total", &skipped).await >= 1.0
+    })
+    .await;
     wait_reads(60).await;
     let while_dead = reads.load(Ordering::Relaxed);
 
@@ -677,24 +674,21 @@ async fn a_member_killed_mid_load_costs_no_errors_and_gets_its_keys_back() {
     // Each of the other two closes its breaker after its own probe (up to
     // 5 s after it opened), so wait for both, and for node-b to serve.
     let served = [("role", "server"), ("result", "ok")];
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut open = 0.0;
-        for agent in [&fleet.agents[0], &fleet.agents[2]] {
-            open += agent
-                .metric("slicecache_peer_circuit_open", &[("peer", "node-b")])
-                .await;
-        }
-        let back = fleet.agents[1].metric("slicecache_peer_requests_total", &served).await;
-        if open == 0.0 && back >= 10.0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the members did not ask node-b again after it came back ({open} breakers open, {back} peer requests served)"
-        );
-        wait_reads(4).await;
-    }
+    let fleet = &fleet;
+    wait_for(
+        "both members to close node-b's breaker and ask it again",
+        Duration::from_secs(30),
+        || async move {
+            let mut open = 0.0;
+            for agent in [&fleet.agents[0], &fleet.agents[2]] {
+                open += agent
+                    .metric("slicecache_peer_circuit_open", &[("peer", "node-b")])
+                    .await;
+            }
+            open == 0.0 && fleet.agents[1].metric("slicecache_peer_requests_total", &served).await >= 10.0
+        },
+    )
+    .await;
     stop.store(true, Ordering::Relaxed);
     for reader in readers {
         reader.await.unwrap();
