@@ -63,8 +63,21 @@ pub enum FillHead {
 #[derive(Clone, Debug, Default)]
 struct FillState {
     head: Option<FillHead>,
+    /// When the attempt that produced `head` asked, and when it answered.
+    answered: Option<Answered>,
     received: u64,
     done: Option<Result<(), FillError>>,
+}
+
+/// When a fill asked for its slice and when the answer's header came: what
+/// a response's fetch window learns the origin's round trip from.
+#[derive(Clone, Copy, Debug)]
+pub struct Answered {
+    pub asked: Instant,
+    pub at: Instant,
+    /// The origin failed an earlier attempt (a 429, 5xx or broken
+    /// connection) before this answer.
+    pub retried: bool,
 }
 
 /// Identity of an in-flight fill.
@@ -147,6 +160,11 @@ impl FillReader {
         }
     }
 
+    /// When the fill asked and was answered, once its header has come.
+    pub fn answered(&self) -> Option<Answered> {
+        self.rx.borrow().answered
+    }
+
     /// The next chunk of the slice body; `None` once it is complete.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, FillError> {
         loop {
@@ -181,6 +199,7 @@ pub struct Fills {
     metrics: Arc<Metrics>,
     /// Bounds origin (and peer) subrequests across the whole agent.
     permits: Arc<Semaphore>,
+    max_subrequests: usize,
     fleet: Option<Arc<Fleet>>,
 }
 
@@ -206,8 +225,14 @@ impl Fills {
             cache,
             metrics,
             permits: Arc::new(Semaphore::new(max_subrequests.max(1))),
+            max_subrequests: max_subrequests.max(1),
             fleet,
         })
+    }
+
+    /// Origin (and peer) subrequests the agent has in flight at most.
+    pub fn max_subrequests(&self) -> usize {
+        self.max_subrequests
     }
 
     fn inflight(&self) -> MutexGuard<'_, HashMap<FillKey, Arc<Fill>>> {
@@ -315,6 +340,7 @@ impl Fills {
                 Err(AttemptError::PeerFailed) => {}
                 Err(AttemptError::Retry(e)) if attempt < settings.retries => {
                     attempt += 1;
+                    fetched.retried = true;
                     self.metrics.origin_retries.inc();
                     let backoff = backoff(attempt);
                     warn!(path = %spec.path, offset = spec.key.offset, attempt, error = %e, ?backoff, "retrying slice fetch");
@@ -366,6 +392,7 @@ impl Fills {
             }
         }
         let sent = Instant::now();
+        progress.asked = Some(sent);
         let peer = match (&spec.route, progress.peer) {
             (Route::Peer(peer, ask), PeerUse::NotYet | PeerUse::Asking) => {
                 if let Some(fleet) = &self.fleet {
@@ -618,7 +645,16 @@ impl Fills {
         };
         progress.meta = Some(meta.clone());
         let head = FillHead::Body(meta.clone());
-        fill.state.send_modify(|s| s.head = Some(head));
+        let at = Instant::now();
+        let answered = Answered {
+            asked: progress.asked.unwrap_or(at),
+            at,
+            retried: progress.retried,
+        };
+        fill.state.send_modify(|s| {
+            s.head = Some(head);
+            s.answered = Some(answered);
+        });
         Ok(meta)
     }
 
@@ -710,6 +746,10 @@ impl Fills {
 #[derive(Default)]
 struct FillProgress {
     received: u64,
+    /// When the latest attempt sent its request.
+    asked: Option<Instant>,
+    /// Whether an attempt failed and was retried.
+    retried: bool,
     meta: Option<Arc<ObjectMeta>>,
     peer: PeerUse,
 }

@@ -26,3 +26,4 @@ pub mod sendfile;
 pub mod server;
 pub mod slicer;
 pub mod store;
+pub mod window;

@@ -9,6 +9,8 @@ use prometheus::{
     TextEncoder,
 };
 
+use crate::window::WindowMetrics;
+
 /// The `slicecache_slices_total` series, one per result.
 #[derive(Debug)]
 pub struct SliceCounters {
@@ -37,6 +39,9 @@ pub struct Metrics {
     pub queue_wait: Histogram,
     pub lookahead_waits: IntCounter,
     pub subrequests_in_flight: IntGauge,
+    /// The fetch windows' metrics (see [`crate::window`]).
+    pub window: WindowMetrics,
+    pub window_budget: IntGauge,
     pub memory_used: IntGauge,
     pub memory_capacity: IntGauge,
     pub slice_size: IntGauge,
@@ -140,6 +145,35 @@ impl Metrics {
             subrequests_in_flight: gauge(
                 "slicecache_origin_subrequests_in_flight",
                 "Origin subrequests in flight.",
+            )?,
+            window: WindowMetrics {
+                ahead_bytes: gauge(
+                    "slicecache_fetch_ahead_bytes",
+                    "Bytes of slices fetched ahead of the ones being sent, held from the fetch-ahead budget.",
+                )?,
+                budget_waits: counter(
+                    "slicecache_fetch_ahead_budget_waits_total",
+                    "Slices not fetched ahead yet because the agent-wide fetch-ahead budget was spent.",
+                )?,
+                grows: counter(
+                    "slicecache_fetch_window_grows_total",
+                    "Fetch windows grown by one slice because the origin's round trip bounded a slice.",
+                )?,
+                slices: {
+                    let h = Histogram::with_opts(
+                        HistogramOpts::new(
+                            "slicecache_fetch_window_slices",
+                            "The fetch window that responses whose window grew ended with, in slices.",
+                        )
+                        .buckets(exponential_buckets(1.0, 2.0, 8).unwrap_or_default()),
+                    )?;
+                    registry.register(Box::new(h.clone()))?;
+                    h
+                },
+            },
+            window_budget: gauge(
+                "slicecache_fetch_ahead_budget_bytes",
+                "The agent-wide budget for slices fetched ahead (a quarter of the memory tier).",
             )?,
             memory_used: gauge(
                 "slicecache_memory_used_bytes",

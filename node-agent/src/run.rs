@@ -35,6 +35,7 @@ use crate::server::{Agent, Listener, ProxyApp};
 use crate::store::disk::{DiskOptions, DiskStore};
 use crate::store::sharded::ShardedStore;
 use crate::store::ExtentStore;
+use crate::window::WindowBudget;
 
 /// Where the configuration came from, for hot reload.
 #[derive(Debug, Clone)]
@@ -68,6 +69,8 @@ pub fn run(cfg: AgentConfig, source: ConfigSource) -> anyhow::Result<()> {
     let cache = Arc::new(Cache::with_hot_set(memory, hot, tier, metrics.clone()));
     let fleet = start_fleet(&cfg, &metrics)?;
     let fills = Fills::new(origin, cache.clone(), metrics.clone(), max, fleet.clone());
+    let fetch_ahead = Arc::new(WindowBudget::for_memory(memory, metrics.window.clone()));
+    metrics.window_budget.set(fetch_ahead.bytes() as i64);
     let live = Arc::new(LiveTunables::new(tunables));
     let workers = if cfg.threads == 0 {
         std::thread::available_parallelism().map_or(2, |n| n.get())
@@ -89,6 +92,7 @@ pub fn run(cfg: AgentConfig, source: ConfigSource) -> anyhow::Result<()> {
             gate: ConnectionGate::new(limits, metrics.client_connections.clone(), metrics.client_cuts.clone()),
             refusal_log: LogThrottle::default(),
             fleet: fleet.clone(),
+            fetch_ahead: fetch_ahead.clone(),
             listener,
         })
     };

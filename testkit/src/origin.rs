@@ -63,6 +63,8 @@ pub struct OriginState {
     pub max_in_flight: AtomicU32,
     /// Requests in flight right now (for `max_in_flight`).
     in_flight: AtomicU32,
+    /// The most requests that were in flight at once.
+    pub peak_in_flight: AtomicU32,
     pub body_bytes: AtomicU64,
 }
 
@@ -91,6 +93,7 @@ impl OriginState {
     pub fn clear_seen(&self) {
         lock(&self.seen).clear();
         self.body_bytes.store(0, Ordering::Relaxed);
+        self.peak_in_flight.store(0, Ordering::Relaxed);
     }
 }
 
@@ -201,6 +204,7 @@ async fn serve_connection(stream: TcpStream, state: Arc<OriginState>) -> std::io
         let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
         let already = state.in_flight.fetch_add(1, Ordering::Relaxed);
         let _in_flight = InFlight(&state.in_flight);
+        state.peak_in_flight.fetch_max(already + 1, Ordering::Relaxed);
         let limit = state.max_in_flight.load(Ordering::Relaxed);
         let over_limit = limit > 0 && already >= limit;
         let latency = state.latency_ms.load(Ordering::Relaxed);

@@ -4,8 +4,9 @@
 //! A request first settles which version of the object it serves (cached
 //! fresh metadata, a revalidation, or the first slice's response header), then
 //! answers 200/206/304/416 or `multipart/byteranges` for that version only.
-//! Body bytes stream slice by slice while up to `concurrency` later slices are
-//! fetched ahead. If the object changes mid-response the connection is closed:
+//! Body bytes stream slice by slice while later slices are fetched ahead:
+//! `concurrency` of them at first, more when the origin is far (see
+//! [`crate::window`]). If the object changes mid-response the connection is closed:
 //! a truncated body is detectable, mixed bytes would not be.
 
 use std::collections::VecDeque;
@@ -23,7 +24,7 @@ use tracing::{debug, info, warn};
 use crate::cache::Cache;
 use crate::client_limits::{ConnectionGate, ConnectionPermit, Cut};
 use crate::config::{LiveTunables, RuntimeTunables};
-use crate::fill::{FillError, FillHead, FillKey, FillReader, FillSpec, Fills};
+use crate::fill::{Answered, FillError, FillHead, FillKey, FillReader, FillSpec, Fills};
 use crate::fleet::{Fleet, Hop};
 use crate::log_throttle::LogThrottle;
 use crate::metrics::Metrics;
@@ -33,6 +34,7 @@ use crate::request_check::{self, Rejection};
 use crate::sendfile::SocketWriter;
 use crate::slicer::{Slice, SlicePlan};
 use crate::store::ObjectId;
+use crate::window::{Share, WindowBudget};
 
 mod headers;
 mod lookup;
@@ -58,6 +60,8 @@ pub struct Agent {
     pub refusal_log: LogThrottle,
     /// The fleet this agent is a member of, if any.
     pub fleet: Option<Arc<Fleet>>,
+    /// What the responses' fetch windows share.
+    pub fetch_ahead: Arc<WindowBudget>,
     /// Which listener this instance serves.
     pub listener: Listener,
 }
@@ -186,6 +190,13 @@ fn reusable(
 /// A slice source prepared before the response header, keyed by the slice's
 /// offset and size.
 type Prepared = Option<((u64, u64), SliceSource)>;
+
+/// A slice of a response's fetch window, with its hold on the budget.
+struct Ahead {
+    slice: Slice,
+    source: SliceSource,
+    _share: Option<Share>,
+}
 
 /// What every step of one response needs to know about the object it
 /// serves: which one, under which path, at which version, and with the
@@ -486,7 +497,8 @@ impl Agent {
         unreachable!("the last look joins a fill unconditionally")
     }
 
-    /// Streams `range` of the object, slice by slice, fetching ahead.
+    /// Streams `range` of the object, slice by slice, fetching ahead as far
+    /// as the response's fetch window (see [`crate::window`]) reaches.
     async fn stream_range(
         &self,
         session: &mut ServerSession,
@@ -498,23 +510,44 @@ impl Agent {
         let slice_size = slice_size_for(meta, tunables);
         // An origin that ignores ranges sends the whole object for any slice;
         // fetch one at a time so the first fill caches the rest.
-        let lookahead = if meta.accepts_ranges { tunables.concurrency } else { 1 };
+        let cap = if meta.accepts_ranges {
+            self.fills.max_subrequests()
+        } else {
+            1
+        };
+        let mut window = self.fetch_ahead.window(tunables.concurrency, cap, slice_size);
         let mut plan = SlicePlan::new(range, meta.size, slice_size);
-        let mut pending: VecDeque<(Slice, SliceSource)> = VecDeque::new();
+        let mut pending: VecDeque<Ahead> = VecDeque::new();
         // Slices looked up after the first window waited for a slot; the
         // tuner grows concurrency when many that were not in memory did.
         let mut first_window = true;
         loop {
-            while pending.len() < lookahead {
+            while pending.len() < window.size() {
+                // The slice to send next needs no share of the budget, so
+                // every response makes progress; the ones ahead of it do.
+                let share = match pending.is_empty() {
+                    true => None,
+                    false => match self.fetch_ahead.take(slice_size) {
+                        Some(share) => Some(share),
+                        None => break,
+                    },
+                };
                 let Some(slice) = plan.next() else { break };
                 let source = self.source_for(request, slice, slice_size, learned).await;
-                if !first_window && !matches!(source, SliceSource::Cached(_)) {
+                let cached = matches!(source, SliceSource::Cached(_));
+                if !first_window && !cached {
                     self.metrics.lookahead_waits.inc();
                 }
-                pending.push_back((slice, source));
+                // A slice already in memory costs nothing more ahead.
+                let share = if cached { None } else { share };
+                pending.push_back(Ahead {
+                    slice,
+                    source,
+                    _share: share,
+                });
             }
             first_window = false;
-            let Some((slice, source)) = pending.pop_front() else {
+            let Some(Ahead { slice, source, _share }) = pending.pop_front() else {
                 return Ok(());
             };
             match source.ready().await? {
@@ -523,7 +556,12 @@ impl Agent {
                         self.write_body(session, piece).await?;
                     }
                 }
-                SliceSource::Filling(reader) => self.stream_fill(session, meta, slice, reader).await?,
+                SliceSource::Filling(reader) => {
+                    let answered = self.stream_fill(session, meta, slice, reader).await?;
+                    if let Some(answer) = answered {
+                        window.slice_sent(&answer, Instant::now());
+                    }
+                }
                 SliceSource::Pending(_) => {
                     return Err(FillError::Origin("a slice lookup did not resolve".into()).into());
                 }
@@ -728,17 +766,20 @@ impl Agent {
         Ok(())
     }
 
+    /// Sends the wanted part of a slice as its fill receives it; returns
+    /// when the fill asked and was answered, for the fetch window.
     async fn stream_fill(
         &self,
         session: &mut ServerSession,
         meta: &ObjectMeta,
         slice: Slice,
         mut reader: FillReader,
-    ) -> Result<(), ServeError> {
+    ) -> Result<Option<Answered>, ServeError> {
         match reader.head().await? {
             FillHead::Body(got) if got.same_version(meta) => {}
             _ => return Err(FillError::Changed.into()),
         }
+        let answered = reader.answered();
         let (want_from, want_to) = slice.want;
         let mut pos = 0u64;
         while let Some(chunk) = reader.chunk().await? {
@@ -755,7 +796,7 @@ impl Agent {
                 // cache. (An aborted client never gets here, so its fill is
                 // cancelled when nobody else reads it.)
                 tokio::spawn(async move { while let Ok(Some(_)) = reader.chunk().await {} });
-                return Ok(());
+                return Ok(answered);
             }
         }
         if pos < want_to {
@@ -765,7 +806,7 @@ impl Agent {
                 want: want_to,
             });
         }
-        Ok(())
+        Ok(answered)
     }
 
     async fn write_header(
