@@ -14,6 +14,9 @@
 //! - [`metrics`]: reading samples out of Prometheus text.
 //! - [`mock_apiserver`] (feature `mock-apiserver`): decoding the calls a
 //!   `kube::Client` makes to a `tower-test` mock.
+//! - the `delay-proxy` binary (`src/bin/delay-proxy.rs`): a TCP proxy that
+//!   delays each direction, for an origin a round trip away in
+//!   `bench/run.sh` on a kernel without netem.
 //!
 //! Nothing here is a mock of slicecache's own parts: tests run the real
 //! binaries against these real servers.
