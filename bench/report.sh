@@ -2,9 +2,11 @@
 # bench/report.sh - the markdown report of bench/run.sh (docs/benchmarks.md):
 # the tables of the hit cells, the cold misses, the disk tier and, with a
 # baseline agent, the before-and-after section, and the fixed preamble and
-# reading notes. Sourced by run.sh, not run: its functions read what run.sh
-# measured (ROWS, DISK_ROWS, DISK_SRC, COLD_*, WARM_*, CHECKS, the DISK_*
-# and BASELINE_* numbers) and its helpers (field, ratio, agent_metric), and
+# reading notes (the far-origin and many-cold-clients sections are
+# bench/cold-cases.sh's). Sourced by run.sh, not run: its functions read
+# what run.sh measured (ROWS, DISK_ROWS, DISK_SRC, COLD_*, WARM_*, CHECKS,
+# the DISK_* and BASELINE_* numbers) and its helpers (field, ratio,
+# agent_metric); save_pass renders each shmem policy's pass as it ends, and
 # write_report writes BENCH_OUT.
 
 report_facts() { # the machine, the software and the command, for "This run"
@@ -22,7 +24,7 @@ report_facts() { # the machine, the software and the command, for "This run"
     [ -n "$DIRTY" ] && COMMIT="$COMMIT (node-agent had uncommitted changes)"
   fi
   LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
-  RUN_ENV="DURATION=$DURATION ROUNDS=$ROUNDS OBJECTS=$OBJECTS OBJECT_MIB=$OBJECT_MIB COLD_OBJECTS=$COLD_OBJECTS FULL_CONNS=\"$FULL_CONNS\" RANGE_CONNS=\"$RANGE_CONNS\" SEED=$SEED MEMORY_CACHE=$MEMORY_CACHE SLICE=$SLICE CONCURRENCY=$CONCURRENCY DISK_TIER=$DISK_TIER DISK_OBJECTS=$DISK_OBJECTS DISK_MEMORY_CACHE=$DISK_MEMORY_CACHE DISK_DEVICE_SIZE=$DISK_DEVICE_SIZE DISK_FULL_CONNS=\"$DISK_FULL_CONNS\" DISK_RANGE_CONNS=\"$DISK_RANGE_CONNS\" DROP_CACHES=$DROP_CACHES SHMEM_THP=$SHMEM_THP"
+  RUN_ENV="DURATION=$DURATION ROUNDS=$ROUNDS OBJECTS=$OBJECTS OBJECT_MIB=$OBJECT_MIB COLD_OBJECTS=$COLD_OBJECTS FULL_CONNS=\"$FULL_CONNS\" RANGE_CONNS=\"$RANGE_CONNS\" SEED=$SEED MEMORY_CACHE=$MEMORY_CACHE SLICE=$SLICE CONCURRENCY=$CONCURRENCY DISK_TIER=$DISK_TIER DISK_OBJECTS=$DISK_OBJECTS DISK_MEMORY_CACHE=$DISK_MEMORY_CACHE DISK_DEVICE_SIZE=$DISK_DEVICE_SIZE DISK_FULL_CONNS=\"$DISK_FULL_CONNS\" DISK_RANGE_CONNS=\"$DISK_RANGE_CONNS\" DROP_CACHES=$DROP_CACHES SHMEM_THP=\"$SHMEM_THP\" FAR_ORIGIN=$FAR_ORIGIN FAR_RTT_MS=$FAR_RTT_MS COLD_CLIENTS=$COLD_CLIENTS COLD_CLIENT_MIB=$COLD_CLIENT_MIB"
   NCACHES_WORD=two
   if [ -n "$BASELINE_BIN" ]; then
     NCACHES_WORD=three
@@ -133,11 +135,11 @@ goal_summary() { # array of rows (agent | nginx [| baseline]) [baseline]: "met i
   done
   printf 'met in %d of %d cells%s' "$met" "$total" "${missed:+ (not met: ${missed#, } connections)}"
 }
-cold_row() { # name
+cold_row() { # name policy-label
   local n=${COLD_N[$1]}
-  awk -v t="${COLD_T[$1]}" -v f="${COLD_TTFB[$1]}" -v n="$n" -v o="${COLD_O[$1]}" -v size="$OBJECT_BYTES" -v name="$1" 'BEGIN {
-    printf "| %s | %d | %.0f ms | %.0f MiB/s | %.1f ms | %.0f MiB | %.3f |\n",
-      name, n, t / n * 1000, size * n / 1048576 / t, f / n * 1000, o / 1048576, o / (size * n) }'
+  awk -v t="${COLD_T[$1]}" -v f="${COLD_TTFB[$1]}" -v n="$n" -v o="${COLD_O[$1]}" -v size="$OBJECT_BYTES" -v name="$1" -v p="$2" 'BEGIN {
+    printf "| %s | %s | %d | %.0f ms | %.0f MiB/s | %.1f ms | %.0f MiB | %.3f |\n",
+      p, name, n, t / n * 1000, size * n / 1048576 / t, f / n * 1000, o / 1048576, o / (size * n) }'
 }
 
 disk_section() {
@@ -165,7 +167,8 @@ port. Working set: $DISK_OBJECTS objects of $OBJECT_MIB MiB
 one pass over the set; the script then waited until the agent had put
 $(mib "$DISK_PUT") MiB on its device, and a second pass took origin bytes agent
 $DWARM2_AGENT, nginx $DWARM2_NGINX (0: all hits), with $DWARM2_DISKHITS of the
-agent's slices served from the disk tier. $drop_text
+agent's slices served from the disk tier. $drop_text This pair ran once,
+under shmem huge pages $FIRST_THP.
 
 What each side's "disk" is: the agent reads its device with O_DIRECT, so
 every disk-tier hit is a real read of the device file (no page cache), while
@@ -276,19 +279,19 @@ ba_tables() { # array of rows (agent | nginx | baseline) [ceiling]: three
   printf '| workload | clients | MiB/s ceiling | before / ceiling | after / ceiling | goal before | goal after |\n'
   printf '|---|---|---|---|---|---|---|\n%s' "$t4"
 }
-cold_ba() { # the cold-miss pass, before / after / nginx
+cold_ba() { # policy-label: the cold-miss pass, before / after / nginx
   local what
   for what in time ttfb; do
-    awk -v what="$what" -v bt="${COLD_T[baseline]}" -v at="${COLD_T[agent]}" -v nt="${COLD_T[nginx]}" \
+    awk -v p="$1" -v what="$what" -v bt="${COLD_T[baseline]}" -v at="${COLD_T[agent]}" -v nt="${COLD_T[nginx]}" \
       -v bf="${COLD_TTFB[baseline]}" -v af="${COLD_TTFB[agent]}" -v nf="${COLD_TTFB[nginx]}" \
       -v bn="${COLD_N[baseline]}" -v an="${COLD_N[agent]}" -v nn="${COLD_N[nginx]}" 'BEGIN {
         if (what == "time") { b = bt / bn * 1000; a = at / an * 1000; n = nt / nn * 1000; label = "time per object, ms" }
         else { b = bf / bn * 1000; a = af / an * 1000; n = nf / nn * 1000; label = "time to first byte, ms" }
-        printf "| %s | %.1f | %.1f | %.1f | **%.2f** | %.2f | %.2f |\n", label, b, a, n, a / b, a / n, b / n
+        printf "| %s | %s | %.1f | %.1f | %.1f | **%.2f** | %.2f | %.2f |\n", p, label, b, a, n, a / b, a / n, b / n
       }'
   done
-  awk -v b="${COLD_O[baseline]}" -v a="${COLD_O[agent]}" -v n="${COLD_O[nginx]}" -v size="$OBJECT_BYTES" -v k="$COLD_OBJECTS" \
-    'BEGIN { printf "| origin bytes / object bytes | %.3f | %.3f | %.3f | | | |\n", b / (size * k), a / (size * k), n / (size * k) }'
+  awk -v p="$1" -v b="${COLD_O[baseline]}" -v a="${COLD_O[agent]}" -v n="${COLD_O[nginx]}" -v size="$OBJECT_BYTES" -v k="$COLD_OBJECTS" \
+    'BEGIN { printf "| %s | origin bytes / object bytes | %.3f | %.3f | %.3f | | | |\n", p, b / (size * k), a / (size * k), n / (size * k) }'
 }
 disk_src_ba() { # where the two agents' disk-tier hits came from
   local mode conns dh mh res size bdh bmh
@@ -328,16 +331,20 @@ $REPRO_CMD
 
 ### Memory-tier hits
 
-$(ba_tables ROWS ceiling)
+$(passes ba-hits)
 
 ### Cold misses
 
 $COLD_OBJECTS fresh $OBJECT_MIB MiB objects, one client, each object through
-each cache once (see "Cold misses" below for the setup).
+each cache once (see "Cold misses" below for the setup), once per shmem
+huge page policy.
 
-| | before | after | nginx | after / before | after / nginx | before / nginx |
-|---|---|---|---|---|---|---|
-$(cold_ba)
+| shmem huge pages | | before | after | nginx | after / before | after / nginx | before / nginx |
+|---|---|---|---|---|---|---|---|
+$(passes ba-cold)
+
+The far origin and the many cold clients, with the baseline beside the
+agent and nginx, are in their own sections below.
 SECTION
   if [ "$DISK_TIER" = 1 ]; then
     cat <<SECTION
@@ -370,12 +377,66 @@ SECTION
   fi
   echo
 }
-baseline_other() { # a bullet for "Other numbers", only with a baseline
+# ---------------------------------------------------------------- one part per shmem policy
+# run.sh measures the memory-tier hit cells and the cold misses once per
+# policy in SHMEM_THP and reuses ROWS, CEILING and COLD_* for each, so
+# save_pass renders each pass's tables as soon as it ends (into
+# WORK/report), and write_report puts them together with passes.
+save_pass() { # k: the pass under the k-th policy (THP_RUN)
+  local k=$1 d=$WORK/report label name
+  mkdir -p "$d"
+  label=$THP_RUN
+  [ "$THP_RUN" != "$THP_BEFORE" ] || label+=" (the host's setting)"
+  if [ ${#ROWS[@]} -eq 0 ]; then
+    # shellcheck disable=SC2016 # markdown backticks
+    printf 'No hit cells in this run (`FULL_CONNS` and `RANGE_CONNS` empty).\n\n' > "$d/none.md"
+    { printf '### Shmem huge pages: %s\n\n' "$label"; cat "$d/none.md"; } > "$d/hits-$k.md"
+    { printf '#### Shmem huge pages: %s\n\n' "$label"; cat "$d/none.md"; } > "$d/ba-hits-$k.md"
+  else
+    {
+      printf '### Shmem huge pages: %s\n\n' "$label"
+      printf '| workload | clients | MiB/s | MiB/s ratio | ceiling MiB/s | agent / ceiling | req/s | p50 ms | p99 ms | p99 ratio | peak RSS MiB | CPU s per GiB | origin MiB | errors | goal |\n'
+      printf '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n'
+      table_rows ROWS ceiling
+      printf '\nGoal with shmem huge pages %s: %s.\n\n' "$THP_RUN" "$(goal_summary ROWS)"
+    } > "$d/hits-$k.md"
+    [ -z "$BASELINE_BIN" ] || { printf '#### Shmem huge pages: %s\n\n' "$label"; ba_tables ROWS ceiling; printf '\n'; } > "$d/ba-hits-$k.md"
+  fi
+  for name in $CACHES; do cold_row "$name" "$label"; done > "$d/cold-$k.md"
+  [ -z "$BASELINE_BIN" ] || cold_ba "$label" > "$d/ba-cold-$k.md"
+  pass_other "$k" "$label" > "$d/other-$k.md"
+}
+passes() { # part: that part of every pass, in order
+  local k
+  for k in $(seq "${#THP_LIST[@]}"); do cat "$WORK/report/$1-$k.md"; done
+}
+# shellcheck disable=SC2016 # markdown backticks
+pass_other() { # k label: the pass's bullets for "Other numbers"
+  if [ "$1" = 1 ]; then
+    printf -- '- Warm-up (first fetch of all %s objects, one client): agent %s s, nginx %s s%s. Second sequential pass over the hit set: origin bytes agent %s, nginx %s%s (0 means every slice was a hit).\n' \
+      "$OBJECTS" "${WARM_S[agent]}" "${WARM_S[nginx]}" "${BASELINE_BIN:+, baseline ${WARM_S[baseline]:-} s}" \
+      "${WARM2[agent]}" "${WARM2[nginx]}" "${BASELINE_BIN:+, baseline ${WARM2[baseline]:-}}"
+  else
+    printf -- '- Agent%s restarted under shmem huge pages %s: warm-up %s s%s, second pass origin bytes %s%s.\n' \
+      "${BASELINE_BIN:+ and baseline}" "$THP_RUN" "${WARM_S[agent]}" "${BASELINE_BIN:+ (baseline ${WARM_S[baseline]:-} s)}" \
+      "${WARM2[agent]}" "${BASELINE_BIN:+ (baseline ${WARM2[baseline]:-})}"
+  fi
+  printf -- '- Agent, shmem huge pages %s: `slicecache_origin_bytes_total` = %s at the end of the pass, origin log for its port = %s; `slicecache_memory_used_bytes` = %s; VmHWM since it started %s MiB; memory tier arena %s (agent log), `ShmemHugePages` in /proc/meminfo after the hit runs %s MiB; %s WARN/ERROR log lines%s.\n' \
+    "$2" "$AGENT_ORIGIN_METRIC" "$AGENT_ORIGIN_LOG" "$AGENT_MEM_USED" "$((AGENT_HWM / 1024))" "${AGENT_ARENA:-not reported}" \
+    "$SHMEM_HUGE_MIB" "$AGENT_WARN" "${AGENT_WARN_TEXT:+: $AGENT_WARN_TEXT}"
   [ -n "$BASELINE_BIN" ] || return 0
-  # shellcheck disable=SC2016 # markdown backticks
-  printf '\n- Baseline agent (%s): warm-up %s s; second pass origin bytes %s; `slicecache_origin_bytes_total` = %s, origin log for its port = %s; `slicecache_memory_used_bytes` = %s; VmHWM over the whole run %s MiB; memory tier arena %s; %s WARN/ERROR log lines%s.' \
-    "$BASELINE_COMMIT_TEXT" "${WARM_S[baseline]}" "$WARM2_BASELINE" "$BASELINE_ORIGIN_METRIC" "$BASELINE_ORIGIN_LOG" \
+  printf -- '- Baseline agent at commit %s, shmem huge pages %s: `slicecache_origin_bytes_total` = %s, origin log for its port = %s; `slicecache_memory_used_bytes` = %s; VmHWM since it started %s MiB; memory tier arena %s; %s WARN/ERROR log lines%s.\n' \
+    "${BASELINE_COMMIT:-unknown}" "$2" "$BASELINE_ORIGIN_METRIC" "$BASELINE_ORIGIN_LOG" \
     "$BASELINE_MEM_USED" "$((BASELINE_HWM / 1024))" "${BASELINE_ARENA:-not reported}" "$BASELINE_WARN" "${BASELINE_WARN_TEXT:+: $BASELINE_WARN_TEXT}"
+}
+thp_text() { # the policies for "This run"
+  local p list=""
+  for p in "${THP_LIST[@]}"; do
+    [ "$p" != keep ] || p="$THP_BEFORE"
+    list+=", $p"
+  done
+  printf 'shmem huge page policies %s (one pass of the memory-tier hit cells and the cold misses each; the other cases under the first), host setting %s, restored on exit' "${list#, }" "$THP_BEFORE"
+  [ -z "$THP_NOTE" ] || printf ' (%s)' "$THP_NOTE"
 }
 
 write_report() { # BENCH_OUT, keeping bench/operator-scale.sh's section
@@ -393,7 +454,9 @@ range support), nginx's slice module as a caching proxy in front of it
 (`slice 1m`, `proxy_cache_key $uri$is_args$args$slice_range`,
 `proxy_cache_valid 200 206 1h`, two workers), and the agent (memory tier
 only, 1 MiB slices, 4 slices in flight); a second pair, started the same
-way, measures the agent's disk tier (see "Disk tier" below). Both caches
+way, measures the agent's disk tier (see "Disk tier" below), and two more
+cases start caches of their own: an origin a round trip away ("Far
+origin") and many cold clients at once ("Many cold clients"). Both caches
 are warmed with the same objects, then each workload runs in rounds that
 rotate the caches and, for memory hits, the cell's ceiling (the same load
 against the origin's files served by a plain `sendfile` file server: see
@@ -411,7 +474,7 @@ cat <<EOF
 
 - Command: \`bash bench/run.sh\` (environment: \`$RUN_ENV\`)
 - Date: $(date -u '+%Y-%m-%d %H:%M UTC')
-- Machine: $(nproc) CPUs ($CPU_MODEL), $MEM_TOTAL memory, Linux $(uname -r); shmem huge page policy $THP_RUN during the run (host setting $THP_BEFORE); load average at the start $LOAD_START, before the report $LOAD (other engineers' builds share the machine; read the side-by-side ratios, since both caches run under the same load)
+- Machine: $(nproc) CPUs ($CPU_MODEL), $MEM_TOTAL memory, Linux $(uname -r); $(thp_text); load average at the start $LOAD_START, before the report $LOAD (other engineers' builds share the machine; read the side-by-side ratios, since both caches run under the same load)
 - Software: agent at commit $COMMIT (release profile)${BASELINE_BIN:+, baseline agent at commit $BASELINE_COMMIT_TEXT (release profile)}, $NGINX_VERSION (Debian nginx-light), $WRK_VERSION
 - Hit set: $OBJECTS objects of $OBJECT_MIB MiB ($((OBJECTS * OBJECT_MIB)) MiB); agent memory tier $MEMORY_CACHE, so every slice fits; nginx's cache is files on the local ext4 disk (in the page cache after warm-up)
 
@@ -446,14 +509,15 @@ server without any cache logic do with that load. Ceiling MiB/s is its
 throughput (with its errors, if any), agent / ceiling the agent's share of
 it. $GOAL_RULES
 
-| workload | clients | MiB/s | MiB/s ratio | ceiling MiB/s | agent / ceiling | req/s | p50 ms | p99 ms | p99 ratio | peak RSS MiB | CPU s per GiB | origin MiB | errors | goal |
-|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
+The hit cells run once per shmem huge page policy (\`SHMEM_THP\`, one table
+each): the agent, and the baseline when there is one, is restarted and
+warmed again under each policy, so that its memory tier's arena is made
+under it; nginx, whose cache is on ext4 and not in shmem, and the ceiling
+go on as they were, and run every cell again beside it.
+
 EOF
-table_rows ROWS ceiling
+passes hits
 cat <<EOF
-
-Goal: $(goal_summary ROWS).
-
 ## Cold misses
 
 $COLD_OBJECTS fresh $OBJECT_MIB MiB objects, each requested once through each
@@ -461,21 +525,23 @@ cache with curl (one client, sequential, the $NCACHES_WORD caches interleaved ob
 object). Origin bytes come from the origin's access log (\`\$body_bytes_sent\`
 per listening port). The origin is on loopback with no added latency, so the
 agent's parallel slice fetches (${CONCURRENCY} at a time against nginx's one
-after another) have no round trips to hide here; nginx cannot inject origin
-latency, so that case is not measured by this script.
+after another) have no round trips to hide here; "Far origin" below puts
+the origin a round trip away. These objects are new for each shmem huge
+page policy's pass.
 
-| cache | objects | time per object | MiB/s | time to first byte | origin MiB | origin bytes / object bytes |
-|---|---|---|---|---|---|---|
-$(cold_row agent)
-$(cold_row nginx; [ -z "$BASELINE_BIN" ] || cold_row baseline)
+| shmem huge pages | cache | objects | time per object | MiB/s | time to first byte | origin MiB | origin bytes / object bytes |
+|---|---|---|---|---|---|---|---|
+$(passes cold)
+
+$(far_section)
+
+$(cold_clients_section)
 
 ## Other numbers from this run
 
-- Warm-up (first fetch of all $OBJECTS objects, one client): agent ${WARM_S[agent]} s, nginx ${WARM_S[nginx]} s.
-- Second sequential pass over the hit set: origin bytes agent $WARM2_AGENT, nginx $WARM2_NGINX (0 means every slice was a hit).
-- Agent: \`slicecache_origin_bytes_total\` = $AGENT_ORIGIN_METRIC at the end, origin log for its port = $AGENT_ORIGIN_LOG; \`slicecache_memory_used_bytes\` = $AGENT_MEM_USED; VmHWM over the whole run $((AGENT_HWM / 1024)) MiB; memory tier arena ${AGENT_ARENA:-not reported} (agent log), \`ShmemHugePages\` in /proc/meminfo after the hit runs $SHMEM_HUGE_MIB MiB.
-- nginx: cache directory $((PEER_CACHE_KIB / 1024)) MiB on disk (served from the page cache, which its RSS does not count); $ERRLINES error-level lines in its error log. Agent log: $AGENT_WARN WARN/ERROR lines${AGENT_WARN_TEXT:+: $AGENT_WARN_TEXT}.
-- Peak-RSS reset supported: $PEAK_RESET.$(baseline_other)
+$(passes other)
+- nginx: cache directory $((PEER_CACHE_KIB / 1024)) MiB on disk (served from the page cache, which its RSS does not count); $ERRLINES error-level lines in its error log.
+- Peak-RSS reset supported: $PEAK_RESET.
 
 ## Correctness (once per run)
 
@@ -505,10 +571,12 @@ cat <<'EOF'
   of its CPU on hits is `filemap_get_entry`), while nginx's ext4 page
   cache uses large folios. The agent's memory tier now frees memory only in
   whole 2 MiB blocks, which makes shmem huge pages safe (docs/agent.md);
-  this script sets the host's shmem policy to `advise` for the run
-  (`SHMEM_THP`, restored on exit), so the agent's arena is made of huge
-  pages (see `ShmemHugePages` under "Other numbers"). nginx is not
-  affected by that setting: its cache files are on ext4, not shmem.
+  this script runs the memory-tier hit cells and the cold misses once per
+  shmem policy in `SHMEM_THP` (by default `never`, most hosts' setting,
+  and `advise`, with which the agent's arena is made of huge pages: see
+  `ShmemHugePages` under "Other numbers"), and restores the host's setting
+  on exit. nginx is not affected by that setting: its cache files are on
+  ext4, not shmem.
   With huge pages the agent leads at 64 and 512 connections in every run
   so far (1.06-1.23x throughput, p99 0.59-0.98x); with one connection the
   two are close to parity and the sign moves with run-to-run noise: the
@@ -549,8 +617,9 @@ cat <<'EOF'
   agent's cached bytes.
 - Range hits of 64 KiB-4 MiB touch 1-5 slices each.
 - Cold misses over loopback measure per-slice overhead, not the round-trip
-  hiding that slicing with concurrency is for; single-object times of
-  ~100-200 ms are sensitive to other load on the machine.
+  hiding that slicing with concurrency is for ("Far origin" measures
+  that); single-object times of ~100-200 ms are sensitive to other load on
+  the machine.
 - Other work on the machine during the run (see the load average above) adds
   noise to both columns; the two caches alternate within each workload so the
   noise is shared, but single runs can still differ by 10-30%.

@@ -13,8 +13,9 @@
 #   BASELINE_BIN     a second, older agent binary (the "before"): run as a
 #                    third cache with the agent's flags, in the same rotation
 #                    as the agent and nginx, for every hit cell (memory and
-#                    disk tier) and the cold misses; the report gains a
-#                    "Before and after" section. Unset: agent and nginx only.
+#                    disk tier), the cold misses, the far origin and the many
+#                    cold clients; the report gains a "Before and after"
+#                    section. Unset: agent and nginx only.
 #   BASELINE_COMMIT  commit BASELINE_BIN was built from, for the report
 #   (Every memory-tier hit cell also runs its load against the origin's own
 #   files through a plain sendfile file server, in the same rotation: the
@@ -38,13 +39,34 @@
 #   DROP_CACHES      1: `sync; echo 3 > /proc/sys/vm/drop_caches` before each
 #                    disk-tier measurement of either cache (needs root);
 #                    0: never; default: 1 when writable
-#   SHMEM_THP        shmem huge page policy for the run, written to
+#   SHMEM_THP        shmem huge page policies, a list ("never advise"): the
+#                    memory-tier hit cells and the cold misses run once per
+#                    policy, the agent (and baseline) restarted under each
+#                    (nginx is not affected: its cache is on ext4); the other
+#                    cases run once, under the first. Each is written to
 #                    /sys/kernel/mm/transparent_hugepage/shmem_enabled and
-#                    restored on exit (needs root): default `advise`, with
-#                    which the agent's memory tier asks for huge pages;
-#                    `keep`: leave the host's setting alone
+#                    the host's setting is restored on exit (needs root: when
+#                    the file is not writable the run keeps the host's
+#                    setting, and the report says so). With `advise` the
+#                    agent's memory tier asks for huge pages; `keep` is the
+#                    host's setting
+#   FAR_ORIGIN       1: the far-origin case (default), 0: skip it. A fresh
+#                    agent and nginx (and baseline), each reaching the origin
+#                    through its own delay-proxy (testkit/src/bin), fetch
+#                    COLD_OBJECTS new OBJECT_MIB MiB objects once each
+#   FAR_RTT_MS       that origin's round trip in ms (20; half each way)
+#   DELAY_PROXY_BIN  existing delay-proxy binary; skips its cargo build
+#   COLD_CLIENTS     clients at once in the many-cold-clients case (256; 0:
+#                    skip it): each fetches a different new object once
+#                    from a fresh agent (and baseline), then a fresh nginx
+#   COLD_CLIENT_MIB  size of each of those objects in MiB (4)
 #   BENCH_OUT        output file (docs/benchmarks.md in the repository)
 #   KEEP_WORK=1      keep the temporary directory (configs, logs, raw output)
+#
+# The default run takes about 36 minutes on 2 cores: each shmem policy's
+# memory-tier hit cells and cold misses about 12 (two policies by default),
+# the disk tier about 9, the far origin and the many cold clients under a
+# minute together, warm-ups and the rest about 2.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -75,7 +97,11 @@ if [ -z "${DROP_CACHES:-}" ]; then
   DROP_CACHES=0
   [ -w /proc/sys/vm/drop_caches ] && DROP_CACHES=1
 fi
-SHMEM_THP=${SHMEM_THP:-advise}
+SHMEM_THP=${SHMEM_THP:-never advise}
+FAR_ORIGIN=${FAR_ORIGIN:-1}
+FAR_RTT_MS=${FAR_RTT_MS:-20}
+COLD_CLIENTS=${COLD_CLIENTS:-256}
+COLD_CLIENT_MIB=${COLD_CLIENT_MIB:-4}
 THP_FILE=/sys/kernel/mm/transparent_hugepage/shmem_enabled
 thp_policy() { sed -n 's/.*\[\(.*\)\].*/\1/p' "$THP_FILE" 2>/dev/null || echo "n/a"; }
 THP_BEFORE=$(thp_policy)
@@ -87,6 +113,8 @@ BENCH_TAG=bench
 . "$ROOT/bench/lib.sh"
 # shellcheck source=bench/report.sh
 . "$ROOT/bench/report.sh"
+# shellcheck source=bench/cold-cases.sh
+. "$ROOT/bench/cold-cases.sh"
 
 # ---------------------------------------------------------------- tools
 sudo_cmd=()
@@ -103,6 +131,7 @@ for t in curl sha256sum awk ss fincore; do
 done
 require_slice_module
 BIN=$(agent_binary)
+[ "$FAR_ORIGIN" != 1 ] || DELAY_PROXY=$(delay_proxy_binary)
 CACHES="agent nginx"            # the memory-tier caches, in rotation order
 DISK_CACHES="agent_disk nginx_disk"
 if [ -n "$BASELINE_BIN" ]; then
@@ -137,14 +166,40 @@ cleanup() {
 }
 set_traps cleanup
 
-if [ "$SHMEM_THP" != keep ] && [ "$THP_BEFORE" != "$SHMEM_THP" ]; then
-  if [ -w "$THP_FILE" ] && echo "$SHMEM_THP" > "$THP_FILE" 2>/dev/null; then
-    log "shmem huge pages: $THP_BEFORE -> $SHMEM_THP for this run"
-  else
-    log "cannot set $THP_FILE to $SHMEM_THP (needs root); keeping $THP_BEFORE"
+stop_pid() { # pid: TERM, KILL after 5 s, and no longer in PIDS
+  local p=$1 q keep=()
+  kill -TERM "$p" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$p" 2>/dev/null || true
+  wait "$p" 2>/dev/null || true
+  for q in "${PIDS[@]}"; do [ "$q" = "$p" ] || keep+=("$q"); done
+  PIDS=("${keep[@]}")
+}
+
+# The shmem huge page policies, one memory-tier pass each (SHMEM_THP).
+read -ra THP_LIST <<< "$SHMEM_THP"
+THP_NOTE=""
+for p in "${THP_LIST[@]}"; do
+  [ "$p" = keep ] || [ "$p" = "$THP_BEFORE" ] || [ -w "$THP_FILE" ] || {
+    THP_NOTE="SHMEM_THP asked for \"$SHMEM_THP\", but $THP_FILE is not writable here (it needs root), so this run kept the host's setting ($THP_BEFORE) and measured it once"
+    log "$THP_NOTE"
+    THP_LIST=(keep)
+    break
+  }
+  [ "$p" = keep ] || tr -d '[]' < "$THP_FILE" | tr ' ' '\n' | grep -qx -- "$p" \
+    || die "SHMEM_THP: $p is not keep or one of: $(tr -d '[]' < "$THP_FILE")"
+done
+set_thp() { # policy (keep: the host's); THP_RUN is then the file's policy
+  local want=$1
+  [ "$want" != keep ] || want=$THP_BEFORE
+  if [ "$(thp_policy)" != "$want" ]; then
+    echo "$want" > "$THP_FILE" 2>/dev/null || die "cannot write $want to $THP_FILE"
+    log "shmem huge pages: $want (host setting $THP_BEFORE, restored on exit)"
   fi
-fi
-THP_RUN=$(thp_policy)
+  THP_RUN=$(thp_policy)
+}
+set_thp "${THP_LIST[0]}"
+FIRST_THP=$THP_RUN   # the far origin, the many cold clients and the disk tier run under it
 
 ORIGIN_PORT_AGENT=$(free_port)   # the origin listens twice so its log tells
 ORIGIN_PORT_NGINX=$(free_port)   # which cache asked for which bytes
@@ -224,20 +279,28 @@ NGINX_PID=$(start_peer "$WORK/peer" "$NGINX_PORT" "$ORIGIN_PORT_NGINX" 8g)
 PIDS+=("$NGINX_PID")
 
 # ---------------------------------------------------------------- the agent
-"$BIN" run --origin "http://127.0.0.1:$ORIGIN_PORT_AGENT" \
-  --listen "127.0.0.1:$AGENT_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
-  --memory-cache "$MEMORY_CACHE" --slice-size "$SLICE" --concurrency "$CONCURRENCY" \
-  > "$WORK/agent.log" 2>&1 &
-PIDS+=($!); AGENT_PID=$!
-if [ -n "$BASELINE_BIN" ]; then   # the "before": the same flags, its own ports
-  "$BASELINE_BIN" run --origin "http://127.0.0.1:$ORIGIN_PORT_BASELINE" \
-    --listen "127.0.0.1:$BASELINE_PORT" --admin-listen "127.0.0.1:$BASELINE_ADMIN_PORT" \
-    --memory-cache "$MEMORY_CACHE" --slice-size "$SLICE" --concurrency "$CONCURRENCY" \
-    > "$WORK/baseline.log" 2>&1 &
-  PIDS+=($!); BASELINE_PID=$!
-  wait_http "http://127.0.0.1:$BASELINE_ADMIN_PORT/healthz"
-fi
-wait_http "http://127.0.0.1:$ADMIN_PORT/healthz"
+launch_agent() { # binary origin-port port admin-port log [flag...]: an agent
+  # with this run's slice size and concurrency (and the given flags); its
+  # pid in LAUNCHED
+  local bin=$1 origin=$2 port=$3 admin=$4 logf=$5
+  shift 5
+  "$bin" run --origin "http://127.0.0.1:$origin" \
+    --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" \
+    --slice-size "$SLICE" --concurrency "$CONCURRENCY" "$@" > "$logf" 2>&1 &
+  LAUNCHED=$!
+  PIDS+=("$LAUNCHED")
+}
+start_agents() { # log-suffix: the memory-tier agent (and baseline), ready
+  launch_agent "$BIN" "$ORIGIN_PORT_AGENT" "$AGENT_PORT" "$ADMIN_PORT" "$WORK/agent$1.log" --memory-cache "$MEMORY_CACHE"
+  AGENT_PID=$LAUNCHED AGENT_LOG=$WORK/agent$1.log
+  if [ -n "$BASELINE_BIN" ]; then   # the "before": the same flags, its own ports
+    launch_agent "$BASELINE_BIN" "$ORIGIN_PORT_BASELINE" "$BASELINE_PORT" "$BASELINE_ADMIN_PORT" "$WORK/baseline$1.log" --memory-cache "$MEMORY_CACHE"
+    BASELINE_PID=$LAUNCHED BASELINE_LOG=$WORK/baseline$1.log
+    wait_http "http://127.0.0.1:$BASELINE_ADMIN_PORT/healthz"
+  fi
+  wait_http "http://127.0.0.1:$ADMIN_PORT/healthz"
+}
+start_agents ""
 wait_http "http://127.0.0.1:$NGINX_PORT/__ready"
 AGENT="http://127.0.0.1:$AGENT_PORT"
 PEER="http://127.0.0.1:$NGINX_PORT"
@@ -248,19 +311,13 @@ ORIGIN_LOG=$WORK/origin/access.log
 # nginx whose cache directory is on the same filesystem as that file.
 if [ "$DISK_TIER" = 1 ]; then
   mkdir -p "$WORK/disk"
-  "$BIN" run --origin "http://127.0.0.1:$ORIGIN_PORT_AGENT_DISK" \
-    --listen "127.0.0.1:$AGENT_DISK_PORT" --admin-listen "127.0.0.1:$ADMIN_DISK_PORT" \
-    --memory-cache "$DISK_MEMORY_CACHE" --device "$WORK/disk/agent.dev" --device-size "$DISK_DEVICE_SIZE" \
-    --slice-size "$SLICE" --concurrency "$CONCURRENCY" \
-    > "$WORK/agent-disk.log" 2>&1 &
-  PIDS+=($!); AGENT_DISK_PID=$!
+  launch_agent "$BIN" "$ORIGIN_PORT_AGENT_DISK" "$AGENT_DISK_PORT" "$ADMIN_DISK_PORT" "$WORK/agent-disk.log" \
+    --memory-cache "$DISK_MEMORY_CACHE" --device "$WORK/disk/agent.dev" --device-size "$DISK_DEVICE_SIZE"
+  AGENT_DISK_PID=$LAUNCHED
   if [ -n "$BASELINE_BIN" ]; then
-    "$BASELINE_BIN" run --origin "http://127.0.0.1:$ORIGIN_PORT_BASELINE_DISK" \
-      --listen "127.0.0.1:$BASELINE_DISK_PORT" --admin-listen "127.0.0.1:$BASELINE_DISK_ADMIN_PORT" \
-      --memory-cache "$DISK_MEMORY_CACHE" --device "$WORK/disk/baseline.dev" --device-size "$DISK_DEVICE_SIZE" \
-      --slice-size "$SLICE" --concurrency "$CONCURRENCY" \
-      > "$WORK/baseline-disk.log" 2>&1 &
-    PIDS+=($!); BASELINE_DISK_PID=$!
+    launch_agent "$BASELINE_BIN" "$ORIGIN_PORT_BASELINE_DISK" "$BASELINE_DISK_PORT" "$BASELINE_DISK_ADMIN_PORT" "$WORK/baseline-disk.log" \
+      --memory-cache "$DISK_MEMORY_CACHE" --device "$WORK/disk/baseline.dev" --device-size "$DISK_DEVICE_SIZE"
+    BASELINE_DISK_PID=$LAUNCHED
     wait_http "http://127.0.0.1:$BASELINE_DISK_ADMIN_PORT/healthz"
   fi
   NGINX_DISK_PID=$(start_peer "$WORK/disk/peer" "$NGINX_DISK_PORT" "$ORIGIN_PORT_NGINX_DISK" "$((DISK_OBJECTS * OBJECT_MIB * 2))m")
@@ -283,6 +340,7 @@ url_of() {
     agent_disk) echo "http://127.0.0.1:$AGENT_DISK_PORT" ;; nginx_disk) echo "http://127.0.0.1:$NGINX_DISK_PORT" ;;
     baseline) echo "http://127.0.0.1:$BASELINE_PORT" ;; baseline_disk) echo "http://127.0.0.1:$BASELINE_DISK_PORT" ;;
     ceiling) echo "http://127.0.0.1:$CEILING_PORT" ;;
+    *) echo "${XURL[$1]}" ;;   # a cache a case started for itself (cold-cases.sh)
   esac
 }
 origin_port_of() {
@@ -291,12 +349,14 @@ origin_port_of() {
     agent_disk) echo "$ORIGIN_PORT_AGENT_DISK" ;; nginx_disk) echo "$ORIGIN_PORT_NGINX_DISK" ;;
     baseline) echo "$ORIGIN_PORT_BASELINE" ;; baseline_disk) echo "$ORIGIN_PORT_BASELINE_DISK" ;;
     ceiling) echo "$CEILING_PORT" ;;   # unlogged: always 0 origin bytes
+    *) echo "${XORIGIN[$1]}" ;;
   esac
 }
 admin_port_of() { # an agent's admin port
   case $1 in
     agent) echo "$ADMIN_PORT" ;; agent_disk) echo "$ADMIN_DISK_PORT" ;;
     baseline) echo "$BASELINE_ADMIN_PORT" ;; baseline_disk) echo "$BASELINE_DISK_ADMIN_PORT" ;;
+    *) echo "${XADMIN[$1]:-}" ;;
   esac
 }
 rotate() { # k name...: the names rotated left by k, so rounds vary who goes first
@@ -315,6 +375,8 @@ pids_of() { # an agent, or an nginx master and its workers
     nginx) echo "$NGINX_PID" "$(ps -o pid= --ppid "$NGINX_PID")" ;;
     nginx_disk) echo "$NGINX_DISK_PID" "$(ps -o pid= --ppid "$NGINX_DISK_PID")" ;;
     ceiling) echo "$ORIGIN_PID" "$(ps -o pid= --ppid "$ORIGIN_PID")" ;;
+    nginx_*) echo "${XPID[$1]}" "$(ps -o pid= --ppid "${XPID[$1]}")" ;;
+    *) echo "${XPID[$1]}" ;;
   esac
 }
 reset_peak() { # VmHWM restarts from the current RSS (clear_refs 5)
@@ -351,38 +413,45 @@ SUM1=$(sha256sum < "$WORK/origin/data/obj-1" | cut -d' ' -f1)
 RANGE_FIRST=1000000 RANGE_LAST=3099999
 RSUM=$(set +o pipefail; tail -c +$((RANGE_FIRST + 1)) "$WORK/origin/data/obj-1" | head -c $((RANGE_LAST - RANGE_FIRST + 1)) | sha256sum | cut -d' ' -f1)
 
-log "warm-up: every object once through each cache (misses)"
-declare -A WARM_S
-for name in $CACHES; do
-  url=$(url_of "$name")
-  start=$(date +%s.%N)
-  for i in $(seq "$OBJECTS"); do
-    if [ "$i" = 1 ]; then
-      check "obj-1 through $name on a miss (sha256)" "$SUM1" "$(curl -sf "$url/obj-1" | sha256sum | cut -d' ' -f1)"
-    else
-      curl -sf -o /dev/null "$url/obj-$i"
-    fi
+declare -A WARM_S WARM2
+warm_up() { # [-c] cache...: every hit-set object once through each (misses,
+  # timed), then once more (hits: origin bytes in WARM2), and correctness
+  # checks (-c: the ceiling's file server's too); THP_LABEL names the pass
+  local name url start i line what with_ceiling=""
+  [ "$1" != -c ] || { with_ceiling=ceiling; shift; }
+  log "warm-up: every object once through $* (misses)"
+  for name in "$@"; do
+    url=$(url_of "$name")
+    start=$(date +%s.%N)
+    for i in $(seq "$OBJECTS"); do
+      if [ "$i" = 1 ]; then
+        check "obj-1 through $name on a miss (sha256${THP_LABEL:+, shmem $THP_LABEL})" "$SUM1" "$(curl -sf "$url/obj-1" | sha256sum | cut -d' ' -f1)"
+      else
+        curl -sf -o /dev/null "$url/obj-$i"
+      fi
+    done
+    WARM_S[$name]=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.2f", e - s }')
   done
-  WARM_S[$name]=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.2f", e - s }')
-done
-sleep 1   # let fills that outlived their client land in the cache
-log "second pass: should be all hits, no origin bytes"
-line=$(log_lines)
-for name in $CACHES; do
-  url=$(url_of "$name")
-  for i in $(seq "$OBJECTS"); do curl -sf -o /dev/null "$url/obj-$i"; done
-done
-WARM2_AGENT=$(origin_bytes_since "$line" "$ORIGIN_PORT_AGENT")
-WARM2_NGINX=$(origin_bytes_since "$line" "$ORIGIN_PORT_NGINX")
-if [ -n "$BASELINE_BIN" ]; then WARM2_BASELINE=$(origin_bytes_since "$line" "$ORIGIN_PORT_BASELINE"); fi
-for name in $CACHES ceiling; do   # the ceiling: the same URIs, straight from the files
-  url=$(url_of "$name")
-  what="$name on a hit"
-  [ "$name" != ceiling ] || what="the ceiling's file server"
-  check "obj-1 through $what (sha256)" "$SUM1" "$(curl -sf "$url/obj-1" | sha256sum | cut -d' ' -f1)"
-  got=$(curl -sf -H "Range: bytes=$RANGE_FIRST-$RANGE_LAST" -w '%{http_code}' -o "$WORK/range.out" "$url/obj-1")
-  check "obj-1 bytes=$RANGE_FIRST-$RANGE_LAST through ${what% on a hit} (status, sha256)" "206 $RSUM" "$got $(sha256sum < "$WORK/range.out" | cut -d' ' -f1)"
-done
+  sleep 1   # let fills that outlived their client land in the cache
+  log "second pass: should be all hits, no origin bytes"
+  line=$(log_lines)
+  for name in "$@"; do
+    url=$(url_of "$name")
+    for i in $(seq "$OBJECTS"); do curl -sf -o /dev/null "$url/obj-$i"; done
+  done
+  for name in "$@"; do WARM2[$name]=$(origin_bytes_since "$line" "$(origin_port_of "$name")"); done
+  for name in "$@" $with_ceiling; do   # the ceiling: the same URIs, straight from the files
+    url=$(url_of "$name")
+    what="$name on a hit"
+    [ "$name" != ceiling ] || what="the ceiling's file server"
+    check "obj-1 through $what (sha256${THP_LABEL:+, shmem $THP_LABEL})" "$SUM1" "$(curl -sf "$url/obj-1" | sha256sum | cut -d' ' -f1)"
+    got=$(curl -sf -H "Range: bytes=$RANGE_FIRST-$RANGE_LAST" -w '%{http_code}' -o "$WORK/range.out" "$url/obj-1")
+    check "obj-1 bytes=$RANGE_FIRST-$RANGE_LAST through ${what% on a hit} (status, sha256${THP_LABEL:+, shmem $THP_LABEL})" "206 $RSUM" "$got $(sha256sum < "$WORK/range.out" | cut -d' ' -f1)"
+  done
+}
+THP_LABEL=""
+# shellcheck disable=SC2086 # CACHES is a word list
+warm_up -c $CACHES
 
 # ---------------------------------------------------------------- hit workloads
 ROWS=()
@@ -488,53 +557,73 @@ run_wrk() { # mode conns [disk]
 field() { # key line
   sed -n "s/.* $1=\([0-9-]*\).*/\1/p" <<< " $2"
 }
-for c in $FULL_CONNS; do run_wrk full "$c"; done
-for c in $RANGE_CONNS; do run_wrk range "$c"; done
+warn_text() { # log: its three most frequent WARN/ERROR lines, with counts
+  sed 's/\x1b\[[0-9;]*m//g' "$1" | { grep -E ' (WARN|ERROR) ' || true; } | sed 's/^[^ ]* *//' | sort | uniq -c | sort -rn | head -3 | awk '{ n = $1; $1 = ""; printf "%s`%s` (%d)", sep, substr($0, 2), n; sep = "; " }'
+}
 
 # ---------------------------------------------------------------- cold misses
-log "cold misses: $COLD_OBJECTS new $OBJECT_MIB MiB objects, each fetched once through each cache"
-for i in $(seq "$COLD_OBJECTS"); do
-  head -c "$OBJECT_BYTES" /dev/urandom > "$WORK/origin/data/cold-$i"
-done
 declare -A COLD_T COLD_TTFB COLD_O COLD_N
-for name in $CACHES; do COLD_T[$name]=0; COLD_TTFB[$name]=0; COLD_N[$name]=0; done
-line0=$(log_lines)
-for i in $(seq "$COLD_OBJECTS"); do
-  order=$CACHES   # with a baseline, who goes first rotates object by object
-  # shellcheck disable=SC2086 # CACHES is a word list
-  [ -n "$BASELINE_BIN" ] && order=$(rotate $((i - 1)) $CACHES)
-  for name in $order; do # interleaved, so all see the same machine state
-    url=$(url_of "$name")
-    read -r total ttfb size code < <(curl -s -o /dev/null -w '%{time_total} %{time_starttransfer} %{size_download} %{http_code}\n' "$url/cold-$i")
-    if [ "$code" != 200 ] || [ "$size" != "$OBJECT_BYTES" ]; then check "cold-$i through $name" "200 $OBJECT_BYTES" "$code $size"; fi
-    COLD_T[$name]=$(awk -v a="${COLD_T[$name]}" -v b="$total" 'BEGIN { print a + b }')
-    COLD_TTFB[$name]=$(awk -v a="${COLD_TTFB[$name]}" -v b="$ttfb" 'BEGIN { print a + b }')
-    COLD_N[$name]=$((COLD_N[$name] + 1))
+cold_misses() { # k: COLD_OBJECTS new objects (cold-k-i), each fetched once through each cache
+  local k=$1 i name url order total ttfb size code line0
+  log "cold misses: $COLD_OBJECTS new $OBJECT_MIB MiB objects, each fetched once through each cache"
+  for i in $(seq "$COLD_OBJECTS"); do
+    head -c "$OBJECT_BYTES" /dev/urandom > "$WORK/origin/data/cold-$k-$i"
   done
-done
-sleep 1
-COLD_O[agent]=$(origin_bytes_since "$line0" "$ORIGIN_PORT_AGENT")
-COLD_O[nginx]=$(origin_bytes_since "$line0" "$ORIGIN_PORT_NGINX")
-if [ -n "$BASELINE_BIN" ]; then
-  COLD_O[baseline]=$(origin_bytes_since "$line0" "$ORIGIN_PORT_BASELINE")
-  BASELINE_ORIGIN_METRIC=$(agent_metric slicecache_origin_bytes_total "$BASELINE_ADMIN_PORT")
-  BASELINE_ORIGIN_LOG=$(origin_bytes_since 0 "$ORIGIN_PORT_BASELINE")
-  BASELINE_HWM=$(awk '/^VmHWM:/ { print $2 }' "/proc/$BASELINE_PID/status")
-  BASELINE_MEM_USED=$(agent_metric slicecache_memory_used_bytes "$BASELINE_ADMIN_PORT")
-  BASELINE_ARENA=$(sed 's/\x1b\[[0-9;]*m//g' "$WORK/baseline.log" | grep -o 'huge_pages=[A-Za-z]*' | head -1 || true)
-  BASELINE_WARN=$(grep -c -E 'WARN|ERROR' "$WORK/baseline.log" || true)
-  BASELINE_WARN_TEXT=$(sed 's/\x1b\[[0-9;]*m//g' "$WORK/baseline.log" | { grep -E ' (WARN|ERROR) ' || true; } | sed 's/^[^ ]* *//' | sort | uniq -c | sort -rn | head -3 | awk '{ n = $1; $1 = ""; printf "%s`%s` (%d)", sep, substr($0, 2), n; sep = "; " }')
-fi
-AGENT_ORIGIN_METRIC=$(agent_metric slicecache_origin_bytes_total)
-AGENT_ORIGIN_LOG=$(origin_bytes_since 0 "$ORIGIN_PORT_AGENT")
-AGENT_HWM=$(awk '/^VmHWM:/ { print $2 }' "/proc/$AGENT_PID/status")
-AGENT_MEM_USED=$(agent_metric slicecache_memory_used_bytes)
-SHMEM_HUGE_MIB=$(awk '/^ShmemHugePages:/ { printf "%d", $2 / 1024 }' /proc/meminfo)
-AGENT_ARENA=$(sed 's/\x1b\[[0-9;]*m//g' "$WORK/agent.log" | grep -o 'huge_pages=[A-Za-z]*' | head -1 || true)
-PEER_CACHE_KIB=$(du -sk "$WORK/peer/cache" | cut -f1)
-ERRLINES=$(grep -c -E '\[(error|crit|alert|emerg)\]' "$WORK/peer/error.log" || true)
-AGENT_WARN=$(grep -c -E 'WARN|ERROR' "$WORK/agent.log" || true)
-AGENT_WARN_TEXT=$(sed 's/\x1b\[[0-9;]*m//g' "$WORK/agent.log" | { grep -E ' (WARN|ERROR) ' || true; } | sed 's/^[^ ]* *//' | sort | uniq -c | sort -rn | head -3 | awk '{ n = $1; $1 = ""; printf "%s`%s` (%d)", sep, substr($0, 2), n; sep = "; " }')
+  for name in $CACHES; do COLD_T[$name]=0; COLD_TTFB[$name]=0; COLD_N[$name]=0; done
+  line0=$(log_lines)
+  for i in $(seq "$COLD_OBJECTS"); do
+    order=$CACHES   # with a baseline, who goes first rotates object by object
+    # shellcheck disable=SC2086 # CACHES is a word list
+    [ -n "$BASELINE_BIN" ] && order=$(rotate $((i - 1)) $CACHES)
+    for name in $order; do # interleaved, so all see the same machine state
+      url=$(url_of "$name")
+      read -r total ttfb size code < <(curl -s -o /dev/null -w '%{time_total} %{time_starttransfer} %{size_download} %{http_code}\n' "$url/cold-$k-$i")
+      if [ "$code" != 200 ] || [ "$size" != "$OBJECT_BYTES" ]; then check "cold-$k-$i through $name" "200 $OBJECT_BYTES" "$code $size"; fi
+      COLD_T[$name]=$(awk -v a="${COLD_T[$name]}" -v b="$total" 'BEGIN { print a + b }')
+      COLD_TTFB[$name]=$(awk -v a="${COLD_TTFB[$name]}" -v b="$ttfb" 'BEGIN { print a + b }')
+      COLD_N[$name]=$((COLD_N[$name] + 1))
+    done
+  done
+  sleep 1
+  for name in $CACHES; do COLD_O[$name]=$(origin_bytes_since "$line0" "$(origin_port_of "$name")"); done
+}
+pass_numbers() { # the memory-tier agent's (and baseline's) numbers at the end of a pass
+  if [ -n "$BASELINE_BIN" ]; then
+    BASELINE_ORIGIN_METRIC=$(agent_metric slicecache_origin_bytes_total "$BASELINE_ADMIN_PORT")
+    BASELINE_ORIGIN_LOG=$(origin_bytes_since "$PASS_LINE0" "$ORIGIN_PORT_BASELINE")
+    BASELINE_HWM=$(awk '/^VmHWM:/ { print $2 }' "/proc/$BASELINE_PID/status")
+    BASELINE_MEM_USED=$(agent_metric slicecache_memory_used_bytes "$BASELINE_ADMIN_PORT")
+    BASELINE_ARENA=$(sed 's/\x1b\[[0-9;]*m//g' "$BASELINE_LOG" | grep -o 'huge_pages=[A-Za-z]*' | head -1 || true)
+    BASELINE_WARN=$(grep -c -E 'WARN|ERROR' "$BASELINE_LOG" || true)
+    BASELINE_WARN_TEXT=$(warn_text "$BASELINE_LOG")
+  fi
+  AGENT_ORIGIN_METRIC=$(agent_metric slicecache_origin_bytes_total)
+  AGENT_ORIGIN_LOG=$(origin_bytes_since "$PASS_LINE0" "$ORIGIN_PORT_AGENT")
+  AGENT_HWM=$(awk '/^VmHWM:/ { print $2 }' "/proc/$AGENT_PID/status")
+  AGENT_MEM_USED=$(agent_metric slicecache_memory_used_bytes)
+  SHMEM_HUGE_MIB=$(awk '/^ShmemHugePages:/ { printf "%d", $2 / 1024 }' /proc/meminfo)
+  AGENT_ARENA=$(sed 's/\x1b\[[0-9;]*m//g' "$AGENT_LOG" | grep -o 'huge_pages=[A-Za-z]*' | head -1 || true)
+  AGENT_WARN=$(grep -c -E 'WARN|ERROR' "$AGENT_LOG" || true)
+  AGENT_WARN_TEXT=$(warn_text "$AGENT_LOG")
+}
+memory_pass() { # k: the memory-tier hit cells and the cold misses under
+  # the k-th shmem policy, then their part of the report (save_pass)
+  local k=$1 c
+  ROWS=()
+  CEILING=()
+  for c in $FULL_CONNS; do run_wrk full "$c"; done
+  for c in $RANGE_CONNS; do run_wrk range "$c"; done
+  cold_misses "$k"
+  pass_numbers
+  save_pass "$k"
+}
+# Pass 1 (the first policy); the far origin, the many cold clients and the
+# disk tier also run under it; then one pass per further policy.
+PASS_LINE0=0
+THP_LABEL=$THP_RUN
+memory_pass 1
+[ "$FAR_ORIGIN" != 1 ] || far_origin_case
+[ "$COLD_CLIENTS" = 0 ] || cold_clients_case
 
 # ---------------------------------------------------------------- disk tier
 # A working set larger than the second agent's memory tier, so most hits are
@@ -649,6 +738,23 @@ if [ "$DISK_TIER" = 1 ]; then
   wait "${DD_PIDS[@]}"
   DISK_DD_RATE=$(awk -v s="$start" -v e="$(date +%s.%N)" -v m="$DISK_DD_MIB" 'BEGIN { printf "%.0f", m / (e - s) }')
 fi
+
+# ---------------------------------------------------------------- further shmem policies
+# The memory-tier agent (and baseline) restarted under each, so that its
+# arena is made under it; nginx and the ceiling go on as they were.
+for k in $(seq 2 "${#THP_LIST[@]}"); do
+  set_thp "${THP_LIST[k - 1]}"
+  THP_LABEL=$THP_RUN
+  log "shmem policy $THP_RUN: restarting the memory-tier agent${BASELINE_BIN:+ and the baseline}"
+  stop_pid "$AGENT_PID"
+  [ -z "$BASELINE_BIN" ] || stop_pid "$BASELINE_PID"
+  PASS_LINE0=$(log_lines)
+  start_agents "-$k"
+  warm_up agent ${BASELINE_BIN:+baseline}
+  memory_pass "$k"
+done
+PEER_CACHE_KIB=$(du -sk "$WORK/peer/cache" | cut -f1)
+ERRLINES=$(grep -c -E '\[(error|crit|alert|emerg)\]' "$WORK/peer/error.log" || true)
 
 # ---------------------------------------------------------------- the report (bench/report.sh)
 write_report
