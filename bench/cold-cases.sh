@@ -299,8 +299,8 @@ Agent / nginx: wall time $(ratio "$(field wall_us "$a")" "$(field wall_us "$n")"
   process's own peak, so it bounds their peak together from above. The
   sampled columns are the sums of VmRSS, RssAnon and RssShmem over the
   same processes, read every 100 ms while the clients ran (plus the time
-  a read takes: $(for name in $(case_names cc); do printf '%s reads for %s, ' "$(field samples "${CC_RES[$name]}")" "$(cache_word "$name")"; done | sed 's/, $//')), each
-  column's max; a read can miss a shorter peak. Cached bytes are in no column
+  a read takes; reads: $(for name in $(case_names cc); do printf '%s %s, ' "$(cache_word "$name")" "$(field samples "${CC_RES[$name]}")"; done | sed 's/, $//')),
+  each column's max; a read can miss a shorter peak. Cached bytes are in no column
   unless the shmem one shows them: nginx's are files in the page cache, the
   agent's memory tier is a memfd (see "Cache hits").
 - Max origin subrequests in flight: the agent's
