@@ -11,7 +11,10 @@
 //! trip: then a slice's header arrived long before the response got to it,
 //! its "body" time (header to sent) outgrows its first-byte time, and growth
 //! stops. A near origin, a slow client, or slices already cached never grow
-//! the window. A slice the origin answered only after a retry (a 429, a 5xx,
+//! the window. The next responses start from half the window the latest
+//! one grew to (never below `concurrency`), as TCP caches a route's slow
+//! start threshold; a response that sent a whole window of slices the round
+//! trip did not bound halves that hint again. A slice the origin answered only after a retry (a 429, a 5xx,
 //! a broken connection) halves it, down to where it started: the origin is
 //! pushing back, and the tuner lowers `concurrency` on the same signals.
 //!
@@ -26,6 +29,7 @@
 //!   every response makes progress;
 //! - the origin subrequest limit ([`crate::fill::Fills`]' permits), as before.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,6 +50,10 @@ const UNIT: u64 = 1024;
 pub struct WindowBudget {
     permits: Arc<Semaphore>,
     bytes: u64,
+    /// The window the latest response that learned something ended with:
+    /// where the next ones start from (half of it), as TCP caches a
+    /// route's threshold.
+    learned: Arc<AtomicUsize>,
     metrics: WindowMetrics,
 }
 
@@ -69,6 +77,7 @@ impl WindowBudget {
         Self {
             permits: Arc::new(Semaphore::new(units as usize)),
             bytes: units * UNIT,
+            learned: Arc::new(AtomicUsize::new(0)),
             metrics,
         }
     }
@@ -111,12 +120,15 @@ impl WindowBudget {
     pub fn window(&self, start: usize, cap: usize, slice_size: u64) -> Window {
         let quarter = usize::try_from(self.bytes / 4 / slice_size.max(1)).unwrap_or(usize::MAX);
         let cap = cap.min(MAX_WINDOW).min(quarter.max(1));
-        let start = start.clamp(1, cap.max(1));
+        let learned = self.learned.load(Ordering::Relaxed) / 2;
+        let start = start.max(learned).clamp(1, cap.max(1));
         Window {
             size: start,
             start,
             cap: cap.max(start),
             grew: false,
+            near: 0,
+            learned: self.learned.clone(),
             metrics: self.metrics.clone(),
         }
     }
@@ -143,6 +155,9 @@ pub struct Window {
     start: usize,
     cap: usize,
     grew: bool,
+    /// Slices from fills that the round trip did not bound.
+    near: usize,
+    learned: Arc<AtomicUsize>,
     metrics: WindowMetrics,
 }
 
@@ -164,7 +179,11 @@ impl Window {
         }
         let first_byte = answer.at.saturating_duration_since(answer.asked);
         let body = sent.saturating_duration_since(answer.at);
-        if self.size >= self.cap || !round_trip_bound(first_byte, body) {
+        if !round_trip_bound(first_byte, body) {
+            self.near += 1;
+            return false;
+        }
+        if self.size >= self.cap {
             return false;
         }
         self.size += 1;
@@ -175,9 +194,17 @@ impl Window {
 }
 
 impl Drop for Window {
+    /// Leaves what this response learned for the next ones: the window it
+    /// grew to, or, when a whole window of its slices came from fills the
+    /// round trip did not bound, that the origin is near (the hint halves).
     fn drop(&mut self) {
         if self.grew {
             self.metrics.slices.observe(self.size as f64);
+            self.learned.store(self.size, Ordering::Relaxed);
+        } else if self.near >= self.size {
+            let _ = self
+                .learned
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n / 2));
         }
     }
 }
@@ -234,6 +261,29 @@ mod tests {
             "capped at {MAX_WINDOW}"
         );
         assert_eq!(w.size(), MAX_WINDOW);
+    }
+
+    #[test]
+    fn the_next_response_starts_from_half_the_window_learned_until_the_origin_is_near() {
+        let budget = WindowBudget::new(1024 * MIB, metrics());
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut w = budget.window(4, 256, MIB);
+        for _ in 0..36 {
+            w.slice_sent(&answer(t0, t0 + ms(20)), t0 + ms(21));
+        }
+        assert_eq!(w.size(), 40);
+        drop(w);
+        let mut w = budget.window(4, 256, MIB);
+        assert_eq!(w.size(), 20, "half of what the last response learned");
+        // A whole window of slices from a near origin: the hint halves.
+        for _ in 0..20 {
+            w.slice_sent(&answer(t0, t0 + ms(1)), t0 + ms(3));
+        }
+        drop(w);
+        assert_eq!(budget.window(4, 256, MIB).size(), 10);
+        assert_eq!(budget.window(16, 256, MIB).size(), 16, "never below concurrency");
+        assert_eq!(budget.window(4, 8, MIB).size(), 8, "nor above the cap");
     }
 
     #[test]
