@@ -88,6 +88,24 @@ impl Cache {
         &self.memory
     }
 
+    /// One extent from the pieces a fill received: written straight into
+    /// the memory arena when it has room, so the pieces are not joined on
+    /// the heap first (a copy, and a slice's worth of heap per fill), else
+    /// joined.
+    pub fn join_parts(&self, parts: &[Bytes]) -> Bytes {
+        if let [one] = parts {
+            return one.clone();
+        }
+        if let Some(stored) = self.memory.arena().and_then(|a| a.store_parts(parts)) {
+            return stored;
+        }
+        let mut data = bytes::BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
+        for part in parts {
+            data.extend_from_slice(part);
+        }
+        data.freeze()
+    }
+
     /// The hot set, on fleet members.
     pub fn hot_set(&self) -> Option<&MemoryStore> {
         self.hot.as_ref()

@@ -698,13 +698,9 @@ impl Fills {
     /// Caches the completed slice.
     fn complete(&self, fill: &Fill, spec: &FillSpec, progress: &FillProgress) {
         let Some(meta) = &progress.meta else { return };
-        let chunks = fill.chunks();
-        let mut data = BytesMut::with_capacity(progress.received as usize);
-        for c in chunks.iter() {
-            data.extend_from_slice(c);
-        }
-        drop(chunks);
-        self.keep(progress, spec, meta, (spec.key.offset, spec.key.size), data.freeze());
+        let parts = fill.chunks().clone();
+        let data = self.cache.join_parts(&parts);
+        self.keep(progress, spec, meta, (spec.key.offset, spec.key.size), data);
     }
 
     /// Caches a filled extent of `spec`'s object as its source allows:

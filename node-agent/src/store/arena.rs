@@ -159,10 +159,18 @@ impl Arena {
     /// Copies `data` into a free range and returns a view of it, or `None`
     /// when no free range is large enough (the caller keeps its heap copy).
     pub fn store(&self, data: &[u8]) -> Option<Bytes> {
-        if data.is_empty() {
+        self.store_parts(&[data])
+    }
+
+    /// Like [`Self::store`] for bytes that arrived in pieces (a fill's
+    /// chunks): written one after another into one range, so they need not
+    /// be joined on the heap first.
+    pub fn store_parts<B: AsRef<[u8]>>(&self, parts: &[B]) -> Option<Bytes> {
+        let len: usize = parts.iter().map(|p| p.as_ref().len()).sum();
+        if len == 0 {
             return None;
         }
-        let cap = (data.len() as u64).div_ceil(PAGE) * PAGE;
+        let cap = (len as u64).div_ceil(PAGE) * PAGE;
         let reserved = self.inner.lock_blocks().reserve(cap)?;
         if let Some(run) = reserved.closed {
             self.inner.reclaim(run);
@@ -170,15 +178,20 @@ impl Arena {
         let lease = Lease {
             inner: self.inner.clone(),
             offset: reserved.offset,
-            len: data.len(),
+            len,
             cap,
         };
         if let Some(run) = reserved.opened {
             self.inner.prepare(run);
         }
-        if let Err(e) = self.inner.file.write_all_at(data, reserved.offset) {
-            tracing::warn!(error = %e, "writing to the memory arena failed; keeping the extent on the heap");
-            return None; // dropping the lease frees the range
+        let mut at = reserved.offset;
+        for part in parts {
+            let part = part.as_ref();
+            if let Err(e) = self.inner.file.write_all_at(part, at) {
+                tracing::warn!(error = %e, "writing to the memory arena failed; keeping the extent on the heap");
+                return None; // dropping the lease frees the range
+            }
+            at += part.len() as u64;
         }
         Some(Bytes::from_owner(lease))
     }
@@ -516,6 +529,18 @@ mod tests {
         let part = stored.slice(5000..6000);
         assert_eq!(arena.locate(&part), Some(offset + 5000));
         assert_eq!(arena.locate(&data), None, "heap bytes are not in the arena");
+    }
+
+    #[test]
+    fn pieces_are_stored_back_to_back_as_one_extent() {
+        let arena = Arena::new(8 << 20).expect("memfd arena");
+        let data: Vec<u8> = (0..300_001u32).map(|i| (i % 253) as u8).collect();
+        let pieces: Vec<Bytes> = data.chunks(65_536).map(Bytes::copy_from_slice).collect();
+        let stored = arena.store_parts(&pieces).expect("room");
+        assert_eq!(&stored[..], &data[..]);
+        let offset = arena.locate(&stored).expect("inside the arena");
+        assert_eq!(file_bytes(&arena, offset, data.len()), data);
+        assert!(arena.store_parts::<Bytes>(&[]).is_none(), "nothing to store");
     }
 
     #[test]
