@@ -120,12 +120,14 @@ impl WindowBudget {
     pub fn window(&self, start: usize, cap: usize, slice_size: u64) -> Window {
         let quarter = usize::try_from(self.bytes / 4 / slice_size.max(1)).unwrap_or(usize::MAX);
         let cap = cap.min(MAX_WINDOW).min(quarter.max(1));
+        let floor = start.clamp(1, cap.max(1));
         let learned = self.learned.load(Ordering::Relaxed) / 2;
-        let start = start.max(learned).clamp(1, cap.max(1));
+        let start = floor.max(learned.min(cap));
         Window {
             size: start,
-            start,
+            floor,
             cap: cap.max(start),
+            throttled: false,
             grew: false,
             near: 0,
             learned: self.learned.clone(),
@@ -152,8 +154,11 @@ impl Drop for Share {
 #[derive(Debug)]
 pub struct Window {
     size: usize,
-    start: usize,
+    /// `concurrency` (within the cap): the window never shrinks below it.
+    floor: usize,
     cap: usize,
+    /// The origin needed a retry: no more growth in this response.
+    throttled: bool,
     grew: bool,
     /// Slices from fills that the round trip did not bound.
     near: usize,
@@ -170,11 +175,13 @@ impl Window {
     /// A slice from a fill has been sent: `asked` is when the fill asked
     /// the origin, `answered` when its header came, `sent` when the
     /// response finished sending it. Grows the window by one when the round
-    /// trip bounded the slice, halves it (down to the start) when the origin
-    /// needed a retry. Returns whether it grew.
+    /// trip bounded the slice; halves it (not below `concurrency`) and
+    /// stops its growth when the origin needed a retry. Returns whether it
+    /// grew.
     pub fn slice_sent(&mut self, answer: &Answered, sent: Instant) -> bool {
         if answer.retried {
-            self.size = (self.size / 2).max(self.start);
+            self.size = (self.size / 2).max(self.floor);
+            self.throttled = true;
             return false;
         }
         let first_byte = answer.at.saturating_duration_since(answer.asked);
@@ -183,7 +190,7 @@ impl Window {
             self.near += 1;
             return false;
         }
-        if self.size >= self.cap {
+        if self.size >= self.cap || self.throttled {
             return false;
         }
         self.size += 1;
@@ -195,10 +202,13 @@ impl Window {
 
 impl Drop for Window {
     /// Leaves what this response learned for the next ones: the window it
-    /// grew to, or, when a whole window of its slices came from fills the
-    /// round trip did not bound, that the origin is near (the hint halves).
+    /// grew to; the window it was halved to, when the origin pushed back;
+    /// or, when a whole window of its slices came from fills the round trip
+    /// did not bound, that the origin is near (the hint halves).
     fn drop(&mut self) {
-        if self.grew {
+        if self.throttled {
+            self.learned.store(self.size, Ordering::Relaxed);
+        } else if self.grew {
             self.metrics.slices.observe(self.size as f64);
             self.learned.store(self.size, Ordering::Relaxed);
         } else if self.near >= self.size {
@@ -300,7 +310,7 @@ mod tests {
     }
 
     #[test]
-    fn an_origin_that_needs_retries_halves_the_window_down_to_its_start() {
+    fn an_origin_that_needs_retries_halves_the_window_and_ends_its_growth() {
         let budget = WindowBudget::new(1024 * MIB, metrics());
         let mut w = budget.window(4, 256, MIB);
         let t0 = Instant::now();
@@ -317,7 +327,14 @@ mod tests {
         assert_eq!(w.size(), 8);
         w.slice_sent(&retried, t0 + ms(21));
         w.slice_sent(&retried, t0 + ms(21));
-        assert_eq!(w.size(), 4, "never below the start");
+        assert_eq!(w.size(), 4, "never below concurrency");
+        assert!(
+            !w.slice_sent(&answer(t0, t0 + ms(20)), t0 + ms(21)),
+            "no growth after a retry"
+        );
+        drop(w);
+        // The next response starts from concurrency, not from 16 / 2.
+        assert_eq!(budget.window(4, 256, MIB).size(), 4);
     }
 
     #[test]
