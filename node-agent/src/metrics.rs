@@ -9,8 +9,6 @@ use prometheus::{
     TextEncoder,
 };
 
-use crate::window::WindowMetrics;
-
 /// The `slicecache_slices_total` series, one per result.
 #[derive(Debug)]
 pub struct SliceCounters {
@@ -18,6 +16,19 @@ pub struct SliceCounters {
     pub hit_disk: IntCounter,
     pub miss: IntCounter,
     pub coalesced: IntCounter,
+}
+
+/// The fetch windows' metrics (see the `window` module).
+#[derive(Clone, Debug)]
+pub struct WindowMetrics {
+    /// Bytes of slices ahead held from the budget now.
+    pub ahead_bytes: IntGauge,
+    /// Slice fetches ahead that waited because the budget was spent.
+    pub budget_waits: IntCounter,
+    /// Window growths (one per round-trip-bound slice).
+    pub grows: IntCounter,
+    /// The window each response that fetched ahead ended with.
+    pub slices: Histogram,
 }
 
 /// Every metric the agent exports.
@@ -39,7 +50,7 @@ pub struct Metrics {
     pub queue_wait: Histogram,
     pub lookahead_waits: IntCounter,
     pub subrequests_in_flight: IntGauge,
-    /// The fetch windows' metrics (see [`crate::window`]).
+    /// The fetch windows' metrics (see the `window` module).
     pub window: WindowMetrics,
     pub window_budget: IntGauge,
     pub memory_used: IntGauge,

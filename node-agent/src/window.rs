@@ -33,10 +33,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prometheus::{Histogram, IntCounter, IntGauge};
+use prometheus::IntGauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::fill::Answered;
+use crate::metrics::WindowMetrics;
 
 /// Most slices one response fetches ahead.
 pub const MAX_WINDOW: usize = 64;
@@ -55,19 +56,6 @@ pub struct WindowBudget {
     /// route's threshold.
     learned: Arc<AtomicUsize>,
     metrics: WindowMetrics,
-}
-
-/// The window's metrics (registered in [`crate::metrics::Metrics`]).
-#[derive(Clone, Debug)]
-pub struct WindowMetrics {
-    /// Bytes of slices ahead held from the budget now.
-    pub ahead_bytes: IntGauge,
-    /// Slice fetches ahead that waited because the budget was spent.
-    pub budget_waits: IntCounter,
-    /// Window growths (one per round-trip-bound slice).
-    pub grows: IntCounter,
-    /// The window each response that fetched ahead ended with.
-    pub slices: Histogram,
 }
 
 impl WindowBudget {
@@ -228,7 +216,7 @@ fn round_trip_bound(first_byte: Duration, body: Duration) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prometheus::HistogramOpts;
+    use prometheus::{Histogram, HistogramOpts, IntCounter};
 
     fn metrics() -> WindowMetrics {
         WindowMetrics {
