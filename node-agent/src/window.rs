@@ -107,14 +107,13 @@ impl WindowBudget {
     /// that ignores ranges).
     pub fn window(&self, start: usize, cap: usize, slice_size: u64) -> Window {
         let quarter = usize::try_from(self.bytes / 4 / slice_size.max(1)).unwrap_or(usize::MAX);
-        let cap = cap.min(MAX_WINDOW).min(quarter.max(1));
-        let floor = start.clamp(1, cap.max(1));
+        let cap = cap.min(MAX_WINDOW).min(quarter).max(1);
+        let floor = start.clamp(1, cap);
         let learned = self.learned.load(Ordering::Relaxed) / 2;
-        let start = floor.max(learned.min(cap));
         Window {
-            size: start,
+            size: floor.max(learned.min(cap)),
             floor,
-            cap: cap.max(start),
+            cap,
             throttled: false,
             grew: false,
             near: 0,

@@ -516,21 +516,22 @@ impl Agent {
             1
         };
         let mut window = self.fetch_ahead.window(tunables.concurrency, cap, slice_size);
-        let mut plan = SlicePlan::new(range, meta.size, slice_size);
+        let mut plan = SlicePlan::new(range, meta.size, slice_size).peekable();
         let mut pending: VecDeque<Ahead> = VecDeque::new();
         // Slices looked up after the first window waited for a slot; the
         // tuner grows concurrency when many that were not in memory did.
         let mut first_window = true;
         loop {
-            while pending.len() < window.size() {
+            while pending.len() < window.size() && plan.peek().is_some() {
                 // The slice to send next needs no share of the budget, so
                 // every response makes progress; the ones ahead of it do.
-                let share = match pending.is_empty() {
-                    true => None,
-                    false => match self.fetch_ahead.take(slice_size) {
-                        Some(share) => Some(share),
-                        None => break,
-                    },
+                let share = if pending.is_empty() {
+                    None
+                } else {
+                    let Some(share) = self.fetch_ahead.take(slice_size) else {
+                        break;
+                    };
+                    Some(share)
                 };
                 let Some(slice) = plan.next() else { break };
                 let source = self.source_for(request, slice, slice_size, learned).await;
