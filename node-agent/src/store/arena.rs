@@ -28,13 +28,24 @@
 //! aligned to their size, so a punch of whole aligned blocks always frees
 //! whole folios, whatever the host's shmem huge page policy is.
 //!
-//! That lets the arena use huge pages where the host offers them: with
-//! `shmem_enabled` at `always`, `within_size` or `force` writes get large
-//! folios by themselves, and at `advise` the arena asks for them
-//! (`MADV_HUGEPAGE` on a second, writable mapping, then
-//! `MADV_POPULATE_WRITE` of each block it opens). A hit then costs the
-//! kernel one page lookup per 2 MiB instead of one per 4 KiB. Under `never`
-//! (the kernel's default) the file is made of base pages and works the same.
+//! That lets the arena use huge pages, and it takes them whatever the
+//! host's policy is when it may: an agent with `CAP_SYS_ADMIN` puts its
+//! file in a tmpfs of its own mounted with `huge=always` (see the tmpfs
+//! module; [`HugePages::OwnMount`]). Otherwise the file is a memfd and the
+//! host's `shmem_enabled` decides: at `always`, `within_size` or `force`
+//! writes get large folios by themselves, at `advise` the arena asks for
+//! them (`MADV_HUGEPAGE` on a second, writable mapping, then
+//! `MADV_POPULATE_WRITE` of each block it opens), and under `never` (the
+//! kernel's default) the file is made of base pages and works the same. A
+//! hit on huge pages costs the kernel one page lookup per 2 MiB instead of
+//! one per 4 KiB.
+//!
+//! New blocks of the own mount are populated through the writable mapping
+//! too, before the extent is written: a fault clears a whole huge page at
+//! once, outside the file's lock. Written into directly, a fresh huge page
+//! would be zeroed by the first `pwrite` around the bytes it writes, while
+//! the file's lock (one for the whole arena) stalls every other fill; that
+//! made a cold 64 MiB miss three times slower here.
 //!
 //! The price of whole-block freeing is space: a block stays allocated while
 //! any extent in it lives. Slices are powers of two, so they pack blocks
@@ -69,12 +80,17 @@ const DEFAULT_BLOCK: u64 = 2 << 20;
 const MAX_BLOCK: u64 = 32 << 20;
 const THP_SYSFS: &str = "/sys/kernel/mm/transparent_hugepage";
 
-/// Whether the arena's file gets huge pages, from the host's shmem policy.
+/// How the arena's file gets its pages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HugePages {
-    /// Base pages: `never`, `deny`, or no THP in the kernel.
+    /// Base pages: a memfd under `never`, or `deny`, or no THP in the kernel.
     Off,
-    /// Large folios on every write: `always`, `within_size` or `force`.
+    /// Huge pages on every write from the arena's own tmpfs mount
+    /// (`huge=always`), whatever the host's shmem policy short of `deny`:
+    /// see the tmpfs module. Needs `CAP_SYS_ADMIN`.
+    OwnMount,
+    /// Large folios on every write to a memfd: the host's policy is
+    /// `always`, `within_size` or `force`.
     OnWrite,
     /// Large folios for mappings that ask (`advise`): the arena populates
     /// each block it opens through a `MADV_HUGEPAGE` mapping.
@@ -90,8 +106,9 @@ pub struct Arena {
 struct Inner {
     file: File,
     map: Mmap,
-    /// A writable mapping with `MADV_HUGEPAGE`, used only to populate new
-    /// blocks (`HugePages::Advise`); bytes are always written with `pwrite`.
+    /// A writable mapping used only to populate new blocks (with
+    /// `MADV_HUGEPAGE` under `HugePages::Advise`; plain for
+    /// `HugePages::OwnMount`); bytes are always written with `pwrite`.
     populate: Option<MmapRaw>,
     populate_failed: AtomicBool,
     block: u64,
@@ -112,7 +129,8 @@ impl std::fmt::Debug for Arena {
 
 impl Arena {
     /// Creates a sparse arena of at least `size` bytes, in blocks of the
-    /// host's PMD size, using huge pages as the host's shmem policy allows.
+    /// host's PMD size, with huge pages from a tmpfs of its own where the
+    /// agent may mount one, else as the host's shmem policy allows.
     pub fn new(size: u64) -> std::io::Result<Self> {
         let dir = Path::new(THP_SYSFS);
         let block = pmd_size(dir).unwrap_or(DEFAULT_BLOCK);
@@ -121,7 +139,18 @@ impl Arena {
                 "the huge page size ({block} bytes) is unsuitable for memory arena blocks"
             )));
         }
-        Self::with_blocks(size, block, shmem_huge_pages(dir, block))
+        let policy = shmem_policy(dir, block);
+        if own_mount_helps(policy.as_deref()) {
+            match Self::with_blocks(size, block, HugePages::OwnMount) {
+                Ok(arena) => return Ok(arena),
+                Err(e) => tracing::info!(
+                    error = %e,
+                    "no tmpfs of the agent's own for the memory arena (mounting one needs CAP_SYS_ADMIN); \
+                     using a memfd, which gets huge pages only as the host's shmem_enabled allows"
+                ),
+            }
+        }
+        Self::with_blocks(size, block, memfd_huge_pages(policy.as_deref()))
     }
 
     /// An arena of `size` bytes (rounded up to whole blocks) in blocks of
@@ -129,9 +158,16 @@ impl Arena {
     pub fn with_blocks(size: u64, block: u64, huge: HugePages) -> std::io::Result<Self> {
         assert!(block.is_power_of_two() && block >= PAGE, "block {block}");
         let count = size.div_ceil(block).max(1);
-        let fd = rustix::fs::memfd_create("slicecache-l1", MemfdFlags::CLOEXEC)?;
-        rustix::fs::ftruncate(&fd, count * block)?;
-        let file = File::from(fd);
+        let file = match huge {
+            // One block of slack over the file's size: the limit is never
+            // what stops a write inside the file.
+            HugePages::OwnMount => super::tmpfs::huge_page_file(count * block, (count + 1) * block)?,
+            HugePages::Off | HugePages::OnWrite | HugePages::Advise => {
+                let fd = rustix::fs::memfd_create("slicecache-l1", MemfdFlags::CLOEXEC)?;
+                rustix::fs::ftruncate(&fd, count * block)?;
+                File::from(fd)
+            }
+        };
         // SAFETY: see the module docs: the file is private to this arena, is
         // never resized, and is written only where no lease views it.
         let map = unsafe { Mmap::map(&file)? };
@@ -141,6 +177,7 @@ impl Arena {
                 raw.advise(Advice::HugePage)?;
                 Some(raw)
             }
+            HugePages::OwnMount => Some(MmapOptions::new().map_raw(&file)?),
             HugePages::Off | HugePages::OnWrite => None,
         };
         Ok(Self {
@@ -237,8 +274,10 @@ impl Inner {
         (run.first * self.block, run.count * self.block)
     }
 
-    /// Faults a new run in through the huge-page mapping, so its pages are
-    /// huge ones; without it `pwrite` would fill it with base pages.
+    /// Faults a new run in through the populating mapping, so its pages
+    /// are huge ones (under `advise`, `pwrite` would fill it with base
+    /// pages) and are cleared here rather than by the first `pwrite` while
+    /// it holds the file's lock (the own mount).
     fn prepare(&self, run: Run) {
         let Some(raw) = &self.populate else { return };
         if self.populate_failed.load(Ordering::Relaxed) {
@@ -249,7 +288,7 @@ impl Inner {
         if let Err(e) = raw.advise_range(Advice::PopulateWrite, offset, len) {
             // Kernels before 5.14 lack MADV_POPULATE_WRITE: base pages then.
             self.populate_failed.store(true, Ordering::Relaxed);
-            tracing::warn!(error = %e, "populating memory arena blocks with huge pages failed; using base pages");
+            tracing::warn!(error = %e, "populating memory arena blocks failed; blocks get their pages as they are written");
             return;
         }
         // The pages stay in the file; only this mapping lets go of them, so
@@ -287,11 +326,11 @@ fn pmd_size(dir: &Path) -> Option<u64> {
         .ok()
 }
 
-/// How the host's shmem policy for PMD-sized folios treats this arena
-/// (the size's own `hugepages-*kB/shmem_enabled`, unless it says
-/// `inherit`, then the global `shmem_enabled`). Smaller mTHP sizes need no
-/// look: every folio fits a block, which is all the arena relies on.
-fn shmem_huge_pages(dir: &Path, pmd: u64) -> HugePages {
+/// The host's shmem policy for PMD-sized folios: the size's own
+/// `hugepages-*kB/shmem_enabled`, unless it says `inherit`, then the
+/// global `shmem_enabled`. Smaller mTHP sizes need no look: every folio
+/// fits a block, which is all the arena relies on.
+fn shmem_policy(dir: &Path, pmd: u64) -> Option<String> {
     let read = |p: &Path| {
         let text = std::fs::read_to_string(p).ok()?;
         // The active value is the one in brackets: "always [never] advise".
@@ -300,15 +339,29 @@ fn shmem_huge_pages(dir: &Path, pmd: u64) -> HugePages {
         Some(text[start..end].to_owned())
     };
     let per_size = read(&dir.join(format!("hugepages-{}kB", pmd >> 10)).join("shmem_enabled"));
-    let policy = match per_size.as_deref() {
+    match per_size.as_deref() {
         None | Some("inherit") => read(&dir.join("shmem_enabled")),
         Some(_) => per_size,
-    };
-    match policy.as_deref() {
+    }
+}
+
+/// What a memfd arena gets from the host's shmem policy.
+fn memfd_huge_pages(policy: Option<&str>) -> HugePages {
+    match policy {
         Some("always" | "within_size" | "force") => HugePages::OnWrite,
         Some("advise") => HugePages::Advise,
         _ => HugePages::Off,
     }
+}
+
+/// Whether the arena should try a tmpfs of its own: where a memfd would
+/// get base pages, and under `advise` too, where a memfd's huge pages come
+/// from faulting each new block in through a `MADV_HUGEPAGE` mapping, which
+/// may stall the fill while the kernel compacts memory (a write to the own
+/// mount takes a free huge page or base pages, never waits). Never under
+/// `deny`, which no mount escapes.
+fn own_mount_helps(policy: Option<&str>) -> bool {
+    memfd_huge_pages(policy) != HugePages::OnWrite && policy != Some("deny")
 }
 
 /// One extent's range of the arena; dropping the last view releases it.
@@ -531,7 +584,51 @@ mod tests {
         assert_eq!(arena.locate(&data), None, "heap bytes are not in the arena");
     }
 
+    /// The kB of shared memory mapped with PMD (huge) pages in the mapping
+    /// of this process that holds `at`, from `/proc/self/smaps`.
+    fn pmd_mapped_kb(at: *const u8) -> u64 {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
+        let at = at as usize;
+        let mut inside = false;
+        for line in smaps.lines() {
+            let range = line.split_whitespace().next().and_then(|r| r.split_once('-'));
+            // A mapping's first line starts with its address range.
+            if let Some((lo, hi)) = range {
+                if let (Ok(lo), Ok(hi)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16)) {
+                    inside = (lo..hi).contains(&at);
+                    continue;
+                }
+            }
+            if let Some(kb) = line.strip_prefix("ShmemPmdMapped:").filter(|_| inside) {
+                return kb.trim().trim_end_matches("kB").trim().parse().expect("kB");
+            }
+        }
+        panic!("no mapping holds {at:#x}");
+    }
+
     #[test]
+    fn a_root_agent_gets_huge_pages_from_its_own_mount_whatever_the_host_policy() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: mounting a tmpfs needs CAP_SYS_ADMIN");
+            return;
+        }
+        let policy = shmem_policy(Path::new(THP_SYSFS), DEFAULT_BLOCK);
+        if !own_mount_helps(policy.as_deref()) || pmd_size(Path::new(THP_SYSFS)) != Some(DEFAULT_BLOCK) {
+            eprintln!("skipped: host shmem policy {policy:?} or PMD size other than 2 MiB");
+            return;
+        }
+        let arena = Arena::new(16 << 20).expect("arena");
+        assert_eq!(arena.huge_pages(), HugePages::OwnMount);
+        let data: Vec<u8> = (0..(4u32 << 20)).map(|i| (i % 247) as u8).collect();
+        let stored = arena.store(&data).expect("room");
+        // Reading through the arena's mapping faults the pages in; huge
+        // pages are mapped whole.
+        assert_eq!(&stored[..], &data[..]);
+        let kb = pmd_mapped_kb(stored.as_ptr());
+        assert!(kb >= 2048, "{kb} kB mapped with huge pages, want at least one 2 MiB page");
+    }
+
+        #[test]
     fn pieces_are_stored_back_to_back_as_one_extent() {
         let arena = Arena::new(8 << 20).expect("memfd arena");
         let data: Vec<u8> = (0..300_001u32).map(|i| (i % 253) as u8).collect();
@@ -666,7 +763,7 @@ mod tests {
         let off = "always inherit within_size advise [never]\n";
         let policy = |dir: tempfile::TempDir| {
             let pmd = pmd_size(dir.path()).expect("pmd size");
-            shmem_huge_pages(dir.path(), pmd)
+            memfd_huge_pages(shmem_policy(dir.path(), pmd).as_deref())
         };
         assert_eq!(policy(thp_dir(2048, never, Some(inherit))), HugePages::Off);
         assert_eq!(policy(thp_dir(2048, advise, Some(inherit))), HugePages::Advise);
@@ -674,7 +771,11 @@ mod tests {
         // The size's own setting wins over the global one.
         assert_eq!(policy(thp_dir(2048, never, Some(always))), HugePages::OnWrite);
         assert_eq!(policy(thp_dir(2048, advise, Some(off))), HugePages::Off);
-        assert_eq!(shmem_huge_pages(Path::new("/nonexistent/thp"), 2 << 20), HugePages::Off);
+        assert_eq!(shmem_policy(Path::new("/nonexistent/thp"), 2 << 20), None);
+        // A tmpfs of the arena's own is tried only where a memfd gets base
+        // pages, and never under `deny`, which no mount escapes.
+        assert!(own_mount_helps(Some("never")) && own_mount_helps(None) && own_mount_helps(Some("advise")));
+        assert!(!own_mount_helps(Some("deny")) && !own_mount_helps(Some("always")));
         assert_eq!(pmd_size(Path::new("/nonexistent/thp")), None);
     }
 }

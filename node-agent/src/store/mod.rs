@@ -17,6 +17,7 @@ pub mod arena;
 pub mod disk;
 pub mod memory;
 pub mod sharded;
+mod tmpfs;
 
 /// Stable 128-bit identity of a cached object (a hash of its cache key).
 ///
