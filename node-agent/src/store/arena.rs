@@ -625,10 +625,13 @@ mod tests {
         // pages are mapped whole.
         assert_eq!(&stored[..], &data[..]);
         let kb = pmd_mapped_kb(stored.as_ptr());
-        assert!(kb >= 2048, "{kb} kB mapped with huge pages, want at least one 2 MiB page");
+        assert!(
+            kb >= 2048,
+            "{kb} kB mapped with huge pages, want at least one 2 MiB page"
+        );
     }
 
-        #[test]
+    #[test]
     fn pieces_are_stored_back_to_back_as_one_extent() {
         let arena = Arena::new(8 << 20).expect("memfd arena");
         let data: Vec<u8> = (0..300_001u32).map(|i| (i % 253) as u8).collect();

@@ -43,7 +43,8 @@ pub fn huge_page_file(size: u64, limit: u64) -> std::io::Result<File> {
     fsconfig_set_string(&fs, "size", limit.to_string())?;
     fsconfig_set_string(&fs, "mode", "0700")?;
     fsconfig_create(&fs)?;
-    let attrs = MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV | MountAttrFlags::MOUNT_ATTR_NOEXEC;
+    let attrs =
+        MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV | MountAttrFlags::MOUNT_ATTR_NOEXEC;
     let mount = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs)?;
     let fd = rustix::fs::openat(
         &mount,
