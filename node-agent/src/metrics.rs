@@ -38,6 +38,7 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     pub client_bytes: IntCounter,
     pub client_sendfile_bytes: IntCounter,
+    pub client_sendfile_waits: IntCounter,
     pub origin_bytes: IntCounter,
     pub origin_requests: IntCounterVec,
     pub origin_retries: IntCounter,
@@ -122,6 +123,10 @@ impl Metrics {
             client_sendfile_bytes: counter(
                 "slicecache_client_sendfile_bytes_total",
                 "Body bytes sent to clients with sendfile from the memory tier (part of slicecache_client_bytes_total).",
+            )?,
+            client_sendfile_waits: counter(
+                "slicecache_client_sendfile_waits_total",
+                "Responses sent with sendfile whose client socket filled up, so that the agent waited for the client to read.",
             )?,
             origin_bytes: counter("slicecache_origin_bytes_total", "Body bytes received from the origin.")?,
             origin_requests: counter_vec(

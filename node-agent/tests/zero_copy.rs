@@ -1,6 +1,8 @@
 //! Memory hits sent with `sendfile` from the L1 arena: exact bytes, the
 //! connection kept alive for the next request, pipelined requests never lost
-//! or hung, and a client that vanishes mid-body leaving the agent serving.
+//! or hung, a client that stops reading for a while (the agent waits for
+//! room in the socket), and a client that vanishes mid-body leaving the
+//! agent serving.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -10,13 +12,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use slicecache_testkit::origin::{pattern, OriginObject, TestOrigin};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 use common::{assert_bytes, AgentBuilder, AgentProc};
 
 const PATH: &str = "/big/object.bin";
 const LEN: usize = 3 * (1 << 20) + 17;
 const SENDFILE: &str = "slicecache_client_sendfile_bytes_total";
+const WAITS: &str = "slicecache_client_sendfile_waits_total";
 
 async fn warm_agent() -> (TestOrigin, AgentProc, Bytes) {
     let origin = TestOrigin::start().await.unwrap();
@@ -151,4 +154,51 @@ async fn a_client_vanishing_mid_sendfile_leaves_the_agent_serving() {
     let again = agent.client().get(PATH, &[]).await.unwrap();
     assert_eq!(again.status, 200);
     assert_bytes(&again.body, &body, "a full hit after the aborts");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_pauses_reading_gets_every_byte_once_it_reads_again() {
+    // Larger than any socket buffer the kernel grows to (4 MiB by
+    // default), so the agent's socket must fill while the client pauses.
+    const BIG: usize = 24 << 20;
+    let origin = TestOrigin::start().await.unwrap();
+    let body = pattern(BIG, 5);
+    origin
+        .state
+        .put("/slow.bin", OriginObject::new(body.clone(), "slow-v1"));
+    let agent = AgentBuilder::new(&origin.url())
+        .flag("--memory-cache", "128Mi")
+        .flag("--slice-size", "1Mi")
+        .start()
+        .await;
+    let cold = agent.client().get("/slow.bin", &[]).await.unwrap();
+    assert_bytes(&cold.body, &body, "cold fill");
+    let before = (agent.metric(WAITS, &[]).await, agent.metric(SENDFILE, &[]).await);
+
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 << 10).unwrap();
+    let mut s = socket.connect(agent.listen).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 64 << 10];
+    // Two responses on one connection: each finds the socket full and
+    // waits, and the connection stays usable after the wait.
+    let cases = [(None, 0, BIG - 1), (Some("bytes=1000-20000999"), 1000, 20_000_999)];
+    for (range, first, last) in cases {
+        s.write_all(request("/slow.bin", range).as_bytes()).await.unwrap();
+        read_more(&mut s, &mut buf, &mut chunk)
+            .await
+            .expect("the response started");
+        // The client stops reading; the agent's sends fill its socket.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (status, _, got) = read_response(&mut s, &mut buf).await.expect("a whole response");
+        assert_eq!(status, if range.is_some() { 206 } else { 200 }, "{range:?}");
+        assert_bytes(&got, &body[first..=last], &format!("{range:?} after a pause"));
+    }
+    let waits = agent.metric(WAITS, &[]).await - before.0;
+    let sent = agent.metric(SENDFILE, &[]).await - before.1;
+    assert_eq!(
+        waits, 2.0,
+        "each response waited for the client once it filled the socket"
+    );
+    assert_eq!(sent, (BIG + 20_000_000) as f64, "both bodies went out by sendfile");
 }

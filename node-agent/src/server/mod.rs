@@ -702,7 +702,7 @@ impl Agent {
         let Some(arena) = self.cache.memory().arena() else {
             return Err(std::io::Error::other("no memory arena"));
         };
-        let writer = SocketWriter::for_stream(stream)?;
+        let writer = SocketWriter::for_stream(stream);
         // Extents filled in order usually sit back to back in the arena, so
         // one call can send several.
         let mut runs: Vec<(u64, usize)> = Vec::new();
@@ -715,9 +715,10 @@ impl Agent {
                 _ => runs.push((offset, piece.len())),
             }
         }
-        // No explicit turn-taking here, unlike `write_body`: waiting for the
-        // socket counts against the runtime's cooperative budget, so a sender
-        // on a socket that never fills still yields regularly.
+        // No explicit turn-taking here, unlike `write_body`: each `sendfile`
+        // counts against the runtime's cooperative budget (see the
+        // sendfile module), so a sender on a socket that never fills still
+        // yields regularly.
         for (offset, len) in runs {
             let mut sent = 0;
             while sent < len {
@@ -730,6 +731,9 @@ impl Agent {
                 self.metrics.client_sendfile_bytes.inc_by(chunk as u64);
                 sent += chunk;
             }
+        }
+        if writer.waited() {
+            self.metrics.client_sendfile_waits.inc();
         }
         Ok(())
     }
