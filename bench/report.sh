@@ -490,8 +490,9 @@ ${DURATION} s per cache: bytes and requests over the total time, p50 and p99 the
 median of the rounds' values. Latencies are whole-response times
 in ms. Peak RSS is VmHWM reset before the first round (\`/proc/PID/clear_refs\`), summed
 over nginx's master and workers. Neither side's cached bytes are in it: nginx's
-cache files sit in the page cache, and the agent's memory tier is a memfd
-(shared memory) that hits are sent from with \`sendfile\`; its size is
+cache files sit in the page cache, and the agent's memory tier is a
+shared-memory file (in a tmpfs of its own, as this script runs it as root;
+see "Reading these numbers") that hits are sent from with \`sendfile\`; its size is
 \`slicecache_memory_used_bytes\`, given under "Other numbers". CPU s per GiB is the cache's own user+system
 CPU time (from \`/proc/PID/stat\`) per GiB it sent. Origin MiB is what the origin sent during the
 run (expected 0: all hits). Errors count wrk's connect/read/write/timeout
@@ -513,7 +514,11 @@ The hit cells run once per shmem huge page policy (\`SHMEM_THP\`, one table
 each): the agent, and the baseline when there is one, is restarted and
 warmed again under each policy, so that its memory tier's arena is made
 under it; nginx, whose cache is on ext4 and not in shmem, and the ceiling
-go on as they were, and run every cell again beside it.
+go on as they were, and run every cell again beside it. An agent that may
+mount (this script runs it as root) puts its arena in a tmpfs of its own
+mounted with huge pages, which the host's policy does not govern (short
+of \`deny\`), so the two passes show whether the host's setting still
+matters; the arena's kind is under "Other numbers".
 
 EOF
 passes hits
@@ -557,7 +562,7 @@ EOF
 cat <<'EOF'
 - Both caches send memory hits with `sendfile`: nginx from its cache files
   in the page cache, the agent (since commit 0d11714) from its memory tier,
-  which lives in a memfd. The kernel passes the pages to the socket and the
+  a shared-memory file. The kernel passes the pages to the socket and the
   one copy happens on the receiving side, charged to wrk. Before that commit
   the agent `write()`s each slice from the heap, so that copy was charged to
   the agent: 0.28-0.32 CPU s per GiB at 64 range connections against nginx's
@@ -577,6 +582,38 @@ cat <<'EOF'
   `ShmemHugePages` under "Other numbers"), and restores the host's setting
   on exit. nginx is not affected by that setting: its cache files are on
   ext4, not shmem.
+  Since commit d77ddf5 an agent that may mount (`CAP_SYS_ADMIN`: root, or
+  a privileged pod, as agents with raw devices are) keeps its arena in a
+  tmpfs of its own mounted with `huge=always` (attached to no mount table),
+  whose huge pages the host's `never` does not govern; an agent that may
+  not (a memory-only pod, non-root with no capabilities) keeps the memfd
+  and the host's policy. Profiled by hand with `perf record -g` on the
+  agent during `wrk -t1 -c16` range hits (the same script and objects as
+  the range cells) under `never`: `filemap_get_entry` fell from about a
+  fifth of the samples to 0.6%; what is left is the loopback path both
+  caches share (`_raw_spin_unlock_irqrestore` 23% and `handle_softirqs`
+  16%, the receiving side's TCP work run on the sender's CPU), the pipe
+  buffers of the splice, one per 4 KiB page even from a huge page
+  (`page_cache_pipe_buf_confirm`/`_release` 12%, `skb_append_pagefrags`
+  5%), and the agent's own code, under 3%. `strace -c` on the same load
+  counted, per range hit, one `recvfrom`, one `sendto` (the header), 2.7
+  `sendfile` (one per run of slices that sit back to back in the arena),
+  and a `dup`, two `epoll_ctl` and a `close` to register the socket for
+  writability; since commit 8797f5c the socket is registered only when a
+  `sendfile` finds it full (counted by
+  `slicecache_client_sendfile_waits_total`), which took about a quarter
+  off the agent's CPU per byte on that load by hand.
+- Where a cold fill's time goes, by the same `perf` on the agent during
+  cold 64 MiB misses from a loopback origin: the kernel clearing the
+  arena's new huge pages (`clear_page_erms`, 36%: a huge page is cleared
+  whole when it is first touched, while base pages written whole are
+  never cleared), receiving from the origin and sending to the client
+  (`_copy_to_iter`, `_copy_from_iter`, 7% each), copying into the arena
+  (`copy_folio_from_iter_atomic`, 6%), and the loopback path. Writing a
+  fresh huge page with `pwrite` had it zeroed around the written bytes
+  under the file's lock, which stalled every other fill (`memset_orig` 45%,
+  `rwsem_spin_on_owner` 22%; cold misses ~3x slower): the arena now faults
+  each new block in through a mapping first, outside the lock.
   With huge pages the agent leads at 64 and 512 connections in every run
   so far (1.06-1.23x throughput, p99 0.59-0.98x); with one connection the
   two are close to parity and the sign moves with run-to-run noise: the
@@ -612,8 +649,7 @@ cat <<'EOF'
   above 1) where its path per byte is shorter than nginx's static file
   path.
 - Neither RSS column includes cached bytes: nginx's cache lives in files and
-  the kernel's page cache, the agent's memory tier in a memfd (shared
-  memory). `slicecache_memory_used_bytes` under "Other numbers" is the
+  the kernel's page cache, the agent's memory tier in shared memory. `slicecache_memory_used_bytes` under "Other numbers" is the
   agent's cached bytes.
 - Range hits of 64 KiB-4 MiB touch 1-5 slices each.
 - Cold misses over loopback measure per-slice overhead, not the round-trip
