@@ -64,8 +64,9 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use bytes::Bytes;
 use memmap2::{Advice, Mmap, MmapOptions, MmapRaw, UncheckedAdvice};
@@ -79,6 +80,9 @@ const DEFAULT_BLOCK: u64 = 2 << 20;
 /// waste too much; such hosts get no arena.
 const MAX_BLOCK: u64 = 32 << 20;
 const THP_SYSFS: &str = "/sys/kernel/mm/transparent_hugepage";
+/// Free blocks the populating thread keeps faulted in ahead of the
+/// allocator (16 MiB with 2 MiB blocks).
+const AHEAD: usize = 8;
 
 /// How the arena's file gets its pages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +115,11 @@ struct Inner {
     /// `HugePages::OwnMount`); bytes are always written with `pwrite`.
     populate: Option<MmapRaw>,
     populate_failed: AtomicBool,
+    /// Wakes the populating thread (see [`populate_ahead`]); `None` without
+    /// a populating mapping.
+    kick: Option<SyncSender<()>>,
+    /// Blocks populated by that thread and on the fill path, for tests.
+    populated: [AtomicU64; 2],
     block: u64,
     huge: HugePages,
     blocks: Mutex<Blocks>,
@@ -180,17 +189,32 @@ impl Arena {
             HugePages::OwnMount => Some(MmapOptions::new().map_raw(&file)?),
             HugePages::Off | HugePages::OnWrite => None,
         };
-        Ok(Self {
-            inner: Arc::new(Inner {
-                file,
-                map,
-                populate,
-                populate_failed: AtomicBool::new(false),
-                block,
-                huge,
-                blocks: Mutex::new(Blocks::new(count, block)),
-            }),
-        })
+        let (kick, kicks) = match populate {
+            Some(_) => {
+                let (tx, rx) = std::sync::mpsc::sync_channel(1);
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
+        let inner = Arc::new(Inner {
+            file,
+            map,
+            populate,
+            populate_failed: AtomicBool::new(false),
+            kick,
+            populated: [AtomicU64::new(0), AtomicU64::new(0)],
+            block,
+            huge,
+            blocks: Mutex::new(Blocks::new(count, block)),
+        });
+        if let Some(kicks) = kicks {
+            let weak = Arc::downgrade(&inner);
+            std::thread::Builder::new()
+                .name("arena populate".into())
+                .spawn(move || populate_ahead(&weak, &kicks))?;
+            inner.kick();
+        }
+        Ok(Self { inner })
     }
 
     /// Copies `data` into a free range and returns a view of it, or `None`
@@ -261,6 +285,13 @@ impl Arena {
     pub fn huge_pages(&self) -> HugePages {
         self.inner.huge
     }
+
+    /// Blocks populated ahead by the populating thread, and on a fill's
+    /// path because that thread had not reached them.
+    pub fn populated_blocks(&self) -> (u64, u64) {
+        let [ahead, inline] = &self.inner.populated;
+        (ahead.load(Ordering::Relaxed), inline.load(Ordering::Relaxed))
+    }
 }
 
 impl Inner {
@@ -274,22 +305,44 @@ impl Inner {
         (run.first * self.block, run.count * self.block)
     }
 
-    /// Faults a new run in through the populating mapping, so its pages
-    /// are huge ones (under `advise`, `pwrite` would fill it with base
-    /// pages) and are cleared here rather than by the first `pwrite` while
-    /// it holds the file's lock (the own mount).
+    /// Makes sure a run just handed out is populated: blocks the
+    /// populating thread has not reached yet are faulted in here, on the
+    /// fill's path.
     fn prepare(&self, run: Run) {
-        let Some(raw) = &self.populate else { return };
-        if self.populate_failed.load(Ordering::Relaxed) {
+        if self.populate.is_none() {
             return;
         }
-        let (offset, len) = self.bytes(run);
-        let (offset, len) = (offset as usize, len as usize);
+        let todo: Vec<u64> = {
+            let mut blocks = self.lock_blocks();
+            (run.first..run.first + run.count)
+                .filter(|&b| !std::mem::take(&mut blocks.prepared[b as usize]))
+                .collect()
+        };
+        for b in todo {
+            if self.populate_block(b) {
+                self.populated[1].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.kick();
+    }
+
+    /// Faults a block in through the populating mapping, so its pages are
+    /// huge ones (under `advise`, `pwrite` would fill it with base pages)
+    /// and are cleared here rather than by the first `pwrite` while it holds
+    /// the file's lock (the own mount). Populating never changes a byte
+    /// that is there (it only fills holes with zeroed pages), so it may run
+    /// while the block is being written. Whether it populated.
+    fn populate_block(&self, block: u64) -> bool {
+        let Some(raw) = &self.populate else { return false };
+        if self.populate_failed.load(Ordering::Relaxed) {
+            return false;
+        }
+        let (offset, len) = ((block * self.block) as usize, self.block as usize);
         if let Err(e) = raw.advise_range(Advice::PopulateWrite, offset, len) {
             // Kernels before 5.14 lack MADV_POPULATE_WRITE: base pages then.
             self.populate_failed.store(true, Ordering::Relaxed);
             tracing::warn!(error = %e, "populating memory arena blocks failed; blocks get their pages as they are written");
-            return;
+            return false;
         }
         // The pages stay in the file; only this mapping lets go of them, so
         // they do not count in the agent's RSS and no page table keeps them.
@@ -298,6 +351,14 @@ impl Inner {
         // page table entries changes no byte anyone can see.
         if let Err(e) = unsafe { raw.unchecked_advise_range(UncheckedAdvice::DontNeed, offset, len) } {
             tracing::debug!(error = %e, "unmapping a populated memory arena block failed");
+        }
+        true
+    }
+
+    /// Asks the populating thread to look at the free blocks again.
+    fn kick(&self) {
+        if let Some(kick) = &self.kick {
+            let _ = kick.try_send(()); // a kick already waiting will do
         }
     }
 
@@ -313,7 +374,30 @@ impl Inner {
             tracing::error!(error = %e, offset, len, "freeing memory arena blocks failed; blocks retired");
             return;
         }
-        self.lock_blocks().free.release(run.first, run.count);
+        self.lock_blocks().release_punched(run);
+        self.kick();
+    }
+}
+
+/// The populating thread: keeps the first [`AHEAD`] free blocks (those the
+/// first-fit allocator hands out next) faulted in, so that a fill rarely
+/// waits for the kernel to allocate and clear a block's pages. It ends with
+/// the arena.
+fn populate_ahead(inner: &Weak<Inner>, kicks: &Receiver<()>) {
+    while kicks.recv().is_ok() {
+        loop {
+            let Some(inner) = inner.upgrade() else { return };
+            let todo = inner.lock_blocks().unprepared_ahead(AHEAD);
+            if todo.is_empty() || inner.populate_failed.load(Ordering::Relaxed) {
+                break;
+            }
+            for (b, epoch) in todo {
+                if inner.populate_block(b) {
+                    inner.populated[0].fetch_add(1, Ordering::Relaxed);
+                    inner.lock_blocks().mark_prepared(b, epoch);
+                }
+            }
+        }
     }
 }
 
@@ -420,6 +504,12 @@ struct Blocks {
     holders: Vec<u32>,
     /// The block small extents are packed into, and the bytes used in it.
     open: Option<(u64, u64)>,
+    /// Per block: populated since it was last punched (and not yet handed
+    /// out since).
+    prepared: Vec<bool>,
+    /// Per block: how often it was punched, so that a block populated while
+    /// it was handed out and freed again is not taken as populated.
+    punched: Vec<u32>,
 }
 
 impl Blocks {
@@ -429,7 +519,37 @@ impl Blocks {
             free: FreeRanges::new(count),
             holders: vec![0; count as usize],
             open: None,
+            prepared: vec![false; count as usize],
+            punched: vec![0; count as usize],
         }
+    }
+
+    /// Of the first `n` free blocks, those not populated, with their punch
+    /// counts.
+    fn unprepared_ahead(&self, n: usize) -> Vec<(u64, u32)> {
+        self.free
+            .blocks()
+            .take(n)
+            .filter(|&b| !self.prepared[b as usize])
+            .map(|b| (b, self.punched[b as usize]))
+            .collect()
+    }
+
+    /// Records that `block` was populated, unless it was punched since the
+    /// populating thread looked at it or is no longer free.
+    fn mark_prepared(&mut self, block: u64, punched: u32) {
+        if self.punched[block as usize] == punched && self.holders[block as usize] == 0 {
+            self.prepared[block as usize] = true;
+        }
+    }
+
+    /// Returns a punched run to the free list.
+    fn release_punched(&mut self, run: Run) {
+        for b in run.first..run.first + run.count {
+            self.prepared[b as usize] = false;
+            self.punched[b as usize] = self.punched[b as usize].wrapping_add(1);
+        }
+        self.free.release(run.first, run.count);
     }
 
     /// Finds room for `cap` bytes: packed into the open block when smaller
@@ -519,6 +639,11 @@ impl FreeRanges {
         }
     }
 
+    /// Free units in the order [`Self::alloc`] hands them out.
+    fn blocks(&self) -> impl Iterator<Item = u64> + '_ {
+        self.ranges.iter().flat_map(|(&start, &len)| start..start + len)
+    }
+
     fn alloc(&mut self, len: u64) -> Option<u64> {
         let (&start, &have) = self.ranges.iter().find(|(_, &have)| have >= len)?;
         self.ranges.remove(&start);
@@ -549,236 +674,4 @@ impl FreeRanges {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::io::Read;
-
-    use super::*;
-
-    /// A small arena: 16 blocks of 16 pages.
-    fn arena(huge: HugePages) -> Arena {
-        Arena::with_blocks(16 * BLOCK, BLOCK, huge).expect("memfd arena")
-    }
-    const BLOCK: u64 = 16 * PAGE;
-
-    fn pages(n: u64, byte: u8) -> Vec<u8> {
-        vec![byte; (n * PAGE) as usize]
-    }
-
-    fn file_bytes(arena: &Arena, offset: u64, len: usize) -> Vec<u8> {
-        let mut buf = vec![0; len];
-        arena.file().read_exact_at(&mut buf, offset).expect("read");
-        buf
-    }
-
-    #[test]
-    fn stored_bytes_read_back_and_locate_in_the_file() {
-        let arena = Arena::new(8 << 20).expect("memfd arena");
-        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
-        let stored = arena.store(&data).expect("room");
-        assert_eq!(&stored[..], &data[..]);
-        let offset = arena.locate(&stored).expect("inside the arena");
-        assert_eq!(file_bytes(&arena, offset, data.len()), data);
-        // A slice of the view is located at its own offset.
-        let part = stored.slice(5000..6000);
-        assert_eq!(arena.locate(&part), Some(offset + 5000));
-        assert_eq!(arena.locate(&data), None, "heap bytes are not in the arena");
-    }
-
-    /// The kB of shared memory mapped with PMD (huge) pages in the mapping
-    /// of this process that holds `at`, from `/proc/self/smaps`.
-    fn pmd_mapped_kb(at: *const u8) -> u64 {
-        let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
-        let at = at as usize;
-        let mut inside = false;
-        for line in smaps.lines() {
-            let range = line.split_whitespace().next().and_then(|r| r.split_once('-'));
-            // A mapping's first line starts with its address range.
-            if let Some((lo, hi)) = range {
-                if let (Ok(lo), Ok(hi)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16)) {
-                    inside = (lo..hi).contains(&at);
-                    continue;
-                }
-            }
-            if let Some(kb) = line.strip_prefix("ShmemPmdMapped:").filter(|_| inside) {
-                return kb.trim().trim_end_matches("kB").trim().parse().expect("kB");
-            }
-        }
-        panic!("no mapping holds {at:#x}");
-    }
-
-    #[test]
-    fn a_root_agent_gets_huge_pages_from_its_own_mount_whatever_the_host_policy() {
-        if !rustix::process::geteuid().is_root() {
-            eprintln!("skipped: mounting a tmpfs needs CAP_SYS_ADMIN");
-            return;
-        }
-        let policy = shmem_policy(Path::new(THP_SYSFS), DEFAULT_BLOCK);
-        if !own_mount_helps(policy.as_deref()) || pmd_size(Path::new(THP_SYSFS)) != Some(DEFAULT_BLOCK) {
-            eprintln!("skipped: host shmem policy {policy:?} or PMD size other than 2 MiB");
-            return;
-        }
-        let arena = Arena::new(16 << 20).expect("arena");
-        assert_eq!(arena.huge_pages(), HugePages::OwnMount);
-        let data: Vec<u8> = (0..(4u32 << 20)).map(|i| (i % 247) as u8).collect();
-        let stored = arena.store(&data).expect("room");
-        // Reading through the arena's mapping faults the pages in; huge
-        // pages are mapped whole.
-        assert_eq!(&stored[..], &data[..]);
-        let kb = pmd_mapped_kb(stored.as_ptr());
-        assert!(
-            kb >= 2048,
-            "{kb} kB mapped with huge pages, want at least one 2 MiB page"
-        );
-    }
-
-    #[test]
-    fn pieces_are_stored_back_to_back_as_one_extent() {
-        let arena = Arena::new(8 << 20).expect("memfd arena");
-        let data: Vec<u8> = (0..300_001u32).map(|i| (i % 253) as u8).collect();
-        let pieces: Vec<Bytes> = data.chunks(65_536).map(Bytes::copy_from_slice).collect();
-        let stored = arena.store_parts(&pieces).expect("room");
-        assert_eq!(&stored[..], &data[..]);
-        let offset = arena.locate(&stored).expect("inside the arena");
-        assert_eq!(file_bytes(&arena, offset, data.len()), data);
-        assert!(arena.store_parts::<Bytes>(&[]).is_none(), "nothing to store");
-    }
-
-    #[test]
-    fn small_extents_share_a_block_that_is_freed_only_when_all_are_gone() {
-        let arena = arena(HugePages::Off);
-        let a = arena.store(&pages(4, 1)).expect("a");
-        let b = arena.store(&pages(4, 2)).expect("b");
-        let (at_a, at_b) = (arena.locate(&a).expect("a"), arena.locate(&b).expect("b"));
-        assert_eq!(at_b, at_a + 4 * PAGE, "packed into one block");
-        assert_eq!(arena.free_bytes(), 16 * BLOCK - 8 * PAGE);
-        drop(a);
-        assert_eq!(
-            file_bytes(&arena, at_a, 4),
-            [1; 4],
-            "a's pages stay while b holds the block"
-        );
-        // 12 pages do not fit the open block's last 8: a new block opens,
-        // and the old one is held by b alone.
-        let c = arena.store(&pages(12, 3)).expect("c");
-        assert_eq!(arena.locate(&c), Some(at_a + BLOCK));
-        assert_eq!(arena.free_bytes(), 14 * BLOCK + 4 * PAGE);
-        drop(b);
-        assert_eq!(arena.free_bytes(), 15 * BLOCK + 4 * PAGE, "the first block came back");
-        assert_eq!(
-            file_bytes(&arena, at_a, BLOCK as usize),
-            vec![0; BLOCK as usize],
-            "punched"
-        );
-        assert!(c.iter().all(|&x| x == 3), "a neighbour is untouched");
-    }
-
-    #[test]
-    fn large_extents_take_whole_blocks_that_coalesce_when_freed() {
-        let arena = arena(HugePages::Advise);
-        let a = arena.store(&pages(16, 1)).expect("a: one block");
-        let b = arena.store(&pages(20, 2)).expect("b: two blocks");
-        let c = arena.store(&pages(13 * 16, 3)).expect("c: the other 13");
-        assert!(arena.store(&[4; 1]).is_none(), "the arena is full");
-        assert_eq!(arena.free_bytes(), 0);
-        drop((a, b));
-        assert_eq!(arena.free_bytes(), 3 * BLOCK);
-        // Only a coalesced a+b run fits this.
-        let d = arena.store(&pages(3 * 16, 5)).expect("a and b coalesced");
-        assert!(d.iter().all(|&x| x == 5));
-        assert!(c.iter().all(|&x| x == 3));
-        drop((c, d));
-        assert_eq!(arena.free_bytes(), 16 * BLOCK);
-    }
-
-    #[test]
-    fn a_view_outlives_the_other_views_of_its_extent() {
-        let arena = arena(HugePages::Off);
-        let a = arena.store(&pages(16, 7)).expect("a");
-        let clone = a.slice(10..20);
-        drop(a);
-        assert_eq!(arena.free_bytes(), 15 * BLOCK, "one lease for all views");
-        assert!(clone.iter().all(|&x| x == 7));
-        drop(clone);
-        assert_eq!(arena.free_bytes(), 16 * BLOCK);
-    }
-
-    /// The property the block design exists for: bytes handed to a socket
-    /// with `sendfile` and not yet read keep their value after their extent
-    /// is evicted and its block refilled. (With huge pages on, a partial
-    /// punch would zero them; without a punch the refill would overwrite
-    /// them.)
-    #[test]
-    fn bytes_in_a_socket_survive_their_block_being_freed_and_refilled() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let sender = std::net::TcpStream::connect(listener.local_addr().expect("address")).expect("connect");
-        let (mut receiver, _) = listener.accept().expect("accept");
-        // Small blocks, and the host's real ones (huge pages where its
-        // policy allows).
-        let arenas = [
-            arena(HugePages::Off),
-            arena(HugePages::Advise),
-            Arena::new(16 << 20).expect("arena"),
-        ];
-        for arena in arenas {
-            let block = arena.block_size();
-            let half = (block / 2) as usize;
-            let data: Vec<u8> = (0..half).map(|i| (i % 253) as u8).collect();
-            let (a, neighbour) = (arena.store(&data).expect("a"), arena.store(&vec![9; half]).expect("b"));
-            let mut offset = arena.locate(&a).expect("in the arena");
-            let mut left = half.min(64 << 10); // what the socket takes without a reader
-            let sent_from = offset;
-            while left > 0 {
-                left -= rustix::fs::sendfile(&sender, arena.file(), Some(&mut offset), left).expect("sendfile");
-            }
-            let sent = (offset - sent_from) as usize;
-            drop((a, neighbour));
-            // Every block refilled with other bytes.
-            let mut refill = Vec::new();
-            while let Some(b) = arena.store(&vec![0xee; block as usize]) {
-                refill.push(b);
-            }
-            assert_eq!(arena.free_bytes(), 0);
-            let mut got = vec![0; sent];
-            receiver.read_exact(&mut got).expect("read");
-            assert!(got == data[..sent], "{arena:?}: the socket sent changed bytes");
-        }
-    }
-
-    fn thp_dir(pmd_kb: u64, top: &str, pmd: Option<&str>) -> tempfile::TempDir {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("hpage_pmd_size"), format!("{}\n", pmd_kb << 10)).expect("write");
-        std::fs::write(dir.path().join("shmem_enabled"), top).expect("write");
-        if let Some(value) = pmd {
-            let d = dir.path().join(format!("hugepages-{pmd_kb}kB"));
-            std::fs::create_dir(&d).expect("mkdir");
-            std::fs::write(d.join("shmem_enabled"), value).expect("write");
-        }
-        dir
-    }
-
-    #[test]
-    fn the_host_policy_for_pmd_folios_decides_huge_pages() {
-        let never = "always within_size advise [never] deny force\n";
-        let advise = "always within_size [advise] never deny force\n";
-        let within = "always [within_size] advise never deny force\n";
-        let inherit = "always [inherit] within_size advise never\n";
-        let always = "[always] inherit within_size advise never\n";
-        let off = "always inherit within_size advise [never]\n";
-        let policy = |dir: tempfile::TempDir| {
-            let pmd = pmd_size(dir.path()).expect("pmd size");
-            memfd_huge_pages(shmem_policy(dir.path(), pmd).as_deref())
-        };
-        assert_eq!(policy(thp_dir(2048, never, Some(inherit))), HugePages::Off);
-        assert_eq!(policy(thp_dir(2048, advise, Some(inherit))), HugePages::Advise);
-        assert_eq!(policy(thp_dir(2048, within, None)), HugePages::OnWrite);
-        // The size's own setting wins over the global one.
-        assert_eq!(policy(thp_dir(2048, never, Some(always))), HugePages::OnWrite);
-        assert_eq!(policy(thp_dir(2048, advise, Some(off))), HugePages::Off);
-        assert_eq!(shmem_policy(Path::new("/nonexistent/thp"), 2 << 20), None);
-        // A tmpfs of the arena's own is tried only where a memfd gets base
-        // pages, and never under `deny`, which no mount escapes.
-        assert!(own_mount_helps(Some("never")) && own_mount_helps(None) && own_mount_helps(Some("advise")));
-        assert!(!own_mount_helps(Some("deny")) && !own_mount_helps(Some("always")));
-        assert_eq!(pmd_size(Path::new("/nonexistent/thp")), None);
-    }
-}
+mod tests;
