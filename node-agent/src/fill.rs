@@ -515,7 +515,7 @@ impl Fills {
         let meta = ObjectMeta::from_response(&spec.path, &resp.header, total, true, settings.freshness);
         self.accept_head(fill, spec, progress, meta, guard).await?;
         self.stream_body(fill, progress, resp, end - start).await?;
-        self.complete(fill, spec, progress);
+        self.complete(fill, spec, progress).await;
         Ok(())
     }
 
@@ -587,7 +587,7 @@ impl Fills {
                 "origin body ended at {pos} of {total} bytes"
             )));
         }
-        self.complete(fill, spec, progress);
+        self.complete(fill, spec, progress).await;
         Ok(())
     }
 
@@ -609,7 +609,7 @@ impl Fills {
             Some(total) if total <= spec.key.offset => {
                 let meta = ObjectMeta::from_response(&spec.path, &resp_header_stub(), total, true, settings.freshness);
                 self.accept_head(fill, spec, progress, meta, guard).await?;
-                self.complete(fill, spec, progress);
+                self.complete(fill, spec, progress).await;
                 Ok(())
             }
             _ => Err(AttemptError::Final(FillError::Status(416))),
@@ -695,11 +695,28 @@ impl Fills {
         Ok(())
     }
 
-    /// Caches the completed slice.
-    fn complete(&self, fill: &Fill, spec: &FillSpec, progress: &FillProgress) {
+    /// Caches the completed slice. Its chunks are written into the memory
+    /// arena on a blocking thread: a new arena block may first need its
+    /// pages allocated and cleared (2 MiB at a time with huge pages), which
+    /// took milliseconds on a host short of free memory, and a runtime
+    /// worker stalled that long stops every response it carries. Readers
+    /// are not waiting for this: they have had every chunk already.
+    async fn complete(&self, fill: &Fill, spec: &FillSpec, progress: &FillProgress) {
         let Some(meta) = &progress.meta else { return };
         let parts = fill.chunks().clone();
-        let data = self.cache.join_parts(&parts);
+        let data = match parts.as_slice() {
+            [] | [_] => self.cache.join_parts(&parts),
+            _ => {
+                let cache = self.cache.clone();
+                match tokio::task::spawn_blocking(move || cache.join_parts(&parts)).await {
+                    Ok(data) => data,
+                    Err(e) => {
+                        warn!(error = %e, "storing a filled slice failed; it is not cached");
+                        return;
+                    }
+                }
+            }
+        };
         self.keep(progress, spec, meta, (spec.key.offset, spec.key.size), data);
     }
 
