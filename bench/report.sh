@@ -613,7 +613,19 @@ cat <<'EOF'
   fresh huge page with `pwrite` had it zeroed around the written bytes
   under the file's lock, which stalled every other fill (`memset_orig` 45%,
   `rwsem_spin_on_owner` 22%; cold misses ~3x slower): the arena now faults
-  each new block in through a mapping first, outside the lock.
+  each new block in through a mapping first, outside the lock, a thread of
+  its own does that ahead of need (since commit 11d40c1), and a completed
+  fill is written into the arena on a blocking thread (b045277). Clearing
+  is not always that cheap: on this machine (a virtual machine) cold
+  misses into huge pages were bimodal, about as fast as into base pages
+  at some times and up to twice as slow at others, such as just after
+  other heavy work had freed memory, with `clear_page_erms` in the
+  populating thread the largest item of a `perf record -a`; the same
+  cold-miss pass with the agent run without `CAP_SYS_ADMIN` (a memfd of
+  base pages, through `setpriv --reuid=65534 --inh-caps=-all
+  --bounding-set=-all` as `SLICECACHE_BIN`) stayed at 73-81 ms per object
+  in those runs. So on this host huge pages trade fill speed for hit
+  speed, and which side wins depends on the workload.
   With huge pages the agent leads at 64 and 512 connections in every run
   so far (1.06-1.23x throughput, p99 0.59-0.98x); with one connection the
   two are close to parity and the sign moves with run-to-run noise: the
