@@ -695,12 +695,14 @@ impl Fills {
         Ok(())
     }
 
-    /// Caches the completed slice. Its chunks are written into the memory
-    /// arena on a blocking thread: a new arena block may first need its
-    /// pages allocated and cleared (2 MiB at a time with huge pages), which
-    /// took milliseconds on a host short of free memory, and a runtime
-    /// worker stalled that long stops every response it carries. Readers
-    /// are not waiting for this: they have had every chunk already.
+    /// Caches the completed slice. A slice that came in several chunks is
+    /// written into the memory arena on a blocking thread (a single chunk
+    /// is still copied there by the memory tier's insert, on this task): a
+    /// new arena block may first need its pages allocated and cleared
+    /// (2 MiB at a time with huge pages), which took milliseconds on a host
+    /// short of free memory, and a runtime worker stalled that long stops
+    /// every response it carries. Readers are not waiting for this: they
+    /// have had every chunk already.
     async fn complete(&self, fill: &Fill, spec: &FillSpec, progress: &FillProgress) {
         let Some(meta) = &progress.meta else { return };
         let parts = fill.chunks().clone();

@@ -23,7 +23,6 @@
 
 use std::fs::File;
 use std::io;
-use std::marker::PhantomData;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::OnceLock;
 
@@ -39,7 +38,6 @@ pub struct SocketWriter<'a> {
     /// The duplicate registered for writability, made the first time the
     /// socket is full.
     waker: OnceLock<AsyncFd<OwnedFd>>,
-    _stream: PhantomData<&'a Stream>,
 }
 
 impl<'a> SocketWriter<'a> {
@@ -52,7 +50,6 @@ impl<'a> SocketWriter<'a> {
         Self {
             socket,
             waker: OnceLock::new(),
-            _stream: PhantomData,
         }
     }
 

@@ -118,8 +118,9 @@ struct Inner {
     /// Wakes the populating thread (see [`populate_ahead`]); `None` without
     /// a populating mapping.
     kick: Option<SyncSender<()>>,
-    /// Blocks populated by that thread and on the fill path, for tests.
-    populated: [AtomicU64; 2],
+    /// Blocks populated by that thread, and on a fill's path (for tests).
+    populated_ahead: AtomicU64,
+    populated_inline: AtomicU64,
     block: u64,
     huge: HugePages,
     blocks: Mutex<Blocks>,
@@ -202,7 +203,8 @@ impl Arena {
             populate,
             populate_failed: AtomicBool::new(false),
             kick,
-            populated: [AtomicU64::new(0), AtomicU64::new(0)],
+            populated_ahead: AtomicU64::new(0),
+            populated_inline: AtomicU64::new(0),
             block,
             huge,
             blocks: Mutex::new(Blocks::new(count, block)),
@@ -289,8 +291,11 @@ impl Arena {
     /// Blocks populated ahead by the populating thread, and on a fill's
     /// path because that thread had not reached them.
     pub fn populated_blocks(&self) -> (u64, u64) {
-        let [ahead, inline] = &self.inner.populated;
-        (ahead.load(Ordering::Relaxed), inline.load(Ordering::Relaxed))
+        let inner = &self.inner;
+        (
+            inner.populated_ahead.load(Ordering::Relaxed),
+            inner.populated_inline.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -320,7 +325,7 @@ impl Inner {
         };
         for b in todo {
             if self.populate_block(b) {
-                self.populated[1].fetch_add(1, Ordering::Relaxed);
+                self.populated_inline.fetch_add(1, Ordering::Relaxed);
             }
         }
         self.kick();
@@ -393,7 +398,7 @@ fn populate_ahead(inner: &Weak<Inner>, kicks: &Receiver<()>) {
             }
             for (b, epoch) in todo {
                 if inner.populate_block(b) {
-                    inner.populated[0].fetch_add(1, Ordering::Relaxed);
+                    inner.populated_ahead.fetch_add(1, Ordering::Relaxed);
                     inner.lock_blocks().mark_prepared(b, epoch);
                 }
             }
