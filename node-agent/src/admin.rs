@@ -106,6 +106,9 @@ impl AdminApp {
                 self.metrics
                     .memory_capacity
                     .set(self.cache.memory().capacity_bytes() as i64);
+                let spilled = self.cache.memory().arena().map_or(0, |a| a.spilled_extents());
+                let counted = self.metrics.memory_spilled.get();
+                self.metrics.memory_spilled.inc_by(spilled.saturating_sub(counted));
                 respond(200, "text/plain; version=0.0.4; charset=utf-8", self.metrics.render())
             }
             ("GET", "/healthz") => text(200, "ok\n"),

@@ -56,6 +56,8 @@ pub struct Metrics {
     pub window_budget: IntGauge,
     pub memory_used: IntGauge,
     pub memory_capacity: IntGauge,
+    /// Set from the arena's count at each scrape.
+    pub memory_spilled: IntCounter,
     pub slice_size: IntGauge,
     pub concurrency: IntGauge,
     pub config_reloads: IntCounterVec,
@@ -196,6 +198,10 @@ impl Metrics {
                 "Bytes of slices held in the memory tier.",
             )?,
             memory_capacity: gauge("slicecache_memory_capacity_bytes", "Capacity of the memory tier.")?,
+            memory_spilled: counter(
+                "slicecache_memory_spilled_extents_total",
+                "Slices stored in base pages because no populated huge-page block of the memory arena was ready.",
+            )?,
             slice_size: gauge("slicecache_slice_size_bytes", "Slice size in force.")?,
             concurrency: gauge(
                 "slicecache_concurrency",

@@ -705,25 +705,27 @@ impl Agent {
         let writer = SocketWriter::for_stream(stream);
         // Extents filled in order usually sit back to back in the arena, so
         // one call can send several.
-        let mut runs: Vec<(u64, usize)> = Vec::new();
+        let mut runs: Vec<(&std::fs::File, u64, usize)> = Vec::new();
         for piece in pieces {
-            let offset = arena
+            let (file, offset) = arena
                 .locate(piece)
                 .ok_or_else(|| std::io::Error::other("a piece is outside the memory arena"))?;
             match runs.last_mut() {
-                Some((start, len)) if *start + *len as u64 == offset => *len += piece.len(),
-                _ => runs.push((offset, piece.len())),
+                Some((f, start, len)) if std::ptr::eq(*f, file) && *start + *len as u64 == offset => {
+                    *len += piece.len();
+                }
+                _ => runs.push((file, offset, piece.len())),
             }
         }
         // No explicit turn-taking here, unlike `write_body`: each `sendfile`
         // counts against the runtime's cooperative budget (see the
         // sendfile module), so a sender on a socket that never fills still
         // yields regularly.
-        for (offset, len) in runs {
+        for (file, offset, len) in runs {
             let mut sent = 0;
             while sent < len {
                 let chunk = (len - sent).min(SENDFILE_CHUNK);
-                let send = writer.send(arena.file(), offset + sent as u64, chunk);
+                let send = writer.send(file, offset + sent as u64, chunk);
                 tokio::time::timeout(self.send_deadline(chunk), send)
                     .await
                     .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;

@@ -41,8 +41,10 @@
 //! one per 4 KiB.
 //!
 //! New blocks of the own mount are populated through the writable mapping
-//! too, before the extent is written: a fault clears a whole huge page at
-//! once, outside the file's lock. Written into directly, a fresh huge page
+//! too, by a thread of the arena's own ahead of the allocator: a fault
+//! clears a whole huge page at once, outside the file's lock. A fill never
+//! waits for that: an extent that needs a new block when none is populated
+//! goes to a second memfd of base pages (the spill file) instead. Written into directly, a fresh huge page
 //! would be zeroed by the first `pwrite` around the bytes it writes, while
 //! the file's lock (one for the whole arena) stalls every other fill; that
 //! made a cold 64 MiB miss three times slower here.
@@ -105,6 +107,9 @@ pub enum HugePages {
 #[derive(Clone)]
 pub struct Arena {
     inner: Arc<Inner>,
+    /// Base pages for extents that find no populated huge-page block ready
+    /// (only where blocks are populated: the own mount and `advise`).
+    spill: Option<Arc<Inner>>,
 }
 
 struct Inner {
@@ -121,6 +126,9 @@ struct Inner {
     /// Blocks populated by that thread, and on a fill's path (for tests).
     populated_ahead: AtomicU64,
     populated_inline: AtomicU64,
+    /// Extents that went to the spill file because no populated block was
+    /// ready.
+    spilled: AtomicU64,
     block: u64,
     huge: HugePages,
     blocks: Mutex<Blocks>,
@@ -166,8 +174,105 @@ impl Arena {
     /// An arena of `size` bytes (rounded up to whole blocks) in blocks of
     /// `block` bytes, a power-of-two multiple of the page size.
     pub fn with_blocks(size: u64, block: u64, huge: HugePages) -> std::io::Result<Self> {
+        Self::build(size, block, huge, true)
+    }
+
+    /// [`Self::with_blocks`], with or without the populating thread (tests
+    /// leave it out to see what fills do when no block is ready).
+    fn build(size: u64, block: u64, huge: HugePages, populating: bool) -> std::io::Result<Self> {
         assert!(block.is_power_of_two() && block >= PAGE, "block {block}");
         let count = size.div_ceil(block).max(1);
+        let (inner, kicks) = Inner::create(count, block, huge)?;
+        let spill = match kicks {
+            Some(_) => Some(Inner::create(count, block, HugePages::Off)?.0),
+            None => None,
+        };
+        if let Some(kicks) = kicks {
+            if populating {
+                let weak = Arc::downgrade(&inner);
+                std::thread::Builder::new()
+                    .name("arena populate".into())
+                    .spawn(move || populate_ahead(&weak, &kicks))?;
+                inner.kick();
+            }
+        }
+        Ok(Self { inner, spill })
+    }
+
+    /// Copies `data` into a free range and returns a view of it, or `None`
+    /// when no free range is large enough (the caller keeps its heap copy).
+    pub fn store(&self, data: &[u8]) -> Option<Bytes> {
+        self.store_parts(&[data])
+    }
+
+    /// Like [`Self::store`] for bytes that arrived in pieces (a fill's
+    /// chunks): written one after another into one range, so they need not
+    /// be joined on the heap first.
+    ///
+    /// Where blocks are populated ahead, an extent that needs a new block
+    /// when none is populated goes to the spill file's base pages instead
+    /// of waiting for the kernel to allocate and clear a huge page: fills
+    /// never wait for page clearing, and hits from a spilled extent cost a
+    /// page lookup per 4 KiB, as from any memfd under `never`.
+    pub fn store_parts<B: AsRef<[u8]>>(&self, parts: &[B]) -> Option<Bytes> {
+        let ready_only = self.spill.is_some() && !self.inner.populate_failed.load(Ordering::Relaxed);
+        match self.inner.store_parts(parts, ready_only) {
+            Ok(stored) => stored,
+            Err(NoRoom::Full) => None,
+            Err(NoRoom::NotPopulated) => {
+                let spill = self.spill.as_ref()?;
+                self.inner.spilled.fetch_add(1, Ordering::Relaxed);
+                spill.store_parts(parts, false).unwrap_or(None)
+            }
+        }
+    }
+
+    /// The file `sendfile` reads `bytes` from, and its offset there, if
+    /// `bytes` views this arena.
+    pub fn locate(&self, bytes: &[u8]) -> Option<(&File, u64)> {
+        std::iter::once(&self.inner)
+            .chain(&self.spill)
+            .find_map(|inner| Some((&inner.file, inner.offset_of(bytes)?)))
+    }
+
+    /// Bytes a new extent could still be given: free blocks and the rest
+    /// of the open one.
+    pub fn free_bytes(&self) -> u64 {
+        self.inner.lock_blocks().free_bytes()
+    }
+
+    /// The block size: the unit memory is freed in.
+    pub fn block_size(&self) -> u64 {
+        self.inner.block
+    }
+
+    /// How the file gets its pages.
+    pub fn huge_pages(&self) -> HugePages {
+        self.inner.huge
+    }
+
+    /// Blocks populated ahead by the populating thread, and on a fill's
+    /// path because that thread had not reached them.
+    pub fn populated_blocks(&self) -> (u64, u64) {
+        let inner = &self.inner;
+        (
+            inner.populated_ahead.load(Ordering::Relaxed),
+            inner.populated_inline.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Extents stored in the spill file's base pages because no populated
+    /// block was ready for them.
+    pub fn spilled_extents(&self) -> u64 {
+        self.inner.spilled.load(Ordering::Relaxed)
+    }
+}
+
+impl Inner {
+    /// One file of `count` blocks and its mappings, and where the blocks
+    /// are populated, the receiver of kicks for the populating thread the
+    /// caller starts.
+    fn create(count: u64, block: u64, huge: HugePages) -> std::io::Result<(Arc<Self>, Option<Receiver<()>>)> {
         let file = match huge {
             // One block of slack over the file's size: the limit is never
             // what stops a write inside the file.
@@ -197,7 +302,7 @@ impl Arena {
             }
             None => (None, None),
         };
-        let inner = Arc::new(Inner {
+        let inner = Arc::new(Self {
             file,
             map,
             populate,
@@ -205,101 +310,60 @@ impl Arena {
             kick,
             populated_ahead: AtomicU64::new(0),
             populated_inline: AtomicU64::new(0),
+            spilled: AtomicU64::new(0),
             block,
             huge,
             blocks: Mutex::new(Blocks::new(count, block)),
         });
-        if let Some(kicks) = kicks {
-            let weak = Arc::downgrade(&inner);
-            std::thread::Builder::new()
-                .name("arena populate".into())
-                .spawn(move || populate_ahead(&weak, &kicks))?;
-            inner.kick();
-        }
-        Ok(Self { inner })
+        Ok((inner, kicks))
     }
 
-    /// Copies `data` into a free range and returns a view of it, or `None`
-    /// when no free range is large enough (the caller keeps its heap copy).
-    pub fn store(&self, data: &[u8]) -> Option<Bytes> {
-        self.store_parts(&[data])
-    }
-
-    /// Like [`Self::store`] for bytes that arrived in pieces (a fill's
-    /// chunks): written one after another into one range, so they need not
-    /// be joined on the heap first.
-    pub fn store_parts<B: AsRef<[u8]>>(&self, parts: &[B]) -> Option<Bytes> {
+    /// Writes `parts` into a range of this file (with `ready_only`, only
+    /// into blocks already populated); `Ok(None)` when writing failed.
+    fn store_parts<B: AsRef<[u8]>>(self: &Arc<Self>, parts: &[B], ready_only: bool) -> Result<Option<Bytes>, NoRoom> {
         let len: usize = parts.iter().map(|p| p.as_ref().len()).sum();
         if len == 0 {
-            return None;
+            return Ok(None);
         }
         let cap = (len as u64).div_ceil(PAGE) * PAGE;
-        let reserved = self.inner.lock_blocks().reserve(cap)?;
+        let reserved = self.lock_blocks().reserve(cap, ready_only);
+        let reserved = match reserved {
+            Ok(reserved) => reserved,
+            Err(no_room) => {
+                self.kick();
+                return Err(no_room);
+            }
+        };
         if let Some(run) = reserved.closed {
-            self.inner.reclaim(run);
+            self.reclaim(run);
         }
         let lease = Lease {
-            inner: self.inner.clone(),
+            inner: self.clone(),
             offset: reserved.offset,
             len,
             cap,
         };
-        if let Some(run) = reserved.opened {
-            self.inner.prepare(run);
-        }
+        self.prepare(&reserved.unprepared);
         let mut at = reserved.offset;
         for part in parts {
             let part = part.as_ref();
-            if let Err(e) = self.inner.file.write_all_at(part, at) {
+            if let Err(e) = self.file.write_all_at(part, at) {
                 tracing::warn!(error = %e, "writing to the memory arena failed; keeping the extent on the heap");
-                return None; // dropping the lease frees the range
+                return Ok(None); // dropping the lease frees the range
             }
             at += part.len() as u64;
         }
-        Some(Bytes::from_owner(lease))
+        Ok(Some(Bytes::from_owner(lease)))
     }
 
-    /// The arena file offset of `bytes`, if it views this arena.
-    pub fn locate(&self, bytes: &[u8]) -> Option<u64> {
-        let base = self.inner.map.as_ptr() as usize;
+    /// The offset of `bytes` in this file, if they view its mapping.
+    fn offset_of(&self, bytes: &[u8]) -> Option<u64> {
+        let base = self.map.as_ptr() as usize;
         let start = bytes.as_ptr() as usize;
-        let inside = start >= base && start + bytes.len() <= base + self.inner.map.len();
+        let inside = start >= base && start + bytes.len() <= base + self.map.len();
         inside.then(|| (start - base) as u64)
     }
 
-    /// The file `sendfile` reads from.
-    pub fn file(&self) -> &File {
-        &self.inner.file
-    }
-
-    /// Bytes a new extent could still be given: free blocks and the rest
-    /// of the open one.
-    pub fn free_bytes(&self) -> u64 {
-        self.inner.lock_blocks().free_bytes()
-    }
-
-    /// The block size: the unit memory is freed in.
-    pub fn block_size(&self) -> u64 {
-        self.inner.block
-    }
-
-    /// How the file gets its pages.
-    pub fn huge_pages(&self) -> HugePages {
-        self.inner.huge
-    }
-
-    /// Blocks populated ahead by the populating thread, and on a fill's
-    /// path because that thread had not reached them.
-    pub fn populated_blocks(&self) -> (u64, u64) {
-        let inner = &self.inner;
-        (
-            inner.populated_ahead.load(Ordering::Relaxed),
-            inner.populated_inline.load(Ordering::Relaxed),
-        )
-    }
-}
-
-impl Inner {
     fn lock_blocks(&self) -> std::sync::MutexGuard<'_, Blocks> {
         // Block state is updated in single steps; a panic elsewhere while it
         // is held cannot leave it half-changed.
@@ -310,20 +374,14 @@ impl Inner {
         (run.first * self.block, run.count * self.block)
     }
 
-    /// Makes sure a run just handed out is populated: blocks the
-    /// populating thread has not reached yet are faulted in here, on the
-    /// fill's path.
-    fn prepare(&self, run: Run) {
+    /// Populates blocks just handed out that the populating thread had
+    /// not reached, on the fill's path (only where no spill file takes
+    /// such fills: the populating failed), and asks the thread to move on.
+    fn prepare(&self, unprepared: &[u64]) {
         if self.populate.is_none() {
             return;
         }
-        let todo: Vec<u64> = {
-            let mut blocks = self.lock_blocks();
-            (run.first..run.first + run.count)
-                .filter(|&b| !std::mem::take(&mut blocks.prepared[b as usize]))
-                .collect()
-        };
-        for b in todo {
+        for &b in unprepared {
             if self.populate_block(b) {
                 self.populated_inline.fetch_add(1, Ordering::Relaxed);
             }
@@ -490,13 +548,22 @@ struct Run {
 }
 
 /// What [`Blocks::reserve`] gave: the extent's offset, the blocks it
-/// opened (to populate), and a block it closed that no extent uses any
-/// more (to reclaim).
+/// handed out that are not populated yet (to populate), and a block it
+/// closed that no extent uses any more (to reclaim).
 #[derive(Debug, PartialEq, Eq)]
 struct Reserved {
     offset: u64,
-    opened: Option<Run>,
+    unprepared: Vec<u64>,
     closed: Option<Run>,
+}
+
+/// Why [`Blocks::reserve`] found no room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NoRoom {
+    /// No free range is large enough.
+    Full,
+    /// The free range it would take is not populated yet.
+    NotPopulated,
 }
 
 /// Which blocks are free, and how many holders each used block has.
@@ -558,31 +625,41 @@ impl Blocks {
     }
 
     /// Finds room for `cap` bytes: packed into the open block when smaller
-    /// than a block, else whole blocks of its own.
-    fn reserve(&mut self, cap: u64) -> Option<Reserved> {
+    /// than a block, else whole blocks of its own. With `ready_only`, new
+    /// blocks must be populated already.
+    fn reserve(&mut self, cap: u64, ready_only: bool) -> Result<Reserved, NoRoom> {
+        if cap < self.block {
+            if let Some((b, used)) = self.open.filter(|&(_, used)| used + cap <= self.block) {
+                self.holders[b as usize] += 1;
+                self.open = Some((b, used + cap));
+                return Ok(Reserved {
+                    offset: b * self.block + used,
+                    unprepared: Vec::new(),
+                    closed: self.close_if_full(),
+                });
+            }
+        }
+        let count = cap.div_ceil(self.block);
+        let first = self.free.alloc(count).ok_or(NoRoom::Full)?;
+        let run = first..first + count;
+        if ready_only && !run.clone().all(|b| self.prepared[b as usize]) {
+            self.free.release(first, count);
+            return Err(NoRoom::NotPopulated);
+        }
+        let unprepared = run
+            .clone()
+            .filter(|&b| !std::mem::take(&mut self.prepared[b as usize]))
+            .collect();
         if cap >= self.block {
-            let count = cap.div_ceil(self.block);
-            let first = self.free.alloc(count)?;
-            for b in first..first + count {
+            for b in run {
                 self.holders[b as usize] = 1;
             }
-            let run = Run { first, count };
-            return Some(Reserved {
+            return Ok(Reserved {
                 offset: first * self.block,
-                opened: Some(run),
+                unprepared,
                 closed: None,
             });
         }
-        if let Some((b, used)) = self.open.filter(|&(_, used)| used + cap <= self.block) {
-            self.holders[b as usize] += 1;
-            self.open = Some((b, used + cap));
-            return Some(Reserved {
-                offset: b * self.block + used,
-                opened: None,
-                closed: self.close_if_full(),
-            });
-        }
-        let first = self.free.alloc(1)?;
         let closed = self
             .open
             .take()
@@ -590,9 +667,9 @@ impl Blocks {
         self.holders[first as usize] = 2; // this extent, and being open
         self.open = Some((first, cap));
         debug_assert!(self.close_if_full().is_none(), "smaller than a block");
-        Some(Reserved {
+        Ok(Reserved {
             offset: first * self.block,
-            opened: Some(Run { first, count: 1 }),
+            unprepared,
             closed,
         })
     }

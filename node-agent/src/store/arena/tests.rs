@@ -1,6 +1,7 @@
 //! Tests of the memory arena: block packing and freeing, huge pages from
 //! the own mount, and the populating thread.
 use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 
 use super::*;
@@ -15,10 +16,16 @@ fn pages(n: u64, byte: u8) -> Vec<u8> {
     vec![byte; (n * PAGE) as usize]
 }
 
-fn file_bytes(arena: &Arena, offset: u64, len: usize) -> Vec<u8> {
+/// `len` bytes of an arena's file at a place [`Arena::locate`] gave.
+fn file_bytes((file, offset): (&File, u64), len: usize) -> Vec<u8> {
     let mut buf = vec![0; len];
-    arena.file().read_exact_at(&mut buf, offset).expect("read");
+    file.read_exact_at(&mut buf, offset).expect("read");
     buf
+}
+
+/// The offset [`Arena::locate`] gives.
+fn offset(arena: &Arena, bytes: &[u8]) -> Option<u64> {
+    arena.locate(bytes).map(|(_, offset)| offset)
 }
 
 #[test]
@@ -27,12 +34,12 @@ fn stored_bytes_read_back_and_locate_in_the_file() {
     let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
     let stored = arena.store(&data).expect("room");
     assert_eq!(&stored[..], &data[..]);
-    let offset = arena.locate(&stored).expect("inside the arena");
-    assert_eq!(file_bytes(&arena, offset, data.len()), data);
+    let located = arena.locate(&stored).expect("inside the arena");
+    assert_eq!(file_bytes(located, data.len()), data);
     // A slice of the view is located at its own offset.
     let part = stored.slice(5000..6000);
-    assert_eq!(arena.locate(&part), Some(offset + 5000));
-    assert_eq!(arena.locate(&data), None, "heap bytes are not in the arena");
+    assert_eq!(offset(&arena, &part), Some(located.1 + 5000));
+    assert!(arena.locate(&data).is_none(), "heap bytes are not in the arena");
 }
 
 /// The kB of shared memory mapped with PMD (huge) pages in the mapping
@@ -70,6 +77,8 @@ fn a_root_agent_gets_huge_pages_from_its_own_mount_whatever_the_host_policy() {
     }
     let arena = Arena::new(16 << 20).expect("arena");
     assert_eq!(arena.huge_pages(), HugePages::OwnMount);
+    // Before the thread populated them, a fill would spill to base pages.
+    eventually("two blocks populated", || arena.populated_blocks().0 >= 2);
     let data: Vec<u8> = (0..(4u32 << 20)).map(|i| (i % 247) as u8).collect();
     let stored = arena.store(&data).expect("room");
     // Reading through the arena's mapping faults the pages in; huge
@@ -83,7 +92,7 @@ fn a_root_agent_gets_huge_pages_from_its_own_mount_whatever_the_host_policy() {
 }
 
 /// Polls `done` until it holds, for at most ten seconds.
-fn eventually(what: &str, done: impl Fn() -> bool) {
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !done() {
         assert!(std::time::Instant::now() < deadline, "not within 10 s: {what}");
@@ -105,7 +114,7 @@ fn a_thread_populates_the_next_free_blocks_before_fills_need_them() {
     let Some(arena) = own_mount_arena(64 << 20) else { return };
     let ahead = AHEAD as u64;
     eventually("the first blocks populated", || arena.populated_blocks().0 >= ahead);
-    let allocated = arena.file().metadata().expect("stat").blocks() * 512;
+    let allocated = arena.inner.file.metadata().expect("stat").blocks() * 512;
     assert!(allocated >= ahead * DEFAULT_BLOCK, "{allocated} bytes of pages");
     // Two 1 MiB extents per block: the populated blocks take them all
     // without populating anything on the way.
@@ -161,6 +170,37 @@ fn bytes_stay_exact_while_blocks_are_populated_freed_and_reused_at_once() {
     assert!(ahead > 0, "the populating thread ran");
 }
 
+/// Where blocks are populated ahead, a fill that finds no populated block
+/// goes to base pages in the spill file rather than wait for a block's
+/// pages to be cleared; it is located in that file, and blocks once
+/// populated take extents again.
+#[test]
+fn a_fill_with_no_populated_block_spills_instead_of_waiting() {
+    let arena = Arena::build(16 * BLOCK, BLOCK, HugePages::Advise, false).expect("arena");
+    let data = pages(20, 4); // two blocks' worth, less than two full blocks
+    let spilled = arena.store(&data).expect("room in the spill file");
+    assert_eq!(&spilled[..], &data[..]);
+    assert_eq!(arena.spilled_extents(), 1);
+    assert_eq!(arena.free_bytes(), 16 * BLOCK, "the huge-page file is untouched");
+    let (file, at) = arena.locate(&spilled).expect("located");
+    assert_ne!(file.as_raw_fd(), arena.inner.file.as_raw_fd(), "in the spill file");
+    assert_eq!(file_bytes((file, at), data.len()), data);
+    // Two blocks populated (as the thread would): the next extent of that
+    // size goes to them.
+    for b in 0..2 {
+        assert!(arena.inner.populate_block(b), "MADV_POPULATE_WRITE works here");
+        arena.inner.lock_blocks().mark_prepared(b, 0);
+    }
+    let placed = arena.store(&pages(20, 5)).expect("room");
+    let (file, at) = arena.locate(&placed).expect("located");
+    assert_eq!((file.as_raw_fd(), at), (arena.inner.file.as_raw_fd(), 0));
+    assert_eq!(arena.spilled_extents(), 1);
+    assert_eq!(arena.populated_blocks(), (0, 0), "nothing populated on the fill's path");
+    assert_eq!(file_bytes((file, at), 20 * PAGE as usize), pages(20, 5));
+    drop(spilled);
+    assert!(arena.store(&pages(1, 6)).is_some(), "small extents still find room");
+}
+
 #[test]
 fn pieces_are_stored_back_to_back_as_one_extent() {
     let arena = Arena::new(8 << 20).expect("memfd arena");
@@ -168,8 +208,8 @@ fn pieces_are_stored_back_to_back_as_one_extent() {
     let pieces: Vec<Bytes> = data.chunks(65_536).map(Bytes::copy_from_slice).collect();
     let stored = arena.store_parts(&pieces).expect("room");
     assert_eq!(&stored[..], &data[..]);
-    let offset = arena.locate(&stored).expect("inside the arena");
-    assert_eq!(file_bytes(&arena, offset, data.len()), data);
+    let located = arena.locate(&stored).expect("inside the arena");
+    assert_eq!(file_bytes(located, data.len()), data);
     assert!(arena.store_parts::<Bytes>(&[]).is_none(), "nothing to store");
 }
 
@@ -178,24 +218,25 @@ fn small_extents_share_a_block_that_is_freed_only_when_all_are_gone() {
     let arena = arena(HugePages::Off);
     let a = arena.store(&pages(4, 1)).expect("a");
     let b = arena.store(&pages(4, 2)).expect("b");
-    let (at_a, at_b) = (arena.locate(&a).expect("a"), arena.locate(&b).expect("b"));
+    let file = arena.locate(&a).expect("a").0.try_clone().expect("dup");
+    let (at_a, at_b) = (offset(&arena, &a).expect("a"), offset(&arena, &b).expect("b"));
     assert_eq!(at_b, at_a + 4 * PAGE, "packed into one block");
     assert_eq!(arena.free_bytes(), 16 * BLOCK - 8 * PAGE);
     drop(a);
     assert_eq!(
-        file_bytes(&arena, at_a, 4),
+        file_bytes((&file, at_a), 4),
         [1; 4],
         "a's pages stay while b holds the block"
     );
     // 12 pages do not fit the open block's last 8: a new block opens,
     // and the old one is held by b alone.
     let c = arena.store(&pages(12, 3)).expect("c");
-    assert_eq!(arena.locate(&c), Some(at_a + BLOCK));
+    assert_eq!(offset(&arena, &c), Some(at_a + BLOCK));
     assert_eq!(arena.free_bytes(), 14 * BLOCK + 4 * PAGE);
     drop(b);
     assert_eq!(arena.free_bytes(), 15 * BLOCK + 4 * PAGE, "the first block came back");
     assert_eq!(
-        file_bytes(&arena, at_a, BLOCK as usize),
+        file_bytes((&file, at_a), BLOCK as usize),
         vec![0; BLOCK as usize],
         "punched"
     );
@@ -204,7 +245,7 @@ fn small_extents_share_a_block_that_is_freed_only_when_all_are_gone() {
 
 #[test]
 fn large_extents_take_whole_blocks_that_coalesce_when_freed() {
-    let arena = arena(HugePages::Advise);
+    let arena = arena(HugePages::Off);
     let a = arena.store(&pages(16, 1)).expect("a: one block");
     let b = arena.store(&pages(20, 2)).expect("b: two blocks");
     let c = arena.store(&pages(13 * 16, 3)).expect("c: the other 13");
@@ -254,20 +295,24 @@ fn bytes_in_a_socket_survive_their_block_being_freed_and_refilled() {
         let half = (block / 2) as usize;
         let data: Vec<u8> = (0..half).map(|i| (i % 253) as u8).collect();
         let (a, neighbour) = (arena.store(&data).expect("a"), arena.store(&vec![9; half]).expect("b"));
-        let mut offset = arena.locate(&a).expect("in the arena");
+        let (file, mut offset) = arena.locate(&a).expect("in the arena");
+        let file = file.try_clone().expect("dup");
         let mut left = half.min(64 << 10); // what the socket takes without a reader
         let sent_from = offset;
         while left > 0 {
-            left -= rustix::fs::sendfile(&sender, arena.file(), Some(&mut offset), left).expect("sendfile");
+            left -= rustix::fs::sendfile(&sender, &file, Some(&mut offset), left).expect("sendfile");
         }
         let sent = (offset - sent_from) as usize;
         drop((a, neighbour));
-        // Every block refilled with other bytes.
+        // Every block refilled with other bytes (where blocks are populated
+        // ahead, some refills spill until the thread reaches theirs).
         let mut refill = Vec::new();
-        while let Some(b) = arena.store(&vec![0xee; block as usize]) {
-            refill.push(b);
-        }
-        assert_eq!(arena.free_bytes(), 0);
+        eventually("every block refilled", || {
+            if let Some(b) = arena.store(&vec![0xee; block as usize]) {
+                refill.push(b);
+            }
+            arena.free_bytes() == 0
+        });
         let mut got = vec![0; sent];
         receiver.read_exact(&mut got).expect("read");
         assert!(got == data[..sent], "{arena:?}: the socket sent changed bytes");
