@@ -685,6 +685,14 @@ impl Fills {
             if fill.state.receiver_count() == 0 {
                 return Err(AttemptError::Final(FillError::Cancelled));
             }
+            // Let the responses on this worker send what just arrived. A
+            // loopback origin has a whole slice ready at once, and without
+            // this a fill read all of it (16 chunks) in one go while the
+            // response waiting to write its first slice's first chunk, and
+            // so to get its header out, sat behind the fills of the slices
+            // ahead of it (seen with strace; it cost a cold miss most of
+            // its time to first byte).
+            tokio::task::yield_now().await;
         }
         resp.release().await;
         if got != expected {
