@@ -121,11 +121,6 @@ far_origin_case() {
   stop_case_caches far
   rm -f "$WORK"/origin/data/far-*
 }
-stats_of() { # seconds... -> "median min max" in ms
-  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
-    m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-    printf "%.0f %.0f %.0f\n", m * 1000, v[1] * 1000, v[NR] * 1000 }'
-}
 far_section() {
   if [ "$FAR_ORIGIN" != 1 ]; then
     # shellcheck disable=SC2016 # markdown backticks
@@ -134,12 +129,12 @@ far_section() {
   fi
   local name med lo hi tmed nmed amed bmed rows="" rtt=$(((FAR_RTT_MS / 2) * 2)) verdict before=""
   # shellcheck disable=SC2086 # the lists are words
-  read -r nmed _ <<< "$(stats_of ${FAR_T[nginx_far]})"
+  read -r nmed _ <<< "$(stats_ms 0 ${FAR_T[nginx_far]})"
   for name in $(case_names far); do
     # shellcheck disable=SC2086
-    read -r med lo hi <<< "$(stats_of ${FAR_T[$name]})"
+    read -r med lo hi <<< "$(stats_ms 0 ${FAR_T[$name]})"
     # shellcheck disable=SC2086
-    read -r tmed _ <<< "$(stats_of ${FAR_TTFB[$name]})"
+    read -r tmed _ <<< "$(stats_ms 0 ${FAR_TTFB[$name]})"
     [ "$name" != agent_far ] || amed=$med
     [ "$name" != baseline_far ] || bmed=$med
     rows+="| $(cache_word "$name") | $COLD_OBJECTS | $med ms ($lo-$hi) | $(ratio "$med" "$nmed") | $tmed ms | $(awk -v m="$med" -v b="$OBJECT_MIB" 'BEGIN { printf "%.0f", (m > 0 ? b / (m / 1000) : 0) }') | $(awk -v o="${FAR_O[$name]}" -v s="$OBJECT_BYTES" -v k="$COLD_OBJECTS" 'BEGIN { printf "%.3f", o / (s * k) }') |"$'\n'

@@ -66,6 +66,15 @@ set_traps() { # cleanup function for EXIT; ERR logs the failing line, INT/TERM e
   trap 'exit 130' INT TERM
 }
 
+stats_ms() { # decimals seconds... -> "median min max" in ms
+  local d=$1
+  shift
+  printf '%s\n' "$@" | sort -g | awk -v d="$d" '{ v[NR] = $1 } END {
+    if (NR == 0) { print "0 0 0"; exit }
+    m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+    f = "%." d "f"
+    printf f " " f " " f "\n", m * 1000, v[1] * 1000, v[NR] * 1000 }'
+}
 mib() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1048576 }'; }
 ms() { awk -v u="$1" 'BEGIN { if (u >= 100000) printf "%.0f", u / 1000; else if (u >= 10000) printf "%.1f", u / 1000; else printf "%.2f", u / 1000 }'; }
 

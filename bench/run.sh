@@ -87,6 +87,7 @@ BENCH_OUT=${BENCH_OUT:-$ROOT/docs/benchmarks.md}
 BASELINE_BIN=${BASELINE_BIN:-}
 BASELINE_COMMIT=${BASELINE_COMMIT:-}
 OBJECT_BYTES=$((OBJECT_MIB * 1048576))
+SLICE_BYTES=$(numfmt --from=iec-i "$SLICE")   # e.g. 1Mi
 DISK_TIER=${DISK_TIER:-1}
 DISK_OBJECTS=${DISK_OBJECTS:-$OBJECTS}
 DISK_MEMORY_CACHE=${DISK_MEMORY_CACHE:-64Mi}
@@ -562,14 +563,14 @@ warn_text() { # log: its three most frequent WARN/ERROR lines, with counts
 }
 
 # ---------------------------------------------------------------- cold misses
-declare -A COLD_T COLD_TTFB COLD_O COLD_N
+declare -A COLD_T COLD_TTFB COLD_O COLD_N COLD_TTFBS COLD_OTTFBS
 cold_misses() { # k: COLD_OBJECTS new objects (cold-k-i), each fetched once through each cache
   local k=$1 i name url order total ttfb size code line0
   log "cold misses: $COLD_OBJECTS new $OBJECT_MIB MiB objects, each fetched once through each cache"
   for i in $(seq "$COLD_OBJECTS"); do
     head -c "$OBJECT_BYTES" /dev/urandom > "$WORK/origin/data/cold-$k-$i"
   done
-  for name in $CACHES; do COLD_T[$name]=0; COLD_TTFB[$name]=0; COLD_N[$name]=0; done
+  for name in $CACHES; do COLD_T[$name]=0; COLD_TTFB[$name]=0; COLD_N[$name]=0; COLD_TTFBS[$name]=""; COLD_OTTFBS[$name]=""; done
   line0=$(log_lines)
   for i in $(seq "$COLD_OBJECTS"); do
     order=$CACHES   # with a baseline, who goes first rotates object by object
@@ -577,7 +578,11 @@ cold_misses() { # k: COLD_OBJECTS new objects (cold-k-i), each fetched once thro
     [ -n "$BASELINE_BIN" ] && order=$(rotate $((i - 1)) $CACHES)
     for name in $order; do # interleaved, so all see the same machine state
       url=$(url_of "$name")
+      # The origin's own time to first byte for this object's first slice,
+      # from its unlogged port, just before the cache asks for it.
+      COLD_OTTFBS[$name]+=" $(curl -s -o /dev/null -H "Range: bytes=0-$((SLICE_BYTES - 1))" -w '%{time_starttransfer}' "$(url_of ceiling)/cold-$k-$i")"
       read -r total ttfb size code < <(curl -s -o /dev/null -w '%{time_total} %{time_starttransfer} %{size_download} %{http_code}\n' "$url/cold-$k-$i")
+      COLD_TTFBS[$name]+=" $ttfb"
       if [ "$code" != 200 ] || [ "$size" != "$OBJECT_BYTES" ]; then check "cold-$k-$i through $name" "200 $OBJECT_BYTES" "$code $size"; fi
       COLD_T[$name]=$(awk -v a="${COLD_T[$name]}" -v b="$total" 'BEGIN { print a + b }')
       COLD_TTFB[$name]=$(awk -v a="${COLD_TTFB[$name]}" -v b="$ttfb" 'BEGIN { print a + b }')
