@@ -66,6 +66,9 @@ set_traps() { # cleanup function for EXIT; ERR logs the failing line, INT/TERM e
   trap 'exit 130' INT TERM
 }
 
+median() { # numbers... -> their median
+  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else print NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
 stats_ms() { # decimals seconds... -> "median min max" in ms
   local d=$1
   shift

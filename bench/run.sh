@@ -60,12 +60,19 @@
 #                    skip it): each fetches a different new object once
 #                    from a fresh agent (and baseline), then a fresh nginx
 #   COLD_CLIENT_MIB  size of each of those objects in MiB (4)
+#   FILL_LOAD        1: serving while the disk tier fills (default; with
+#                    DISK_TIER=1), 0: skip it. The disk-tier caches serve
+#                    random ranges with wrk, alone and while one more
+#                    client pulls new objects (see bench/fill-load.sh)
+#   FILL_LOAD_CONNS / FILL_LOAD_RATE / FILL_LOAD_ROUNDS  its wrk connections
+#                    (16), the filling client's curl --limit-rate (48M) and
+#                    rounds (2)
 #   BENCH_OUT        output file (docs/benchmarks.md in the repository)
 #   KEEP_WORK=1      keep the temporary directory (configs, logs, raw output)
 #
 # The default run takes about 36 minutes on 2 cores: each shmem policy's
 # memory-tier hit cells and cold misses about 12 (two policies by default),
-# the disk tier about 9, the far origin and the many cold clients under a
+# the disk tier about 9 (with serving while it fills, 1 of them), the far origin and the many cold clients under a
 # minute together, warm-ups and the rest about 2.
 set -euo pipefail
 
@@ -116,6 +123,8 @@ BENCH_TAG=bench
 . "$ROOT/bench/report.sh"
 # shellcheck source=bench/cold-cases.sh
 . "$ROOT/bench/cold-cases.sh"
+# shellcheck source=bench/fill-load.sh
+. "$ROOT/bench/fill-load.sh"
 
 # ---------------------------------------------------------------- tools
 sudo_cmd=()
@@ -742,6 +751,8 @@ if [ "$DISK_TIER" = 1 ]; then
   done
   wait "${DD_PIDS[@]}"
   DISK_DD_RATE=$(awk -v s="$start" -v e="$(date +%s.%N)" -v m="$DISK_DD_MIB" 'BEGIN { printf "%.0f", m / (e - s) }')
+  # last: it pulls more from the origin than the numbers above account for
+  [ "$FILL_LOAD" != 1 ] || fill_load_case
 fi
 
 # ---------------------------------------------------------------- further shmem policies
