@@ -447,6 +447,12 @@ impl Inner {
 /// waits for the kernel to allocate and clear a block's pages. It ends with
 /// the arena.
 fn populate_ahead(inner: &Weak<Inner>, kicks: &Receiver<()>) {
+    // Background work: fills and hits come first (a fill that finds no
+    // populated block spills to base pages instead of waiting), so the
+    // kernel's page clearing here takes only CPU they leave.
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19) {
+        tracing::debug!(error = %e, "lowering the arena populating thread's priority failed");
+    }
     while kicks.recv().is_ok() {
         loop {
             let Some(inner) = inner.upgrade() else { return };
