@@ -636,8 +636,15 @@ cat <<'EOF'
   cold-miss pass with the agent run without `CAP_SYS_ADMIN` (a memfd of
   base pages, through `setpriv --reuid=65534 --inh-caps=-all
   --bounding-set=-all` as `SLICECACHE_BIN`) stayed at 73-81 ms per object
-  in those runs. So on this host huge pages trade fill speed for hit
-  speed, and which side wins depends on the workload.
+  in those runs. Since then a fill no longer waits for that clearing: a
+  slice that needs a new block when the populating thread (now at nice
+  19) has none ready goes to a base-page spill memfd
+  (`slicecache_memory_spilled_extents_total`), so the clearing costs
+  CPU in the background but not time on the fill's path. By hand
+  (20 cold objects, release builds alternately) that brought cold misses
+  close to a memfd agent's, but both stayed noisy on this shared VM; the
+  cold-miss table above is the measurement. Huge pages still trade some
+  fill CPU for hit speed.
   With huge pages the agent leads at 64 and 512 connections in every run
   so far (1.06-1.23x throughput, p99 0.59-0.98x); with one connection the
   two are close to parity and the sign moves with run-to-run noise: the
