@@ -645,11 +645,12 @@ cat <<'EOF'
   close to a memfd agent's, but both stayed noisy on this shared VM; the
   cold-miss table above is the measurement. Huge pages still trade some
   fill CPU for hit speed.
-  With huge pages the agent leads at 64 and 512 connections in every run
-  so far (1.06-1.23x throughput, p99 0.59-0.98x); with one connection the
-  two are close to parity and the sign moves with run-to-run noise: the
-  four runs with huge pages so far gave 0.91x-1.12x throughput and p99
-  0.82x-1.05x for one connection. One connection is bound by the
+  With huge pages the two caches are within about 10% of each other in
+  every hit cell of the runs so far, and the sign of the throughput and
+  p99 ratios moves from run to run (earlier runs: 1.06-1.23x throughput
+  at 64 and 512 connections, 0.91x-1.12x at one; this run's tables above
+  show 0.96x-1.26x); the single-connection cells are decided by CPU per
+  GiB and p99 within a few percent. One connection is bound by the
   kernel's loopback path and wrk's copy (perf: 92-98% of the agent's
   samples in the kernel, 6% in its own code), the same for both caches.
 - At 64 and 512 connections both caches reach the loopback ceiling of this
