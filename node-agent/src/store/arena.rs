@@ -35,7 +35,7 @@
 //! host's `shmem_enabled` decides: at `always`, `within_size` or `force`
 //! writes get large folios by themselves, at `advise` the arena asks for
 //! them (`MADV_HUGEPAGE` on a second, writable mapping, then
-//! `MADV_POPULATE_WRITE` of each block it opens), and under `never` (the
+//! `MADV_POPULATE_WRITE` of each block ahead of use, on the populating thread), and under `never` (the
 //! kernel's default) the file is made of base pages and works the same. A
 //! hit on huge pages costs the kernel one page lookup per 2 MiB instead of
 //! one per 4 KiB.
@@ -44,10 +44,11 @@
 //! too, by a thread of the arena's own ahead of the allocator: a fault
 //! clears a whole huge page at once, outside the file's lock. A fill never
 //! waits for that: an extent that needs a new block when none is populated
-//! goes to a second memfd of base pages (the spill file) instead. Written into directly, a fresh huge page
-//! would be zeroed by the first `pwrite` around the bytes it writes, while
-//! the file's lock (one for the whole arena) stalls every other fill; that
-//! made a cold 64 MiB miss three times slower here.
+//! goes to a second memfd of base pages (the spill file) instead. Written
+//! into directly, a fresh huge page would be zeroed by the first `pwrite`
+//! around the bytes it writes, while the file's lock (one for the whole
+//! arena) stalls every other fill; that made a cold 64 MiB miss three
+//! times slower here.
 //!
 //! The price of whole-block freeing is space: a block stays allocated while
 //! any extent in it lives. Slices are powers of two, so they pack blocks
@@ -123,9 +124,8 @@ struct Inner {
     /// Wakes the populating thread (see [`populate_ahead`]); `None` without
     /// a populating mapping.
     kick: Option<SyncSender<()>>,
-    /// Blocks populated by that thread, and on a fill's path (for tests).
+    /// Blocks populated by that thread (for tests).
     populated_ahead: AtomicU64,
-    populated_inline: AtomicU64,
     /// Extents that went to the spill file because no populated block was
     /// ready.
     spilled: AtomicU64,
@@ -251,14 +251,10 @@ impl Arena {
         self.inner.huge
     }
 
-    /// Blocks populated ahead by the populating thread, and on a fill's
-    /// path because that thread had not reached them.
-    pub fn populated_blocks(&self) -> (u64, u64) {
-        let inner = &self.inner;
-        (
-            inner.populated_ahead.load(Ordering::Relaxed),
-            inner.populated_inline.load(Ordering::Relaxed),
-        )
+    /// Blocks populated ahead by the populating thread. (Nothing else
+    /// populates: a fill that finds no populated block spills.)
+    pub fn populated_blocks(&self) -> u64 {
+        self.inner.populated_ahead.load(Ordering::Relaxed)
     }
 
     /// Extents stored in the spill file's base pages because no populated
@@ -309,7 +305,6 @@ impl Inner {
             populate_failed: AtomicBool::new(false),
             kick,
             populated_ahead: AtomicU64::new(0),
-            populated_inline: AtomicU64::new(0),
             spilled: AtomicU64::new(0),
             block,
             huge,
@@ -343,7 +338,8 @@ impl Inner {
             len,
             cap,
         };
-        self.prepare(&reserved.unprepared);
+        // The allocator moved past blocks the thread keeps ready.
+        self.kick();
         let mut at = reserved.offset;
         for part in parts {
             let part = part.as_ref();
@@ -372,21 +368,6 @@ impl Inner {
 
     fn bytes(&self, run: Run) -> (u64, u64) {
         (run.first * self.block, run.count * self.block)
-    }
-
-    /// Populates blocks just handed out that the populating thread had
-    /// not reached, on the fill's path (only where no spill file takes
-    /// such fills: the populating failed), and asks the thread to move on.
-    fn prepare(&self, unprepared: &[u64]) {
-        if self.populate.is_none() {
-            return;
-        }
-        for &b in unprepared {
-            if self.populate_block(b) {
-                self.populated_inline.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.kick();
     }
 
     /// Faults a block in through the populating mapping, so its pages are
@@ -553,13 +534,11 @@ struct Run {
     count: u64,
 }
 
-/// What [`Blocks::reserve`] gave: the extent's offset, the blocks it
-/// handed out that are not populated yet (to populate), and a block it
+/// What [`Blocks::reserve`] gave: the extent's offset, and a block it
 /// closed that no extent uses any more (to reclaim).
 #[derive(Debug, PartialEq, Eq)]
 struct Reserved {
     offset: u64,
-    unprepared: Vec<u64>,
     closed: Option<Run>,
 }
 
@@ -640,7 +619,6 @@ impl Blocks {
                 self.open = Some((b, used + cap));
                 return Ok(Reserved {
                     offset: b * self.block + used,
-                    unprepared: Vec::new(),
                     closed: self.close_if_full(),
                 });
             }
@@ -652,17 +630,16 @@ impl Blocks {
             self.free.release(first, count);
             return Err(NoRoom::NotPopulated);
         }
-        let unprepared = run
-            .clone()
-            .filter(|&b| !std::mem::take(&mut self.prepared[b as usize]))
-            .collect();
+        // Handed out: populated or not, it is no longer "ready ahead".
+        for b in run.clone() {
+            self.prepared[b as usize] = false;
+        }
         if cap >= self.block {
             for b in run {
                 self.holders[b as usize] = 1;
             }
             return Ok(Reserved {
                 offset: first * self.block,
-                unprepared,
                 closed: None,
             });
         }
@@ -675,7 +652,6 @@ impl Blocks {
         debug_assert!(self.close_if_full().is_none(), "smaller than a block");
         Ok(Reserved {
             offset: first * self.block,
-            unprepared,
             closed,
         })
     }

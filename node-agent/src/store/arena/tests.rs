@@ -78,7 +78,7 @@ fn a_root_agent_gets_huge_pages_from_its_own_mount_whatever_the_host_policy() {
     let arena = Arena::new(16 << 20).expect("arena");
     assert_eq!(arena.huge_pages(), HugePages::OwnMount);
     // Before the thread populated them, a fill would spill to base pages.
-    eventually("two blocks populated", || arena.populated_blocks().0 >= 2);
+    eventually("two blocks populated", || arena.populated_blocks() >= 2);
     let data: Vec<u8> = (0..(4u32 << 20)).map(|i| (i % 247) as u8).collect();
     let stored = arena.store(&data).expect("room");
     // Reading through the arena's mapping faults the pages in; huge
@@ -113,7 +113,7 @@ fn own_mount_arena(size: u64) -> Option<Arena> {
 fn a_thread_populates_the_next_free_blocks_before_fills_need_them() {
     let Some(arena) = own_mount_arena(64 << 20) else { return };
     let ahead = AHEAD as u64;
-    eventually("the first blocks populated", || arena.populated_blocks().0 >= ahead);
+    eventually("the first blocks populated", || arena.populated_blocks() >= ahead);
     let allocated = arena.inner.file.metadata().expect("stat").blocks() * 512;
     assert!(allocated >= ahead * DEFAULT_BLOCK, "{allocated} bytes of pages");
     // Two 1 MiB extents per block: the populated blocks take them all
@@ -125,17 +125,15 @@ fn a_thread_populates_the_next_free_blocks_before_fills_need_them() {
             (data, stored)
         })
         .collect();
-    assert_eq!(arena.populated_blocks().1, 0, "no block populated on a fill's path");
+    assert_eq!(arena.spilled_extents(), 0, "every extent found a populated block");
     for (data, stored) in &extents {
         assert_eq!(&stored[..], &data[..]);
     }
     // The thread moved on to the next free blocks; freed blocks are
     // punched and populated again.
-    eventually("the next blocks populated", || arena.populated_blocks().0 >= 2 * ahead);
+    eventually("the next blocks populated", || arena.populated_blocks() >= 2 * ahead);
     drop(extents);
-    eventually("freed blocks populated again", || {
-        arena.populated_blocks().0 >= 3 * ahead
-    });
+    eventually("freed blocks populated again", || arena.populated_blocks() >= 3 * ahead);
     let again = arena.store(&pages(300, 9)).expect("room");
     assert_eq!(&again[..], &pages(300, 9)[..]);
 }
@@ -166,7 +164,7 @@ fn bytes_stay_exact_while_blocks_are_populated_freed_and_reused_at_once() {
     for w in workers {
         w.join().expect("no thread saw a changed byte");
     }
-    let (ahead, _) = arena.populated_blocks();
+    let ahead = arena.populated_blocks();
     assert!(ahead > 0, "the populating thread ran");
 }
 
@@ -195,7 +193,7 @@ fn a_fill_with_no_populated_block_spills_instead_of_waiting() {
     let (file, at) = arena.locate(&placed).expect("located");
     assert_eq!((file.as_raw_fd(), at), (arena.inner.file.as_raw_fd(), 0));
     assert_eq!(arena.spilled_extents(), 1);
-    assert_eq!(arena.populated_blocks(), (0, 0), "nothing populated on the fill's path");
+    assert_eq!(arena.populated_blocks(), 0, "nothing populated on the fill's path");
     assert_eq!(file_bytes((file, at), 20 * PAGE as usize), pages(20, 5));
     drop(spilled);
     assert!(arena.store(&pages(1, 6)).is_some(), "small extents still find room");
