@@ -35,8 +35,9 @@
 //! host's `shmem_enabled` decides: at `always`, `within_size` or `force`
 //! writes get large folios by themselves, at `advise` the arena asks for
 //! them (`MADV_HUGEPAGE` on a second, writable mapping, then
-//! `MADV_POPULATE_WRITE` of each block ahead of use, on the populating thread), and under `never` (the
-//! kernel's default) the file is made of base pages and works the same. A
+//! `MADV_POPULATE_WRITE` of each block ahead of use, on the populating
+//! thread), and under `never` (the kernel's default) the file is made of
+//! base pages and works the same. A
 //! hit on huge pages costs the kernel one page lookup per 2 MiB instead of
 //! one per 4 KiB.
 //!
