@@ -14,7 +14,7 @@ use slicecache_testkit::origin::{pattern, OriginObject, TestOrigin};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use common::{assert_bytes, AgentBuilder, AgentProc};
+use common::{assert_bytes, wait_for, AgentBuilder, AgentProc};
 
 const PATH: &str = "/big/object.bin";
 const LEN: usize = 3 * (1 << 20) + 17;
@@ -29,6 +29,14 @@ async fn warm_agent() -> (TestOrigin, AgentProc, Bytes) {
     let cold = agent.client().get(PATH, &[]).await.unwrap();
     assert_eq!(cold.status, 200);
     assert_bytes(&cold.body, &body, "cold fill");
+    // The client has every byte before the fill has cached its last slices
+    // (they go into the arena on a blocking thread): wait until they are.
+    wait_for(
+        "the whole object in the memory tier",
+        Duration::from_secs(10),
+        || async { agent.metric("slicecache_memory_used_bytes", &[]).await >= LEN as f64 },
+    )
+    .await;
     (origin, agent, body)
 }
 
