@@ -4,20 +4,22 @@
 #   tests/cluster -> slicecache-cluster: etcd + kube-apiserver +
 #                    kube-controller-manager (k8s.io/kubernetes v1.37.2)
 #   tests/helm    -> helm (helm.sh/helm/v3 v3.21.4) and helm4 (helm.sh/helm/v4 v4.3.2)
+#   tests/metrics-adapter -> prometheus-adapter (sigs.k8s.io/prometheus-adapter v0.12.0)
 #
-# Usage: scripts/build-go-tools.sh [cluster] [helm]   (default: both)
+# Usage: scripts/build-go-tools.sh [cluster] [helm] [adapter]   (default: all three)
 #
 # Each module builds into target/go-tools/<module>-<hash>/, where the hash
 # covers the module's go.mod, go.sum and Go sources, the Go version and this
 # script; a directory that already holds the binaries is used as it is.
 # Afterwards target/go-tools/env holds shell assignments for every tool built
 # so far (source it):
-#   SLICECACHE_CLUSTER_BIN=...  HELM_BIN=...  HELM4_BIN=...
+#   SLICECACHE_CLUSTER_BIN=...  HELM_BIN=...  HELM4_BIN=...  PROMETHEUS_ADAPTER_BIN=...
 # and the paths are printed. Environment:
 #   SLICECACHE_GO_TOOLS_DIR  instead of target/go-tools
 #   GOFLAGS, GOCACHE, GOMODCACHE are honoured as usual.
 # A cold build (empty Go build cache) of tests/cluster took 20 minutes on a
-# busy 2-core machine (see tests/cluster/README.md); helm and helm4 6 more.
+# busy 2-core machine (see tests/cluster/README.md); helm and helm4 6 more,
+# prometheus-adapter 2.
 # With the Go build cache warm a rebuild links in under a minute.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,10 +34,10 @@ if ! command -v go >/dev/null 2>&1; then
 fi
 
 want=("$@")
-[ ${#want[@]} -gt 0 ] || want=(cluster helm)
+[ ${#want[@]} -gt 0 ] || want=(cluster helm adapter)
 
 ldflags_common="-s -w"
-built_dir="" cluster_dir="" helm_dir=""
+built_dir="" cluster_dir="" helm_dir="" adapter_dir=""
 
 module_hash() { # module dir
   local dir="$1"
@@ -111,8 +113,13 @@ for w in "${want[@]}"; do
         "helm4=helm.sh/helm/v4/cmd/helm|-X helm.sh/helm/v4/internal/version.version=$helm4_version -X helm.sh/helm/v4/internal/version.gitTreeState=clean"
       helm_dir="$built_dir"
       ;;
+    adapter)
+      echo "build-go-tools: building prometheus-adapter (a cold build takes about 2 minutes on 2 cores)..."
+      build_module adapter tests/metrics-adapter "prometheus-adapter=sigs.k8s.io/prometheus-adapter/cmd/adapter"
+      adapter_dir="$built_dir"
+      ;;
     *)
-      echo "build-go-tools: unknown tool set '$w' (cluster, helm)" >&2
+      echo "build-go-tools: unknown tool set '$w' (cluster, helm, adapter)" >&2
       exit 2
       ;;
   esac
@@ -130,5 +137,6 @@ if [ -n "$helm_dir" ]; then
   set_env HELM_BIN "$helm_dir/helm"
   set_env HELM4_BIN "$helm_dir/helm4"
 fi
+[ -z "$adapter_dir" ] || set_env PROMETHEUS_ADAPTER_BIN "$adapter_dir/prometheus-adapter"
 echo "build-go-tools: tools ($out_root/env):"
 sed 's/^/  /' "$out_root/env"

@@ -116,7 +116,7 @@ up() {
     echo "    cargo: $((SECONDS - t0)) s"
     local t1=$SECONDS
     say "building the control plane and helm (scripts/build-go-tools.sh); 10-25 minutes the first time, seconds after"
-    bash scripts/build-go-tools.sh
+    bash scripts/build-go-tools.sh cluster helm
     echo "    go tools: $((SECONDS - t1)) s"
   fi
   # shellcheck disable=SC1091

@@ -51,12 +51,7 @@ impl Prometheus {
     /// [`Prometheus::start`] listening on `addr`, for a test that has
     /// named the address (in a manifest) before the targets existed.
     pub async fn start_at(dir: &Path, addr: SocketAddr, job: &str, targets: &[Target]) -> Self {
-        let bin = which("prometheus").expect("prometheus is not installed (scripts/install-deps.sh installs it)");
-        let config = dir.join("prometheus.yml");
-        let mut text = format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-             scrape_configs:\n  - job_name: {job}\n    static_configs:\n"
-        );
+        let mut text = format!("  - job_name: {job}\n    static_configs:\n");
         for t in targets {
             text.push_str(&format!("      - targets: ['{}']\n", t.addr));
             if !t.labels.is_empty() {
@@ -66,6 +61,19 @@ impl Prometheus {
                 }
             }
         }
+        Self::start_with_scrape_configs(dir, addr, &text).await
+    }
+
+    /// Starts Prometheus on `addr` with `scrape_configs` (the YAML list
+    /// under `scrape_configs:`, its items indented by two spaces), for a
+    /// test that discovers its targets (Kubernetes service discovery).
+    pub async fn start_with_scrape_configs(dir: &Path, addr: SocketAddr, scrape_configs: &str) -> Self {
+        let bin = which("prometheus").expect("prometheus is not installed (scripts/install-deps.sh installs it)");
+        let config = dir.join("prometheus.yml");
+        let text = format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+             scrape_configs:\n{scrape_configs}"
+        );
         std::fs::write(&config, text).expect("writing prometheus.yml");
         let mut cmd = Command::new(bin);
         cmd.arg(format!("--config.file={}", config.display()))

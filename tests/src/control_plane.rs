@@ -18,31 +18,33 @@ use crate::Proc;
 
 /// Where the control-plane binary is, or why there is none.
 pub fn cluster_binary() -> Result<PathBuf, String> {
-    if let Some(bin) = std::env::var_os("SLICECACHE_CLUSTER_BIN").filter(|b| !b.is_empty()) {
+    go_tool("SLICECACHE_CLUSTER_BIN", "cluster")
+}
+
+/// A binary that `scripts/build-go-tools.sh SET` builds: `KEY` from the
+/// environment, else the path `target/go-tools/env` gives it; or why there
+/// is none, naming the command that builds it.
+pub fn go_tool(key: &str, set: &str) -> Result<PathBuf, String> {
+    let build = format!("run scripts/build-go-tools.sh {set}");
+    if let Some(bin) = std::env::var_os(key).filter(|b| !b.is_empty()) {
         let bin = PathBuf::from(bin);
         return if bin.is_file() {
             Ok(bin)
         } else {
-            Err(format!("SLICECACHE_CLUSTER_BIN={} does not exist", bin.display()))
+            Err(format!("{key}={} does not exist; unset it or {build}", bin.display()))
         };
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let env_file = root.parent().unwrap_or(root).join("target/go-tools/env");
-    let text = std::fs::read_to_string(&env_file).map_err(|_| {
-        format!(
-            "the local control plane is not built: SLICECACHE_CLUSTER_BIN is unset and {} does not exist; \
-             run scripts/build-go-tools.sh cluster (about 6 minutes the first time)",
-            env_file.display()
-        )
-    })?;
-    let bin = env_value(&text, "SLICECACHE_CLUSTER_BIN")
-        .ok_or_else(|| format!("{} names no SLICECACHE_CLUSTER_BIN", env_file.display()))?;
+    let text = std::fs::read_to_string(&env_file)
+        .map_err(|_| format!("{key} is unset and {} does not exist; {build}", env_file.display()))?;
+    let bin = env_value(&text, key).ok_or_else(|| format!("{} names no {key}; {build}", env_file.display()))?;
     let bin = PathBuf::from(bin);
     if bin.is_file() {
         Ok(bin)
     } else {
         Err(format!(
-            "{} (from {}) does not exist; run scripts/build-go-tools.sh cluster",
+            "{} (the {key} of {}) does not exist; {build}",
             bin.display(),
             env_file.display()
         ))

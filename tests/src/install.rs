@@ -10,7 +10,7 @@ use std::{
 };
 
 use crate::node_shim::api_access::kubeconfig_with_token;
-use crate::{control_plane::env_value, free_addr, Proc};
+use crate::{control_plane::go_tool, free_addr, Proc};
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
@@ -21,17 +21,7 @@ pub fn repo_root() -> PathBuf {
 /// The helm binary: `HELM_BIN`, else the one `target/go-tools/env` names.
 /// Panics with the command that builds it.
 pub fn helm_binary() -> PathBuf {
-    let from_env = std::env::var_os("HELM_BIN")
-        .filter(|b| !b.is_empty())
-        .map(PathBuf::from);
-    let bin = from_env.or_else(|| {
-        let text = std::fs::read_to_string(repo_root().join("target/go-tools/env")).ok()?;
-        env_value(&text, "HELM_BIN").map(PathBuf::from)
-    });
-    match bin {
-        Some(bin) if bin.is_file() => bin,
-        _ => panic!("helm is not built: run scripts/build-go-tools.sh helm"),
-    }
+    go_tool("HELM_BIN", "helm").unwrap_or_else(|why| panic!("helm is not built: {why}"))
 }
 
 /// Runs `program args`, returning stdout, or the error with stderr.

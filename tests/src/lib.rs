@@ -33,6 +33,7 @@ pub use slicecache_testkit::{
 pub mod control_plane;
 pub mod install;
 pub mod local_volumes;
+pub mod metrics_adapter;
 pub mod node_shim;
 pub mod pod_network;
 pub mod scene;
