@@ -49,6 +49,8 @@
 #   SAMPLE         SliceCaches patched per count in phase 2 (100)
 #   SETTLE_TIMEOUT seconds allowed per count for phase 1 (900)
 #   IDLE_SECONDS   seconds without a reconcile that make the operator idle (5)
+#   HELM_ARGS      extra `helm install` arguments, e.g.
+#                  "--set maxConcurrentReconciles=0" (none)
 #   BENCH_OUT      also write the report into this markdown file, replacing
 #                  its "## Operator at scale" section (appended when absent)
 #   KEEP_WORK=1    keep the temporary directory (logs, kubeconfigs)
@@ -160,7 +162,8 @@ CLUSTER_PID=${PIDS[-1]}
 wait_ready_line cluster "$CLUSTER_PID" 180
 
 log "helm install $RELEASE charts/slicecache-operator -n $SYSTEM_NS"
-"$HELM_BIN" install "$RELEASE" "$ROOT/charts/slicecache-operator" -n "$SYSTEM_NS" --create-namespace >"$WORK/helm.out"
+# shellcheck disable=SC2086 # HELM_ARGS is a list of words
+"$HELM_BIN" install "$RELEASE" "$ROOT/charts/slicecache-operator" -n "$SYSTEM_NS" --create-namespace ${HELM_ARGS:-} >"$WORK/helm.out"
 k wait --for=condition=Established crd/slicecaches.slicecache.io --timeout=60s >/dev/null
 
 # The operator as scripts/local-cluster.sh runs it: the chart's
@@ -406,6 +409,7 @@ EOF
 CMD="bash bench/operator-scale.sh"
 [ "$COUNTS" = "1 100 1000" ] || CMD="COUNTS=\"$COUNTS\" $CMD"
 [ "$SAMPLE" = 100 ] || CMD="SAMPLE=$SAMPLE $CMD"
+[ -z "${HELM_ARGS:-}" ] || CMD="HELM_ARGS=\"$HELM_ARGS\" $CMD"
 [ -z "${OPERATOR_BIN:-}" ] || CMD="OPERATOR_BIN=<a release build of ${OPERATOR_COMMIT:-that commit}> OPERATOR_COMMIT=${OPERATOR_COMMIT:-?} $CMD"
 report >"$WORK/report.md"
 cat "$WORK/report.md"

@@ -132,6 +132,12 @@ struct RunArgs {
     /// This replica's identity in the Lease and in Events.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// How many SliceCaches are reconciled at once (one SliceCache is never
+    /// reconciled twice at once). More lets a burst of new SliceCaches
+    /// settle no sooner once the API server is busy, and makes each
+    /// reconcile wait longer for it; 0 means no limit.
+    #[arg(long, default_value_t = controller::DEFAULT_MAX_CONCURRENT_RECONCILES)]
+    max_concurrent_reconciles: u16,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -233,7 +239,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             },
         };
         ready.store(true, Ordering::Relaxed);
-        let controller = controller::run(ctx.clone(), futures::FutureExt::shared(Box::pin(stopped())));
+        let controller = controller::run(
+            ctx.clone(),
+            args.max_concurrent_reconciles,
+            futures::FutureExt::shared(Box::pin(stopped())),
+        );
         let lost = async {
             match &leadership {
                 Some(l) => l.hold().await,

@@ -204,46 +204,40 @@ pub async fn apply(
     };
 
     let live = LiveObjects::read(client, namespace, &desired.names).await?;
-    let (_, c) = apply_with(
-        &Api::namespaced(client.clone(), namespace),
-        live.service_account,
-        owner_uid,
-        &desired.service_account,
-    )
-    .await?;
-    record("ServiceAccount", &desired.names.service_account, c);
-    let (config_map, c) = apply_with(
-        &Api::namespaced(client.clone(), namespace),
-        live.config_map,
-        owner_uid,
-        &desired.config_map,
-    )
-    .await?;
-    record("ConfigMap", &desired.names.config_map, c);
-    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
-    let (_, c) = apply_with(&services, live.client_service, owner_uid, &desired.client_service).await?;
-    record("Service", &desired.names.client_service, c);
     // Fleet mode was on when the live peer Service has a peer port.
     let was_sharded = live.peer_service.as_ref().is_some_and(has_peer_port);
-    let (_, c) = apply_with(&services, live.peer_service, owner_uid, &desired.peer_service).await?;
-    record("Service", &desired.names.peer_service, c);
+    // What the workload refers to is written first, and concurrently: the
+    // writes depend only on what was read, so a new SliceCache waits for
+    // one round trip here instead of five in a row. The requests are sent
+    // in this order.
+    let service_accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), namespace);
-    match &desired.pod_disruption_budget {
-        Some(pdb) => {
-            let (_, c) = apply_with(&pdbs, live.pod_disruption_budget, owner_uid, pdb).await?;
-            record("PodDisruptionBudget", &desired.names.pod_disruption_budget, c);
+    let live_pdb = live.pod_disruption_budget;
+    let pdb = async {
+        match &desired.pod_disruption_budget {
+            Some(pdb) => apply_with(&pdbs, live_pdb, owner_uid, pdb).await.map(|(_, c)| c),
+            None => delete_live_if_owned(&pdbs, live_pdb, owner_uid, &desired.names.pod_disruption_budget).await,
         }
-        None => {
-            let c = delete_live_if_owned(
-                &pdbs,
-                live.pod_disruption_budget,
-                owner_uid,
-                &desired.names.pod_disruption_budget,
-            )
-            .await?;
-            record("PodDisruptionBudget", &desired.names.pod_disruption_budget, c);
-        }
-    }
+    };
+    let ((_, service_account), (config_map, config_map_change), (_, client_service), (_, peer_service), pdb) = futures::try_join!(
+        apply_with(
+            &service_accounts,
+            live.service_account,
+            owner_uid,
+            &desired.service_account
+        ),
+        apply_with(&config_maps, live.config_map, owner_uid, &desired.config_map),
+        apply_with(&services, live.client_service, owner_uid, &desired.client_service),
+        apply_with(&services, live.peer_service, owner_uid, &desired.peer_service),
+        pdb,
+    )?;
+    record("ServiceAccount", &desired.names.service_account, service_account);
+    record("ConfigMap", &desired.names.config_map, config_map_change);
+    record("Service", &desired.names.client_service, client_service);
+    record("Service", &desired.names.peer_service, peer_service);
+    record("PodDisruptionBudget", &desired.names.pod_disruption_budget, pdb);
 
     let names = &desired.names;
     match &desired.fleet {

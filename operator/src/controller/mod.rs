@@ -43,7 +43,7 @@ use k8s_openapi::api::{
 };
 use kube::{
     runtime::{
-        controller::{Action, Controller},
+        controller::{Action, Config as ControllerConfig, Controller},
         events::{Event as KubeEvent, EventType, Recorder, Reporter},
         finalizer::{finalizer, Error as FinalizerError, Event as FinalizerEvent},
         reflector::ObjectRef,
@@ -531,8 +531,12 @@ async fn cleanup_devices(cache: &SliceCache, ctx: &Context) -> Result<String, Cl
 
 // === run ===
 
-/// Runs the controller until `shutdown` resolves.
-pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+/// How many SliceCaches the operator reconciles at once by default.
+pub const DEFAULT_MAX_CONCURRENT_RECONCILES: u16 = 16;
+
+/// Runs the controller until `shutdown` resolves, reconciling at most
+/// `concurrency` SliceCaches at once (0: no limit).
+pub async fn run(ctx: Arc<Context>, concurrency: u16, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let client = ctx.client.clone();
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=slicecache-operator");
     let controller = Controller::new(
@@ -565,6 +569,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             watcher::Config::default(),
             move |node: Node| nodes::caches_for_node(node.labels(), &caches.state()),
         )
+        .with_config(ControllerConfig::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

@@ -337,6 +337,11 @@ async fn server_error_is_returned_reported_and_backed_off() {
         let failure = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                              "message": "etcdserver: request timed out", "reason": "InternalError", "code": 500});
         expect(&mut h, "PATCH", SA, 500, Some(failure)).await;
+        // The other writes went out with it (they are concurrent); no
+        // workload write follows the failure.
+        for path in [CM, SVC, PEERS, PDB] {
+            expect_apply(&mut h, path, None).await;
+        }
         let call = expect_apply(&mut h, STATUS, Some(with_status(&c, &json!({})))).await;
         let degraded = condition(&call.body["status"], "Degraded");
         assert_eq!(degraded["status"], "True");
@@ -392,7 +397,11 @@ async fn a_new_slice_cache_gets_the_finalizer_first() {
 #[tokio::test]
 async fn the_controller_watches_owned_kinds_and_nodes() {
     let (ctx, mut handle) = context();
-    let controller = tokio::spawn(controller::run(ctx, std::future::pending()));
+    let controller = tokio::spawn(controller::run(
+        ctx,
+        controller::DEFAULT_MAX_CONCURRENT_RECONCILES,
+        std::future::pending(),
+    ));
 
     let mut listed = std::collections::BTreeMap::new();
     let mut open_watches = Vec::new();
