@@ -35,3 +35,7 @@ pub const REASON_RECOMMENDING: &str = "Recommending";
 pub const REASON_OFF: &str = "TuningOff";
 /// `TuningActive` reason when Recommend or Auto has no Prometheus URL.
 pub const REASON_NO_PROMETHEUS: &str = "PrometheusNotConfigured";
+/// TuningActive False: the first evaluation still waits for Prometheus.
+pub const REASON_WAITING: &str = "WaitingForPrometheus";
+/// TuningActive False: an evaluation failed inside the operator.
+pub const REASON_FAILED: &str = "TunerFailed";

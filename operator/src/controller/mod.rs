@@ -532,7 +532,7 @@ async fn cleanup_devices(cache: &SliceCache, ctx: &Context) -> Result<String, Cl
 // === run ===
 
 /// How many SliceCaches the operator reconciles at once by default.
-pub const DEFAULT_MAX_CONCURRENT_RECONCILES: u16 = 16;
+pub const DEFAULT_MAX_CONCURRENT_RECONCILES: u16 = 2;
 
 /// Runs the controller until `shutdown` resolves, reconciling at most
 /// `concurrency` SliceCaches at once (0: no limit).

@@ -11,6 +11,14 @@
 //! later reconcile never reverts what the tuner applied. Mode Off queries
 //! nothing and reports `TuningOff`.
 //!
+//! An evaluation runs as a task of its own; the reconcile that starts it
+//! waits for it up to [`EVALUATION_WAIT`]. A slower Prometheus (a query may
+//! take [`DEFAULT_QUERY_TIMEOUT`]) does not hold the reconcile: it goes on
+//! with the last report (before the first, `WaitingForPrometheus`), due
+//! again after [`EVALUATION_POLL`], and a later reconcile takes the
+//! evaluation's report once the task has ended. The operator reconciles
+//! few SliceCaches at once, so no reconcile may wait on Prometheus.
+//!
 //! The law keeps history (streaks, cooldown, TTFB baseline, concurrency
 //! ceiling), so one [`Tuner`] per SliceCache lives in the registry, keyed by
 //! namespace/name and started afresh when the uid, mode, bounds, cooldown or
@@ -55,10 +63,12 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
+use futures::FutureExt;
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use slicecache_api::{
     spec::TuningMode, status::EffectiveTunables, validate::Tuning, SliceCacheStatus, ValidatedSliceCache,
 };
+use tokio::task::JoinHandle;
 
 pub use condition::tuning_condition;
 pub use record::{evaluation_metrics, hit_ratio_text, last_decision, DecisionKey};
@@ -67,7 +77,7 @@ pub use settings::{is_due, starting_point, TunerSettings};
 
 use super::{
     build::Owner,
-    conditions::{REASON_NO_PROMETHEUS, REASON_OFF},
+    conditions::{REASON_FAILED, REASON_NO_PROMETHEUS, REASON_OFF, REASON_WAITING},
 };
 use crate::{
     metrics::{Metrics, TuningEvaluation},
@@ -120,7 +130,7 @@ impl Slot {
 /// The tuners of every SliceCache this operator reconciles, and the
 /// operator metrics they report to.
 pub struct TunerRegistry {
-    slots: Mutex<HashMap<String, Slot>>,
+    slots: Mutex<HashMap<String, Entry>>,
     metrics: Arc<Metrics>,
 }
 
@@ -182,14 +192,52 @@ impl TunerRegistry {
         // Reconciles of one object never overlap, so the slot can leave the
         // map while Prometheus answers.
         let previous = self.slots.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
-        let mut slot = match previous {
+        let previous = match previous {
+            None => None,
+            Some(Entry::Idle(slot)) => Some(*slot),
+            Some(Entry::Evaluating(running)) if running.task.is_finished() => (*running).finished(),
+            Some(Entry::Evaluating(running)) if running.settings == settings => {
+                // Still waiting for Prometheus: the last report until then.
+                let report = running.meanwhile();
+                self.put(key, Entry::Evaluating(running));
+                return report;
+            }
+            Some(Entry::Evaluating(running)) => {
+                // The settings changed: a new tuner starts from the status.
+                running.task.abort();
+                None
+            }
+        };
+        let slot = match previous {
             Some(slot) if slot.settings == settings => slot,
             other => Slot::new(settings, other, status.and_then(|s| s.effective.as_ref())),
         };
         let auto = slot.settings.mode == TuningMode::Auto;
 
-        let report = match (&slot.report, is_due(slot.evaluated_at, now, interval)) {
-            (Some(report), false) => {
+        let slot = match (&slot.report, is_due(slot.evaluated_at, now, interval)) {
+            (Some(_), false) => slot,
+            _ => {
+                let job = EvaluationJob {
+                    namespace: namespace.to_string(),
+                    name: name.to_string(),
+                    tuning: tuning.clone(),
+                    url,
+                    status: status.cloned(),
+                    now,
+                };
+                match self.evaluate_in_background(slot, job).await {
+                    Ok(slot) => slot,
+                    Err(running) => {
+                        let report = running.meanwhile();
+                        self.put(key, Entry::Evaluating(Box::new(running)));
+                        return report;
+                    }
+                }
+            }
+        };
+        let report = match &slot.report {
+            Some(report) if slot.evaluated_at == Some(now) => report.clone(),
+            Some(report) => {
                 let elapsed = slot
                     .evaluated_at
                     .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
@@ -198,23 +246,140 @@ impl TunerRegistry {
                     ..report.clone()
                 }
             }
-            _ => {
-                let (report, recorded) = evaluate(&mut slot, (namespace, name), tuning, &url, status, now).await;
-                self.metrics.observe_tuning(namespace, name, &recorded);
-                slot.evaluated_at = Some(now);
-                slot.report = Some(report.clone());
-                report
-            }
+            None => TuningReport::off(),
         };
         let report = TuningReport {
             in_force: auto.then_some(slot.in_force),
             ..report
         };
+        self.put(key, Entry::Idle(Box::new(slot)));
+        report
+    }
+
+    fn put(&self, key: String, entry: Entry) {
         self.slots
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(key, slot);
-        report
+            .insert(key, entry);
+    }
+
+    /// Runs one evaluation of `slot` as a task of its own and waits for it
+    /// up to [`EVALUATION_WAIT`]: the slot with its new report, or the
+    /// evaluation still running (Prometheus is slow or hangs), so that the
+    /// reconcile goes on without it.
+    async fn evaluate_in_background(&self, mut slot: Slot, job: EvaluationJob) -> Result<Slot, Evaluating> {
+        let settings = slot.settings.clone();
+        let in_force = slot.in_force;
+        let last = slot.report.clone();
+        let auto = settings.mode == TuningMode::Auto;
+        let (now, interval) = (job.now, job.tuning.interval());
+        let metrics = self.metrics.clone();
+        let mut task = tokio::spawn(async move {
+            let EvaluationJob {
+                namespace,
+                name,
+                tuning,
+                url,
+                status,
+                now,
+            } = job;
+            let (report, recorded) =
+                evaluate(&mut slot, (&namespace, &name), &tuning, &url, status.as_ref(), now).await;
+            metrics.observe_tuning(&namespace, &name, &recorded);
+            slot.evaluated_at = Some(now);
+            slot.report = Some(report);
+            slot
+        });
+        match tokio::time::timeout(EVALUATION_WAIT, &mut task).await {
+            Ok(Ok(slot)) => Ok(slot),
+            Ok(Err(e)) => {
+                // A bug, not Prometheus: a new tuner, tried again next interval.
+                tracing::error!(error = %e, "tuner evaluation failed");
+                let mut slot = Slot::new(settings, None, None);
+                slot.evaluated_at = Some(now);
+                slot.report = Some(TuningReport {
+                    next_in: Some(interval),
+                    ..TuningReport::not_running(
+                        REASON_FAILED,
+                        "the tuner's evaluation failed (see the operator's log): it runs again next interval".into(),
+                    )
+                });
+                Ok(slot)
+            }
+            Err(_) => Err(Evaluating {
+                settings,
+                in_force,
+                last,
+                auto,
+                task,
+            }),
+        }
+    }
+}
+
+/// How long a reconcile waits for the evaluation it started. Prometheus
+/// answers in milliseconds when it is well; when it is slow or hangs (up to
+/// [`DEFAULT_QUERY_TIMEOUT`] per query), the reconcile goes on with the last
+/// report, so a SliceCache's tuner never holds the operator's reconcile
+/// slots (`--max-concurrent-reconciles`) for long.
+const EVALUATION_WAIT: Duration = Duration::from_millis(250);
+
+/// While an evaluation runs on, its SliceCache is reconciled again this
+/// often to pick up the result.
+const EVALUATION_POLL: Duration = Duration::from_secs(1);
+
+/// What one evaluation needs, owned, for its task.
+struct EvaluationJob {
+    namespace: String,
+    name: String,
+    tuning: Tuning,
+    url: String,
+    status: Option<SliceCacheStatus>,
+    now: Instant,
+}
+
+/// A SliceCache's registry entry.
+enum Entry {
+    /// No evaluation runs.
+    Idle(Box<Slot>),
+    /// An evaluation runs on past [`EVALUATION_WAIT`].
+    Evaluating(Box<Evaluating>),
+}
+
+/// An evaluation that runs on, and what its SliceCache's reconciles use
+/// meanwhile.
+struct Evaluating {
+    settings: TunerSettings,
+    in_force: Tunables,
+    /// The report of the evaluation before it.
+    last: Option<TuningReport>,
+    auto: bool,
+    task: JoinHandle<Slot>,
+}
+
+impl Evaluating {
+    /// The report until the evaluation ends: the last one (or, before the
+    /// first, that the tuner waits for Prometheus), due again soon.
+    fn meanwhile(&self) -> TuningReport {
+        let report = self.last.clone().unwrap_or_else(|| {
+            TuningReport::not_running(
+                REASON_WAITING,
+                "the tuner's first evaluation waits for Prometheus; the values in force stay".to_string(),
+            )
+        });
+        TuningReport {
+            in_force: self.auto.then_some(self.in_force),
+            next_in: Some(EVALUATION_POLL),
+            ..report
+        }
+    }
+
+    /// The slot of a finished evaluation; `None` when it failed.
+    fn finished(self) -> Option<Slot> {
+        match self.task.now_or_never() {
+            Some(Ok(slot)) => Some(slot),
+            _ => None,
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use slicecache_api::{spec::SliceCacheSpec, units::ByteSize};
 use super::*;
 use crate::controller::fixtures::{at, decision, t, MI};
 use crate::{
-    controller::conditions::{REASON_OFF, REASON_RECOMMENDING, REASON_TUNING},
+    controller::conditions::{REASON_OFF, REASON_RECOMMENDING, REASON_TUNING, REASON_WAITING},
     tuner::{Bounds, Selector, TuningDecision},
 };
 
@@ -303,4 +303,68 @@ async fn the_tune_step_reports_to_the_metrics() {
     // Deleted: nothing.
     registry.forget("shop/media");
     assert!(tuning_series(&metrics).is_empty(), "{:#?}", tuning_series(&metrics));
+}
+
+/// A Prometheus that answers every query with an empty vector, `delay`
+/// after it arrives; its base URL.
+async fn slow_prometheus(delay: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                // One read holds a small GET's head.
+                let mut head = [0u8; 4096];
+                if sock.read(&mut head).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(delay).await;
+                let body = slicecache_testkit::scripted::prometheus_vector(None);
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn a_slow_prometheus_does_not_hold_the_reconcile() {
+    let registry = TunerRegistry::new(Arc::new(Metrics::new().unwrap()));
+    let url = slow_prometheus(EVALUATION_WAIT * 3).await;
+    let auto = validated(&format!(
+        "  mode: Auto\n  prometheus:\n    url: {url}\n  interval: 30s\n"
+    ));
+    // The first evaluation waits for Prometheus: the reconcile goes on
+    // with the values in force and comes back soon.
+    let report = registry.tune(&owner(), &auto, None).await;
+    assert_eq!(report.condition.reason, REASON_WAITING);
+    assert_eq!(report.next_in, Some(EVALUATION_POLL));
+    assert_eq!(report.in_force, Some(t(MI, 8)));
+    // Reconciles meanwhile get the same; the evaluation's own report
+    // arrives once Prometheus has answered every query.
+    let report = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let report = registry.tune(&owner(), &auto, None).await;
+            if report.condition.reason != REASON_WAITING {
+                return report;
+            }
+            assert_eq!(report.next_in, Some(EVALUATION_POLL));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the evaluation ends once Prometheus answers");
+    // Due an interval after the evaluation started.
+    let next = report.next_in.expect("a next evaluation");
+    assert!(
+        next <= Duration::from_secs(30) && next > Duration::from_secs(20),
+        "{next:?}"
+    );
+    assert!(report.last_decision.is_some(), "{report:?}");
+    assert_eq!(report.in_force, Some(t(MI, 8)));
 }
