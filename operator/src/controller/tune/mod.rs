@@ -152,7 +152,12 @@ impl TunerRegistry {
     /// Drops the tuner of `key` (`namespace/name`) and its metrics: the
     /// SliceCache is gone or its tuner stopped.
     pub fn forget(&self, key: &str) {
-        self.slots.lock().unwrap_or_else(PoisonError::into_inner).remove(key);
+        let entry = self.slots.lock().unwrap_or_else(PoisonError::into_inner).remove(key);
+        // An evaluation still running would record metrics of a tuner
+        // that is gone.
+        if let Some(Entry::Evaluating(running)) = entry {
+            running.task.abort();
+        }
         if let Some((namespace, name)) = key.split_once('/') {
             self.metrics.forget_tuning(namespace, name);
         }
